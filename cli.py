@@ -1,0 +1,410 @@
+"""`bybit-backfill`: a thin click skin over the `store` library.
+
+Each command builds `Settings`, calls one library function and renders its result. Library errors
+become one line on stderr and exit code 2 in exactly one place (`_Group.invoke`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fetch.errors import BackfillError
+from store import Settings, Store
+from store.coverage import find_gaps
+from store.executions import refresh_executions
+from store.export import export_days
+from store.plan import days_touching, resolve_range
+from store.refresh import Progress, RefreshSummary, refresh
+from store.report import run_sql, status, verify
+
+log = logging.getLogger("context.backfill")
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _version() -> str:
+    try:
+        return version("bybit-backfill")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class _Group(click.Group):
+    """The one place library errors and Ctrl-C turn into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BackfillError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished days are kept and the day in progress was rolled back; "
+                       "rerun the same command to continue", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+def _db_option(f: F) -> F:
+    return click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="DuckDB store file [default: BACKFILL_DB_PATH or ./bybit_backfill.duckdb]")(f)
+
+
+def _range_options(f: F) -> F:
+    f = click.option("--days", type=float, default=None, help="Length of the range in days.")(f)
+    f = click.option("--end", default=None, help="End (exclusive), YYYY-MM-DD[THH:MM[:SS]] UTC; default now.")(f)
+    f = click.option("--start", default=None, help="Start (inclusive), YYYY-MM-DD[THH:MM[:SS]] UTC.")(f)
+    return f
+
+
+def _category_option(f: F) -> F:
+    return click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), default="linear",
+                        show_default=True)(f)
+
+
+def _json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
+
+
+def _db_path(ctx: click.Context, db: Path | None) -> Path:
+    return db if db is not None else _settings(ctx).backfill_db_path
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(name) for name in names]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(names))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="bybit-backfill")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs of the context.backfill logger.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """A complete, verified local history of Bybit trades.
+
+    Whole past days come from Bybit's daily archive files, the newest trades from recent-trade;
+    everything lands once in a DuckDB file and is exported as daily parquet files.
+
+    \b
+    Example:
+        bybit-backfill demo
+        bybit-backfill refresh BTCUSDT --start 2024-01-01 --end 2024-01-08
+    """
+    interactive = sys.stderr.isatty()
+    level = logging.DEBUG if verbose else (logging.WARNING if interactive else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    ctx.ensure_object(dict)
+    ctx.obj["interactive"] = interactive
+    if ctx.invoked_subcommand not in {"sim"}:
+        ctx.obj["settings"] = Settings()
+
+
+class _ProgressLine:
+    """One self-rewriting line on a terminal: days, megabytes, rows."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.days = self.total = self.rows = self.bytes = 0
+
+    def __call__(self, event: Progress) -> None:
+        if event.event == "plan":
+            self.total = event.total_days
+        elif event.event == "bytes":
+            self.bytes += event.bytes
+        elif event.event in ("day", "tail"):
+            self.days += event.event == "day"
+            self.rows += event.rows
+        if self.enabled:
+            click.echo(f"\r  days {self.days}/{self.total}  {self.bytes / 1e6:8.1f} MB  "
+                       f"{self.rows:>12,} rows", nl=False, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.total:
+            click.echo("", err=True)
+
+
+def _render_summary(summary: RefreshSummary) -> None:
+    click.echo(f"{summary.symbol} ({summary.category}) {summary.start} .. {summary.end}")
+    click.echo(f"  days: {summary.days_in_range} in range, {summary.days_from_store} already stored, "
+               f"{summary.days_fetched} fetched, {len(summary.days_failed)} failed")
+    click.echo(f"  rows added: {summary.rows_added:,}  duplicates skipped: {summary.duplicates_skipped:,}"
+               f"  conflicts: {summary.conflicts:,}  from the REST tail: {summary.tail_rows:,}")
+    click.echo(f"  requests: {summary.requests}  retries: {summary.retries}  breaker openings: "
+               f"{summary.breaker_openings}  peak throttle: {summary.peak_throttle:.1f}x  "
+               f"downloaded: {summary.bytes_downloaded / 1e6:.1f} MB")
+    click.echo(f"  exported files: {summary.files_exported}  elapsed: {summary.elapsed_s:.2f} s "
+               f"({summary.rows_per_s:,.0f} rows/s)")
+    click.echo(f"  gaps left: {len(summary.gaps)}")
+    for gap in summary.gaps:
+        click.echo(f"    {gap.start.isoformat()} .. {gap.end.isoformat()}: {gap.reason}")
+
+
+@main.command("refresh")
+@click.argument("symbol")
+@_category_option
+@_range_options
+@click.option("--no-export", is_flag=True, help="Do not write the daily parquet files.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where backfill_YYYY-MM-DD.parquet go [default: BACKFILL_CACHE_DIR].")
+@click.option("--wait-lock", type=float, default=0.0, help="Seconds to wait for another writer.")
+@_db_option
+@_json_option
+@click.pass_context
+def refresh_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+                    days: float | None, no_export: bool, cache_dir: Path | None, wait_lock: float,
+                    db: Path | None, as_json: bool) -> None:
+    """Make the store complete over a range: archive days, then the REST tail; export; report.
+
+    \b
+    Example:
+        bybit-backfill refresh BTCUSDT --start 2024-01-01 --end 2024-01-08
+        bybit-backfill refresh ETHUSDT --days 3 --json
+    """
+    settings = _settings(ctx)
+    start_us, end_us = resolve_range(start, end, days, _now())
+    export_to = None if no_export or not settings.backfill_cache_enabled else (
+        cache_dir or settings.backfill_cache_dir)
+    progress = _ProgressLine(ctx.obj["interactive"] and not as_json)
+    with Store.open(_db_path(ctx, db), wait_s=wait_lock) as store:
+        try:
+            summary = asyncio.run(refresh(store, settings.fetch_config(), symbol, start_us, end_us,
+                                          category=category, cache_dir=export_to,
+                                          id_mode=settings.backfill_export_id, progress=progress))
+        finally:
+            progress.close()
+    _print_json(summary.as_dict()) if as_json else _render_summary(summary)
+
+
+@main.command("executions")
+@_category_option
+@click.option("--symbol", default=None, help="Only this symbol (default: all).")
+@click.option("--exec-type", default=None, help="Only this execType, e.g. Trade or Funding.")
+@_range_options
+@_db_option
+@_json_option
+@click.pass_context
+def executions_command(ctx: click.Context, category: str, symbol: str | None, exec_type: str | None,
+                       start: str | None, end: str | None, days: float | None, db: Path | None,
+                       as_json: bool) -> None:
+    """Fetch the account's own fills (needs BYBIT_API_KEY and BYBIT_API_SECRET).
+
+    \b
+    Example:
+        bybit-backfill executions --start 2024-01-01 --end 2024-03-01
+    """
+    settings = _settings(ctx)
+    config = settings.fetch_config()
+    if not config.credentials.present:
+        raise click.UsageError("executions needs BYBIT_API_KEY and BYBIT_API_SECRET (env or .env)")
+    start_us, end_us = resolve_range(start, end, days, _now(), default_days=7)
+    with Store.open(_db_path(ctx, db)) as store:
+        summary = asyncio.run(refresh_executions(store, config, start_us, end_us, category=category,
+                                                 symbol=symbol, exec_type=exec_type))
+    if as_json:
+        _print_json(summary.as_dict())
+        return
+    click.echo(f"executions {summary.symbol} ({summary.category}) {summary.start} .. {summary.end}")
+    click.echo(f"  windows fetched: {summary.windows_fetched}  rows added: {summary.rows_added:,}  "
+               f"duplicates skipped: {summary.duplicates_skipped:,}  requests: {summary.requests}  "
+               f"retries: {summary.retries}  elapsed: {summary.elapsed_s:.2f} s")
+    for kind, count in sorted(summary.by_exec_type.items()):
+        click.echo(f"  {kind}: {count:,}")
+
+
+@main.command("status")
+@click.argument("symbol", required=False)
+@_db_option
+@_json_option
+@click.pass_context
+def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_json: bool) -> None:
+    """Per symbol: days covered, first and last trade, rows, open gaps, last refresh.
+
+    \b
+    Example:
+        bybit-backfill status BTCUSDT
+    """
+    with Store.open(_db_path(ctx, db), read_only=True) as store:
+        rows = status(store, symbol)
+    if as_json:
+        _print_json(rows)
+    elif not rows:
+        click.echo("the store holds no trades yet: run `bybit-backfill refresh SYMBOL`")
+    else:
+        click.echo(_table(list(rows[0]), [list(r.values()) for r in rows]))
+
+
+@main.command("gaps")
+@click.argument("symbol")
+@_category_option
+@_range_options
+@click.option("--min-silence", type=float, default=None,
+              help="Also report stretches of more than SECONDS without a trade.")
+@_db_option
+@_json_option
+@click.pass_context
+def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+                 days: float | None, min_silence: float | None, db: Path | None, as_json: bool) -> None:
+    """What the store cannot vouch for in a range: uncovered spans, silences, count mismatches.
+
+    \b
+    Example:
+        bybit-backfill gaps BTCUSDT --start 2024-01-01 --end 2024-01-08 --min-silence 60
+    """
+    start_us, end_us = resolve_range(start, end, days, _now())
+    with Store.open(_db_path(ctx, db), read_only=True) as store:
+        found = find_gaps(store, category, symbol.upper(), start_us, end_us, min_silence)
+    if as_json:
+        _print_json([gap.as_dict() for gap in found])
+    elif not found:
+        click.echo("no gaps: the range is covered and consistent")
+    else:
+        click.echo(_table(["kind", "start", "end", "reason"],
+                          [[g.kind, g.start.isoformat(), g.end.isoformat(), g.reason] for g in found]))
+
+
+@main.command("export")
+@click.argument("symbol")
+@_category_option
+@_range_options
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Target directory [default: BACKFILL_CACHE_DIR].")
+@click.option("--id-mode", type=click.Choice(["tick", "raw"]), default=None,
+              help="`i` column: decimal TradeTick.id (tick) or the exchange's id (raw).")
+@_db_option
+@click.pass_context
+def export_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+                   days: float | None, cache_dir: Path | None, id_mode: str | None,
+                   db: Path | None) -> None:
+    """(Re)write the daily parquet cache files of a range from the store.
+
+    \b
+    Example:
+        bybit-backfill export BTCUSDT --start 2024-01-01 --end 2024-01-08 --cache-dir ./cache
+    """
+    settings = _settings(ctx)
+    start_us, end_us = resolve_range(start, end, days, _now())
+    wanted: list[date] = days_touching([(start_us, end_us)])
+    with Store.open(_db_path(ctx, db)) as store:
+        written = export_days(store, category=category, symbol=symbol.upper(), days=wanted,
+                              cache_dir=cache_dir or settings.backfill_cache_dir,
+                              id_mode=id_mode or settings.backfill_export_id)
+    for item in written:
+        click.echo(f"{item.path}  {item.rows:,} rows")
+
+
+@main.command("sql")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@_db_option
+@click.pass_context
+def sql_command(ctx: click.Context, query: str, fmt: str, db: Path | None) -> None:
+    """Run a read-only SQL query against the store (it can never change it).
+
+    \b
+    Example:
+        bybit-backfill sql "SELECT * FROM daily ORDER BY day"
+    """
+    names, rows = run_sql(_db_path(ctx, db), query)
+    if fmt == "json":
+        _print_json([dict(zip(names, row)) for row in rows])
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(names)
+        writer.writerows(rows)
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        click.echo(_table(names, rows))
+
+
+@main.command("verify")
+@_db_option
+@_json_option
+@click.pass_context
+def verify_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
+    """Integrity checks: unique keys, coverage matching rows, exports matching the store.
+
+    \b
+    Example:
+        bybit-backfill verify
+    """
+    with Store.open(_db_path(ctx, db), read_only=True) as store:
+        report = verify(store)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for name, passed, detail in report.checks:
+            click.echo(f"{'ok  ' if passed else 'FAIL'}  {name}{'' if passed else ': ' + detail}")
+    if not report.ok:
+        ctx.exit(1)
+
+
+@main.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-data"), show_default=True, help="Where the demo store and cache go.")
+@click.option("--days", type=int, default=3, show_default=True)
+@click.option("--trades-per-day", type=int, default=200_000, show_default=True)
+@click.pass_context
+def demo_command(ctx: click.Context, directory: Path, days: int, trades_per_day: int) -> None:
+    """Offline end to end: a local Bybit emulator, a refresh, parquet files and an analyst query.
+
+    \b
+    Example:
+        bybit-backfill demo
+    """
+    from store.demo import run_demo
+
+    run_demo(directory, days=days, trades_per_day=trades_per_day, echo=click.echo)
+
+
+@main.command("sim")
+@click.option("--port", type=int, default=8099, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def sim_command(port: int, host: str) -> None:
+    """Serve the local Bybit emulator until stopped (point BYBIT_*_BASE_URL at it).
+
+    \b
+    Example:
+        bybit-backfill sim --port 8099
+    """
+    import sim
+
+    click.echo(f"Bybit emulator on http://{host}:{port} (Ctrl-C to stop)", err=True)
+    sim.serve(port=port, host=host)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""`RecentTradeSource`: the newest trades of a symbol from `GET /v5/market/recent-trade`.
+
+recent-trade has no start, end or cursor: it only ever returns the latest N trades (at most 1000
+for derivatives, 60 for spot). So it can only fill the *tail* after the newest archive day; the
+`RecentTail` it returns says which span it proves complete (oldest..newest), and whatever lies
+between the archive and `oldest_us` is a gap the caller reports, never papers over.
+"""
+
+from __future__ import annotations
+
+from .client import BybitClient
+from .errors import InputError, ParameterError
+from .models import Category, RecentTail
+from .parse import parse_recent_trades
+
+RECENT_TRADE_PATH = "/v5/market/recent-trade"
+
+
+class RecentTradeSource:
+    """Fetches and normalizes the recent-trade tail of one symbol."""
+
+    def __init__(self, client: BybitClient) -> None:
+        self.client = client
+
+    async def fetch(self, category: Category | str, symbol: str, limit: int | None = None) -> RecentTail:
+        """The newest `limit` trades (default: the category's maximum), sorted by (time, id)."""
+        cat = Category(category)
+        limit = cat.recent_trade_max if limit is None else limit
+        if not 1 <= limit <= cat.recent_trade_max:
+            raise InputError(f"recent-trade limit {limit} is out of range for {cat.value}: use 1 to "
+                             f"{cat.recent_trade_max}")
+        params = {"category": cat.value, "symbol": symbol, "limit": limit}
+        try:
+            result = await self.client.get_public(RECENT_TRADE_PATH, params)
+        except ParameterError as exc:
+            raise ParameterError(f"Bybit rejected symbol {symbol!r} for category {cat.value} on "
+                                 f"recent-trade ({exc}); check the symbol exists in that category",
+                                 ret_code=exc.ret_code, status=exc.status, endpoint=RECENT_TRADE_PATH) from None
+        trades = sorted(parse_recent_trades(result, category=cat.value, symbol=symbol),
+                        key=lambda t: (t.time_us, t.trade_id))
+        return RecentTail(
+            trades=tuple(trades),
+            oldest_us=trades[0].time_us if trades else None,
+            newest_us=trades[-1].time_us if trades else None,
+            limit=limit,
+        )

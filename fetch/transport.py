@@ -1,0 +1,196 @@
+"""The bottom layer: one HTTP request on the wire, and the only module that imports aiohttp's client.
+
+Every layer above speaks `Request` -> `Response` through the one-method `Transport` protocol, so
+tests can swap this layer for a fake and the demo can point it at `sim/`. aiohttp's exceptions (and
+timeouts, resets) are translated to `TransportError` here and nowhere else; messages carry a redacted
+URL (path and parameter names, never headers, signatures or long values).
+
+Archive downloads are streamed to a temp file beside the destination in chunks and renamed into
+place only when complete, so a reader never sees half a file; a body shorter than its
+Content-Length is a `TransportError` (retried), never a short file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Protocol
+
+import aiohttp
+from yarl import URL
+
+from .config import Timeouts
+from .errors import TransportError
+
+Kind = Literal["api", "archive"]
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One GET. `query` is the final, already-encoded query string: it is what gets signed and sent.
+
+    `kind` says which host it goes to ('api' is rate-limited and guarded by the breaker, 'archive' is
+    a static file server); `public` marks market-data calls (paced by `public_delay_ms`); `signed`
+    asks the signing layer to add fresh X-BAPI-* headers; `dest` makes it a streamed download.
+    """
+
+    base_url: str
+    path: str
+    query: str = ""
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    kind: Kind = "api"
+    endpoint: str = ""
+    signed: bool = False
+    public: bool = True
+    dest: Path | None = None
+    on_bytes: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        base = self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+        return f"{base}?{self.query}" if self.query else base
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL for messages: parameter names kept, long values (cursors) elided."""
+        base = self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+        if not self.query:
+            return base
+        shown = []
+        for part in self.query.split("&"):
+            key, _, value = part.partition("=")
+            shown.append(f"{key}={value if len(value) <= 24 else '…'}")
+        return f"{base}?{'&'.join(shown)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What came back. Header names are lower-case. Downloads have `path` set and an empty body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+    path: Path | None = None
+    elapsed_s: float = 0.0
+    size_bytes: int = 0
+    result: Mapping[str, object] | None = field(default=None, repr=False)
+
+
+class Transport(Protocol):
+    """Anything that can send a `Request`: the aiohttp transport, a layer wrapping it, a test fake."""
+
+    async def send(self, request: Request) -> Response: ...
+
+
+class AiohttpTransport:
+    """One aiohttp session for the whole run, created on first use; timeouts on every request."""
+
+    def __init__(self, timeouts: Timeouts, *, connection_limit: int = 32) -> None:
+        self._timeouts = timeouts
+        self._connection_limit = connection_limit
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AiohttpTransport:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connection_limit)
+            timeout = aiohttp.ClientTimeout(total=self._timeouts.total_s, connect=self._timeouts.connect_s)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self._session
+
+    async def send(self, request: Request) -> Response:
+        started = time.monotonic()
+        try:
+            if request.dest is not None:
+                return await self._download(request, request.dest, started)
+            return await self._fetch(request, started)
+        except TransportError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise TransportError(_describe(exc, request)) from None
+
+    async def _fetch(self, request: Request, started: float) -> Response:
+        session = self._get_session()
+        url = URL(request.url, encoded=True)
+        async with session.request(request.method, url, headers=dict(request.headers)) as resp:
+            body = await resp.read()
+            return Response(resp.status, _headers(resp), body, elapsed_s=time.monotonic() - started,
+                            size_bytes=len(body))
+
+    async def _download(self, request: Request, dest: Path, started: float) -> Response:
+        session = self._get_session()
+        timeout = aiohttp.ClientTimeout(total=self._timeouts.archive_total_s,
+                                        connect=self._timeouts.connect_s,
+                                        sock_read=self._timeouts.total_s)
+        headers = {**request.headers, "Accept-Encoding": "identity"}  # keep the .gz bytes as they are
+        url = URL(request.url, encoded=True)
+        async with session.request(request.method, url, headers=headers, timeout=timeout,
+                                   auto_decompress=False) as resp:
+            if resp.status != 200:
+                body = await resp.read()
+                return Response(resp.status, _headers(resp), body, elapsed_s=time.monotonic() - started)
+            size = await _stream_to_file(resp, dest, request)
+            return Response(resp.status, _headers(resp), b"", path=dest,
+                            elapsed_s=time.monotonic() - started, size_bytes=size)
+
+
+async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path, request: Request) -> int:
+    """Write the body to a temp file beside `dest`, check its length, then rename it into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+                out.write(chunk)
+                size += len(chunk)
+                if request.on_bytes is not None:
+                    request.on_bytes(len(chunk))
+        expected = resp.content_length
+        if expected is not None and size != expected:
+            raise TransportError(f"download of {request.redacted_url} ended after {size} of {expected} "
+                                 "bytes: the connection was cut; retrying")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    return {name.lower(): value for name, value in resp.headers.items()}
+
+
+def _describe(exc: BaseException, request: Request) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        what = "timed out"
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        what = "the answer was cut short"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        what = "the server closed the connection"
+    elif isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
+        what = "could not connect"
+    elif isinstance(exc, ConnectionResetError):
+        what = "the connection was reset"
+    else:
+        what = f"failed ({type(exc).__name__})"
+    return (f"{request.method} {request.redacted_url} {what}: a network problem; retrying, and if it "
+            "persists check the network and the base URLs")

@@ -1,0 +1,149 @@
+"""The one DuckDB connection of a run, and the only place `duckdb.Error` is caught and translated.
+
+DuckDB already allows a single writing process per file; `Store.open` turns its lock error into
+`StoreLocked` naming the file (optionally waiting for the lock), and a foreign file into
+`NotADatabase`, before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from store.errors import NotADatabase, StoreError, StoreLocked
+
+log = logging.getLogger("context.backfill")
+
+Tracer = Callable[[str, Sequence[Any]], None]
+
+
+def _translate(error: duckdb.Error, path: str) -> StoreError:
+    text = str(error)
+    if "Conflicting lock" in text or "Could not set lock" in text:
+        return StoreLocked(path)
+    if "not a valid DuckDB database" in text or "Unable to open database" in text:
+        return NotADatabase(path, text.split("\n")[0])
+    return StoreError(f"DuckDB error on {path}: {text.splitlines()[0] if text else error!r}")
+
+
+class Store:
+    """A DuckDB file opened for this run: parameterized `execute`/`query`, and `atomic()`."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
+        self.connection = connection
+        self.path = path
+        self.read_only = read_only
+        self.tracer: Tracer | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0,
+             memory_limit: str = "2GB", migrate: bool = True) -> Store:
+        """Open (creating and migrating unless read-only); wait up to `wait_s` for another writer."""
+        target = str(path)
+        if read_only and not Path(target).exists():
+            raise StoreError(f"no store at {target}; run `bybit-backfill refresh` first or pass --db")
+        if not read_only:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                connection = duckdb.connect(target, read_only=read_only,
+                                            config={"memory_limit": memory_limit})
+                break
+            except duckdb.Error as error:
+                translated = _translate(error, target)
+                if isinstance(translated, StoreLocked) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise translated from None
+        store = cls(connection, target, read_only)
+        if migrate and not read_only:
+            from store.schema import migrate as run_migrations
+            run_migrations(store)
+        return store
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _trace(self, sql: str, params: Sequence[Any]) -> None:
+        if self.tracer is not None:
+            self.tracer(sql, params)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._trace(sql, params)
+        try:
+            self.connection.execute(sql, list(params))
+        except duckdb.Error as error:
+            raise _translate(error, self.path) from None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._trace(sql, params)
+        try:
+            return self.connection.execute(sql, list(params)).fetchall()
+        except duckdb.Error as error:
+            raise _translate(error, self.path) from None
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def query_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        self._trace(sql, params)
+        try:
+            cursor = self.connection.execute(sql, list(params))
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        except duckdb.Error as error:
+            raise _translate(error, self.path) from None
+
+    def user_query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run an analyst's own SQL (only ever on a read-only store): column names and rows."""
+        self._trace(sql, ())
+        try:
+            cursor = self.connection.execute(sql)
+            return [d[0] for d in cursor.description or []], cursor.fetchall()
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+
+    def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._trace(sql, params)
+        try:
+            relation = self.connection.sql(sql, params=list(params))
+            # DuckDB 2 names it to_arrow_table; 1.x returns a Table from arrow().
+            fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+            return fetch()
+        except duckdb.Error as error:
+            raise _translate(error, self.path) from None
+
+    def register(self, name: str, table: Any) -> None:
+        """Expose an Arrow table to SQL under `name` (a constant identifier, never user input)."""
+        self.connection.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.connection.unregister(name)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction: everything inside commits together or not at all."""
+        self.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(duckdb.Error, StoreError):
+                self.connection.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")

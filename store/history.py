@@ -1,0 +1,182 @@
+"""The drop-in replacement for the context service's `BinanceTradeHistory`.
+
+Same shape, same `TradeTick` fields, same cache files; behind it the store makes the history complete
+first (refreshing only what is missing) and then reads it back in ascending order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from fetch import BybitClient, FetchConfig, RecentTradeSource
+from fetch.errors import AuthError, InputError
+from store.coverage import dt_to_us, us_to_dt
+from store.db import Store
+from store.export import cache_path
+from store.plan import days_touching
+from store.refresh import RefreshSummary, refresh
+from store.settings import Settings
+
+log = logging.getLogger("context.backfill")
+
+_MASK_63 = (1 << 63) - 1
+
+
+def tick_id(trade_id: str) -> int:
+    """The int the context service keys trades by: the id itself when numeric, else a stable hash.
+
+    The hash is the first 8 bytes of md5, big-endian, sign bit cleared: the same on every machine and
+    Python version (never the salted built-in `hash`), and 63 bits wide so a busy day cannot collide.
+    `store.ingest.TICK_ID_SQL` computes the same value inside DuckDB.
+    """
+    if trade_id.isascii() and trade_id.isdigit() and len(trade_id) <= 19 and int(trade_id) <= _MASK_63:
+        return int(trade_id)
+    return int.from_bytes(hashlib.md5(trade_id.encode()).digest()[:8], "big") & _MASK_63
+
+
+@dataclass(frozen=True, slots=True)
+class TradeTick:
+    """Exactly the service's fields, plus the exchange's own id string as `exec_id`."""
+
+    ts: datetime
+    price: float
+    qty: float
+    side: str
+    isBuyerMaker: bool  # noqa: N815 - the service's field name
+    id: int
+    exec_id: str = field(default="", compare=False)
+
+
+_FIRST_PAGE_SQL = """
+    SELECT time_us, price, qty, side, is_buyer_maker, tick_id, trade_id
+    FROM trades
+    WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
+    ORDER BY time_us, trade_id
+    LIMIT ?"""
+
+# Keyset pagination on (time_us, trade_id): stable and cheap however deep the range goes.
+_NEXT_PAGE_SQL = """
+    SELECT time_us, price, qty, side, is_buyer_maker, tick_id, trade_id
+    FROM trades
+    WHERE category = ? AND symbol = ? AND (time_us > ? OR (time_us = ? AND trade_id > ?))
+      AND time_us < ?
+    ORDER BY time_us, trade_id
+    LIMIT ?"""
+
+
+def _ticks_from_rows(rows: list[tuple]) -> list[TradeTick]:  # type: ignore[type-arg]
+    return [TradeTick(us_to_dt(t), float(p), float(q), str(s), bool(m), int(i), str(x))
+            for t, p, q, s, m, i, x in rows]
+
+
+class BybitConnectorHistory:
+    """`iterate_trades`, `backfill_with_cache` and `test_single_window` over the Bybit store."""
+
+    def __init__(self, settings: Settings | None = None, *, fetch_config: FetchConfig | None = None,
+                 symbol: str | None = None, category: str | None = None) -> None:
+        self.settings = settings or Settings()
+        self.fetch_config = fetch_config or self.settings.fetch_config()
+        self.symbol = (symbol or self.settings.bybit_symbol).upper()
+        self.category = category or self.settings.bybit_category
+        self.last_summary: RefreshSummary | None = None
+
+    async def _refresh(self, start: datetime, end: datetime, export: bool) -> Store:
+        store = Store.open(self.settings.backfill_db_path)
+        try:
+            cache_dir = self.settings.backfill_cache_dir if export else None
+            self.last_summary = await refresh(
+                store, self.fetch_config, self.symbol, dt_to_us(start), dt_to_us(end),
+                category=self.category, cache_dir=cache_dir, id_mode=self.settings.backfill_export_id)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    async def iterate_trades(self, start: datetime, end: datetime,
+                             chunk_rows: int = 100_000) -> AsyncIterator[TradeTick]:
+        """Ascending trades of [start, end) from the store, after fetching what it lacks."""
+        if self.settings.context_backfill_test_mode:
+            for tick in await self.test_single_window():
+                yield tick
+            return
+        _check_range(start, end)
+        store = await self._refresh(start, end, export=False)
+        try:
+            end_us = dt_to_us(end)
+            rows = store.query(_FIRST_PAGE_SQL, [self.category, self.symbol, dt_to_us(start), end_us,
+                                                 chunk_rows])
+            while rows:
+                for tick in _ticks_from_rows(rows):
+                    yield tick
+                if len(rows) < chunk_rows:
+                    return
+                last_us, last_id = int(rows[-1][0]), str(rows[-1][6])
+                rows = store.query(_NEXT_PAGE_SQL, [self.category, self.symbol, last_us, last_us,
+                                                    last_id, end_us, chunk_rows])
+        finally:
+            store.close()
+
+    async def backfill_with_cache(self, start: datetime, end: datetime) -> list[TradeTick]:
+        """Refresh the store, export the daily parquet cache, then read the range from those files."""
+        if self.settings.context_backfill_test_mode:
+            return await self.test_single_window()
+        _check_range(start, end)
+        if not self.settings.backfill_cache_enabled:
+            return [tick async for tick in self.iterate_trades(start, end)]
+        store = await self._refresh(start, end, export=True)
+        store.close()
+        return read_cache(self.settings.backfill_cache_dir, start, end)
+
+    async def test_single_window(self) -> list[TradeTick]:
+        """One small signed call that proves the key works, then the newest few public trades."""
+        config = self.fetch_config
+        if not config.credentials.present:
+            raise AuthError("test_single_window needs BYBIT_API_KEY and BYBIT_API_SECRET")
+        async with BybitClient(config) as client:
+            end_ms = int(datetime.now(UTC).timestamp() * 1000)
+            await client.get_private("/v5/execution/list", {
+                "category": self.category, "startTime": str(end_ms - 3_600_000),
+                "endTime": str(end_ms), "limit": "1"})
+            tail = await RecentTradeSource(client).fetch(self.category, self.symbol, limit=10)
+        log.info("Bybit test window OK: signed call accepted, %d recent trades", len(tail.trades))
+        return [TradeTick(us_to_dt(t.time_us), t.price, t.qty, t.side, t.is_buyer_maker,
+                          tick_id(t.trade_id), t.trade_id) for t in tail.trades]
+
+
+def _check_range(start: datetime, end: datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InputError("start and end must be timezone-aware datetimes (UTC)")
+    if start >= end:
+        raise InputError(f"start {start.isoformat()} is not before end {end.isoformat()}")
+
+
+def read_cache(cache_dir: Path, start: datetime, end: datetime) -> list[TradeTick]:
+    """TradeTicks of [start, end) from the daily files, as the context service reads them."""
+    start_ms, end_ms = dt_to_us(start) // 1000, -(-dt_to_us(end) // 1000)
+    ticks: list[TradeTick] = []
+    for day in days_touching([(dt_to_us(start), dt_to_us(end))]):
+        path = cache_path(cache_dir, day)
+        if not path.exists():
+            continue
+        table = pq.read_table(path)
+        for t, i, p, q, s, m in zip(*(table.column(n).to_pylist() for n in "Tipqsm")):
+            if start_ms <= t < end_ms:
+                ticks.append(TradeTick(datetime.fromtimestamp(t / 1000, UTC), p, q, s, m,
+                                       int(i) if i.isdigit() else tick_id(i), i))
+    return ticks
+
+
+def create_history_provider(settings: Settings | None = None) -> BybitConnectorHistory:
+    """Pick the provider named by DATA_SOURCE; this package serves 'bybit'."""
+    settings = settings or Settings()
+    if settings.data_source.lower() != "bybit":
+        raise InputError(f"DATA_SOURCE={settings.data_source!r} is not served by bybit-backfill; "
+                         "set DATA_SOURCE=bybit")
+    return BybitConnectorHistory(settings)

@@ -1,0 +1,125 @@
+"""Pure refresh planning: which days come from the archive, whether the REST tail is needed, and why
+anything else cannot be fetched. No I/O: the store supplies what is missing, the archive index what
+is published, the caller the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from fetch.errors import InputError
+from store.coverage import dt_to_us, us_to_dt
+
+DAY_US = 86_400_000_000
+
+
+def day_start_us(day: date) -> int:
+    return dt_to_us(datetime.combine(day, time(), tzinfo=UTC))
+
+
+def day_of_us(value: int) -> date:
+    return us_to_dt(value).date()
+
+
+def days_touching(intervals: list[tuple[int, int]]) -> list[date]:
+    """UTC days that intersect any of the half-open intervals."""
+    days: set[date] = set()
+    for start_us, end_us in intervals:
+        day = day_of_us(start_us)
+        while day_start_us(day) < end_us:
+            days.add(day)
+            day += timedelta(days=1)
+    return sorted(days)
+
+
+@dataclass(frozen=True, slots=True)
+class Unfetchable:
+    """A day the archive cannot give now, and why."""
+
+    day: date
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshPlan:
+    archive_days: list[date] = field(default_factory=list)
+    tail: bool = False
+    unpublished: list[date] = field(default_factory=list)
+    unfetchable: list[Unfetchable] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.archive_days or self.tail)
+
+
+def plan_refresh(missing: list[tuple[int, int]], published: list[date]) -> RefreshPlan:
+    """Archive for every published missing day; the tail when the range reaches past the newest file."""
+    wanted = days_touching(missing)
+    available = set(published)
+    newest = max(published) if published else None
+    archive_days, unpublished, unfetchable = [], [], []
+    for day in wanted:
+        if day in available:
+            archive_days.append(day)
+        elif newest is None or day > newest:
+            unpublished.append(day)
+        else:
+            unfetchable.append(Unfetchable(day, f"no archive file for {day} (the index does not list "
+                                                "it: before the symbol was listed, or never published)"))
+    return RefreshPlan(archive_days, bool(unpublished), unpublished, unfetchable)
+
+
+def unpublished_reason(day: date, limit: int, oldest_us: int | None) -> str:
+    reach = (f"recent-trade's newest {limit} trades reach back only to {us_to_dt(oldest_us).isoformat()}"
+             if oldest_us is not None else "recent-trade returned no trades")
+    return (f"Bybit has not published the archive file for {day} yet (files appear after the day "
+            f"ends) and {reach}; rerun once the file is out")
+
+
+_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """A date or UTC datetime from the command line; 'now' and 'today' are understood."""
+    value = text.strip()
+    if value.lower() == "now":
+        return now
+    if value.lower() == "today":
+        return datetime.combine(now.date(), time(), tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"cannot read the date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] "
+                         "(UTC)") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def resolve_range(start: datetime | date | str | None, end: datetime | date | str | None,
+                  days: float | None, now: datetime, default_days: float = 3) -> tuple[int, int]:
+    """[start, end) in epoch µs; end is exclusive and defaults to now; a range may not lie ahead."""
+    end_dt = _as_datetime(end, now) if end is not None else now
+    if start is not None:
+        start_dt = _as_datetime(start, now)
+    else:
+        start_dt = end_dt - timedelta(days=days if days is not None else default_days)
+    if start is not None and days is not None and end is None:
+        end_dt = start_dt + timedelta(days=days)
+    if start_dt >= end_dt:
+        raise InputError(f"start {start_dt.isoformat()} is not before end {end_dt.isoformat()}: "
+                         "give a start earlier than the end (the end is exclusive)")
+    if start_dt > now:
+        raise InputError(f"start {start_dt.isoformat()} is in the future: trades cannot be fetched "
+                         "before they happen")
+    if end_dt > now + timedelta(days=1):
+        raise InputError(f"end {end_dt.isoformat()} is in the future: give an end up to tomorrow "
+                         "(exclusive) or leave it out to mean now")
+    return dt_to_us(start_dt), dt_to_us(min(end_dt, now))
+
+
+def _as_datetime(value: datetime | date | str, now: datetime) -> datetime:
+    if isinstance(value, str):
+        return parse_when(value, now)
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime.combine(value, time(), tzinfo=UTC)

@@ -1,0 +1,290 @@
+"""The main job: make the store complete over a range, fetching only what it lacks.
+
+plan (SQL coverage + archive index) -> archive days downloaded concurrently, each parsed in a worker
+thread and committed with its coverage row in one transaction -> the REST tail for what lies past
+the newest file -> gaps recorded with their reasons -> touched days exported -> a summary.
+A range the store already covers sends no request at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from fetch import ArchiveSource, BybitClient, FetchConfig, RecentTradeSource, read_archive
+from fetch.errors import ArchiveError
+from fetch.models import RecentTail, trades_to_table
+from store.coverage import Gap, add_coverage, find_gaps, record_open_gaps, us_to_dt
+from store.db import Store
+from store.export import check_cache_dir, days_needing_export, export_days
+from store.ingest import EMPTY, IngestResult, distinct_ids_between, ingest_batch
+from store.plan import (RefreshPlan, day_of_us, day_start_us, days_touching, plan_refresh,
+                        unpublished_reason)
+from store.coverage import uncovered
+
+log = logging.getLogger("context.backfill")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One step of a refresh, for a progress bar or a log line."""
+
+    event: str  # plan | bytes | day | tail | export
+    day: date | None = None
+    rows: int = 0
+    bytes: int = 0
+    total_days: int = 0
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class RefreshSummary:
+    category: str
+    symbol: str
+    start: str
+    end: str
+    days_in_range: int = 0
+    days_from_store: int = 0
+    days_fetched: int = 0
+    days_failed: list[str] = field(default_factory=list)
+    rows_added: int = 0
+    duplicates_skipped: int = 0
+    conflicts: int = 0
+    rest_rows_replaced: int = 0
+    tail_rows: int = 0
+    requests: int = 0
+    retries: int = 0
+    errors_by_type: dict[str, int] = field(default_factory=dict)
+    breaker_openings: int = 0
+    peak_throttle: float = 1.0
+    bytes_downloaded: int = 0
+    files_exported: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_added / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["gaps"] = [gap.as_dict() for gap in self.gaps]
+        data["rows_per_s"] = round(self.rows_per_s, 1)
+        data["elapsed_s"] = round(self.elapsed_s, 3)
+        return data
+
+
+@dataclass
+class _Run:
+    store: Store
+    category: str
+    symbol: str
+    start_us: int
+    end_us: int
+    progress: ProgressCallback
+    summary: RefreshSummary
+    touched: set[date] = field(default_factory=set)
+    reasons: list[Gap] = field(default_factory=list)
+    totals: IngestResult = EMPTY
+
+    def add(self, result: IngestResult) -> None:
+        self.totals = self.totals + result
+
+
+def _noop(_: Progress) -> None:
+    return None
+
+
+async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int, end_us: int, *,
+                  category: str = "linear", cache_dir: Path | None = None, id_mode: str = "tick",
+                  progress: ProgressCallback | None = None, client: BybitClient | None = None,
+                  work_dir: Path | None = None) -> RefreshSummary:
+    """Fetch what [start_us, end_us) lacks, export touched days, and say what could not be had."""
+    began = time.monotonic()
+    symbol = symbol.upper()
+    summary = RefreshSummary(category, symbol, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat())
+    run = _Run(store, category, symbol, start_us, end_us, progress or _noop, summary)
+    if cache_dir is not None:
+        check_cache_dir(cache_dir)
+    all_days = days_touching([(start_us, end_us)])
+    summary.days_in_range = len(all_days)
+    missing = uncovered(store, category, symbol, start_us, end_us)
+    summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
+    if missing:
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(BybitClient(config))
+            scratch = Path(work_dir) if work_dir else Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="bybit-backfill-")))
+            try:
+                await _fetch_missing(run, client, missing, scratch)
+            finally:
+                _copy_stats(summary, client)
+    gaps = [g for g in find_gaps(store, category, symbol, start_us, end_us)]
+    summary.gaps = _with_reasons(gaps, run.reasons)
+    with store.atomic():
+        record_open_gaps(store, category, symbol, start_us, end_us, summary.gaps)
+    if cache_dir is not None:
+        stale = days_needing_export(store, category=category, symbol=symbol, cache_dir=cache_dir,
+                                    days=_exportable_days(store, category, symbol, all_days),
+                                    id_mode=id_mode)
+        exported = export_days(store, category=category, symbol=symbol, days=stale,
+                               cache_dir=cache_dir, id_mode=id_mode)
+        summary.files_exported = len(exported)
+        run.progress(Progress("export", rows=sum(e.rows for e in exported), message=f"{len(exported)} files"))
+    summary.rows_added = run.totals.added
+    summary.duplicates_skipped = run.totals.duplicates
+    summary.conflicts = run.totals.conflicts
+    summary.rest_rows_replaced = run.totals.replaced
+    summary.elapsed_s = time.monotonic() - began
+    log.info("Bybit backfill complete: %s %s, %d rows added, %d duplicates skipped, %d conflicts, "
+             "%d gaps left, %d requests in %.1f s", category, symbol, summary.rows_added,
+             summary.duplicates_skipped, summary.conflicts, len(summary.gaps), summary.requests,
+             summary.elapsed_s)
+    return summary
+
+
+def _copy_stats(summary: RefreshSummary, client: BybitClient) -> None:
+    stats = client.stats
+    summary.requests = stats.requests
+    summary.retries = stats.retries
+    summary.errors_by_type = dict(stats.errors_by_type)
+    summary.breaker_openings = stats.breaker_openings
+    summary.peak_throttle = stats.peak_throttle
+    summary.bytes_downloaded = stats.bytes_downloaded
+
+
+async def _fetch_missing(run: _Run, client: BybitClient, missing: list[tuple[int, int]],
+                         scratch: Path) -> None:
+    archive = ArchiveSource(client, scratch)
+    published = await archive.list_days(run.category, run.symbol)
+    plan = plan_refresh(missing, published)
+    run.progress(Progress("plan", total_days=len(plan.archive_days),
+                          message=f"{len(plan.archive_days)} archive days, tail: {plan.tail}"))
+    for item in plan.unfetchable:
+        run.reasons.append(_day_gap(item.day, item.reason))
+    await _ingest_archive_days(run, archive, plan)
+    if plan.tail:
+        tail = await RecentTradeSource(client).fetch(run.category, run.symbol)
+        _ingest_tail(run, tail, plan)
+
+
+async def _ingest_archive_days(run: _Run, archive: ArchiveSource, plan: RefreshPlan) -> None:
+    def on_bytes(count: int) -> None:
+        run.progress(Progress("bytes", bytes=count))
+
+    async for day, item in archive.fetch_days(run.category, run.symbol, plan.archive_days,
+                                              on_bytes=on_bytes):
+        if item is None:
+            run.reasons.append(_day_gap(day, f"the archive file for {day} is listed but answered 404; "
+                                             "rerun later"))
+            continue
+        if isinstance(item, ArchiveError):
+            _day_failed(run, day, item)
+            continue
+        try:
+            table = await asyncio.to_thread(read_archive, item.path, run.category, run.symbol, day)
+            _commit_day(run, day, table, file_rows=table.num_rows, url=item.url)
+        except ArchiveError as error:
+            _day_failed(run, day, error)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(item.path)
+
+
+def _day_failed(run: _Run, day: date, error: ArchiveError) -> None:
+    log.warning("archive day %s failed: %s", day, error)
+    run.summary.days_failed.append(day.isoformat())
+    run.reasons.append(_day_gap(day, f"archive file for {day} is unusable ({error}); rerun to fetch "
+                                     "it again"))
+
+
+def _commit_day(run: _Run, day: date, table: pa.Table, *, file_rows: int, url: str) -> None:
+    """A whole day and its coverage row in one transaction: after a crash, all of it or none."""
+    start_us, end_us = day_start_us(day), day_start_us(day + timedelta(days=1))
+    with run.store.atomic():
+        result = ingest_batch(run.store, table, category=run.category, symbol=run.symbol,
+                              replace_rest=(start_us, end_us))
+        expected = distinct_ids_between(run.store, start_us, end_us)
+        add_coverage(run.store, category=run.category, symbol=run.symbol, source="archive",
+                     start_us=start_us, end_us=end_us, added_rows=result.added, file_rows=file_rows,
+                     expected_rows=expected, detail=url)
+    run.add(result)
+    run.summary.days_fetched += 1
+    run.touched.add(day)
+    run.progress(Progress("day", day=day, rows=result.added))
+    log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", run.category,
+             run.symbol, day, file_rows, result.added, result.duplicates, result.conflicts)
+
+
+def _ingest_tail(run: _Run, tail: RecentTail, plan: RefreshPlan) -> None:
+    """recent-trade's newest trades: complete from the oldest returned one up to the request."""
+    trades = [t for t in tail.trades if run.start_us <= t.time_us < run.end_us]
+    with run.store.atomic():
+        result = ingest_batch(run.store, trades_to_table(trades), category=run.category,
+                              symbol=run.symbol, skip_archive_covered=True)
+        if tail.oldest_us is not None and tail.newest_us is not None:
+            # Trades sharing the oldest timestamp may be cut by the limit, and more may share the
+            # newest one after the answer: cover strictly between them, nothing is assumed beyond.
+            add_coverage(run.store, category=run.category, symbol=run.symbol, source="rest",
+                         start_us=tail.oldest_us + 1, end_us=tail.newest_us, added_rows=result.added,
+                         file_rows=len(tail.trades), detail=f"recent-trade limit {tail.limit}")
+    run.add(result)
+    run.summary.tail_rows = len(trades)
+    run.touched.update(day_of_us(t.time_us) for t in trades)
+    run.progress(Progress("tail", rows=result.added))
+    reach_us = tail.oldest_us + 1 if tail.oldest_us is not None else None
+    for day in plan.unpublished:
+        start_us, end_us = day_start_us(day), day_start_us(day + timedelta(days=1))
+        if reach_us is None or start_us < reach_us:
+            run.reasons.append(Gap("uncovered", start_us, min(end_us, reach_us or end_us),
+                                   unpublished_reason(day, tail.limit, tail.oldest_us)))
+    if tail.newest_us is not None:
+        run.reasons.append(Gap("uncovered", tail.newest_us, run.end_us, AFTER_NEWEST))
+
+
+AFTER_NEWEST = ("after the newest trade recent-trade returned: nothing newer had been published when "
+                "it was asked; the next refresh extends it")
+
+
+def _day_gap(day: date, reason: str) -> Gap:
+    return Gap("uncovered", day_start_us(day), day_start_us(day + timedelta(days=1)), reason)
+
+
+def _with_reasons(gaps: list[Gap], reasons: list[Gap]) -> list[Gap]:
+    """Give each uncovered interval the reason of this run that overlaps it most."""
+    result = []
+    for gap in gaps:
+        def overlap(reason: Gap, gap: Gap = gap) -> int:
+            return min(reason.end_us, gap.end_us) - max(reason.start_us, gap.start_us)
+
+        candidates = [r for r in reasons if overlap(r) > 0]
+        if gap.kind == "uncovered" and candidates:
+            best = max(candidates, key=overlap)
+            gap = Gap(gap.kind, gap.start_us, gap.end_us, best.reason, gap.detail)
+        result.append(gap)
+    return result
+
+
+def _exportable_days(store: Store, category: str, symbol: str, days: list[date]) -> list[date]:
+    """Days with any stored trade (a day with none has nothing to export)."""
+    if not days:
+        return []
+    rows = store.query("SELECT DISTINCT CAST(make_timestamp(time_us) AS DATE) FROM trades WHERE "
+                       "category = ? AND symbol = ? AND time_us >= ? AND time_us < ?",
+                       [category, symbol, day_start_us(days[0]), day_start_us(days[-1] + timedelta(days=1))])
+    return sorted(row[0] for row in rows)

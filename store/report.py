@@ -1,0 +1,111 @@
+"""Read-only views of a store: status per symbol, integrity checks, and analysts' own SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from store.db import Store
+from store.export import CACHE_SCHEMA
+
+STATUS_SQL = """
+    WITH t AS (
+        SELECT category, symbol, count(*) AS rows, min(time_us) AS first_us, max(time_us) AS last_us
+        FROM trades GROUP BY ALL
+    ),
+    c AS (
+        SELECT category, symbol, count(DISTINCT start_us) FILTER (WHERE source = 'archive') AS days,
+               max(fetched_at) AS last_refresh
+        FROM coverage WHERE source IN ('archive', 'rest') GROUP BY ALL
+    ),
+    g AS (SELECT category, symbol, count(*) AS open_gaps FROM open_gaps GROUP BY ALL)
+    SELECT coalesce(t.category, c.category) AS category, coalesce(t.symbol, c.symbol) AS symbol,
+           coalesce(c.days, 0) AS days_covered, make_timestamp(t.first_us) AS first_trade,
+           make_timestamp(t.last_us) AS last_trade, coalesce(t.rows, 0) AS rows,
+           coalesce(g.open_gaps, 0) AS open_gaps, c.last_refresh
+    FROM t FULL JOIN c USING (category, symbol) LEFT JOIN g
+      ON g.category = coalesce(t.category, c.category) AND g.symbol = coalesce(t.symbol, c.symbol)
+    WHERE ? IS NULL OR coalesce(t.symbol, c.symbol) = ?
+    ORDER BY category, symbol"""
+
+
+def status(store: Store, symbol: str | None = None) -> list[dict[str, Any]]:
+    wanted = symbol.upper() if symbol else None
+    return store.query_dicts(STATUS_SQL, [wanted, wanted])
+
+
+@dataclass
+class VerifyReport:
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(passed for _, passed, _ in self.checks)
+
+    def add(self, name: str, problems: list[str]) -> None:
+        self.checks.append((name, not problems, "; ".join(problems[:10]) or "ok"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [{"check": n, "ok": p, "detail": d} for n, p, d in self.checks]}
+
+
+DUPLICATE_KEYS_SQL = """
+    SELECT category, symbol, trade_id, count(*) AS copies
+    FROM trades GROUP BY ALL HAVING count(*) > 1 ORDER BY copies DESC LIMIT 10"""
+
+PARTIAL_DAYS_SQL = """
+    SELECT category, symbol, start_us, end_us FROM coverage
+    WHERE source = 'archive' AND (start_us % 86400000000 <> 0 OR end_us - start_us <> 86400000000)"""
+
+DAY_COUNTS_SQL = """
+    SELECT c.category, c.symbol, CAST(make_timestamp(c.start_us) AS DATE) AS day, c.expected_rows,
+           (SELECT count(*) FROM trades t WHERE t.category = c.category AND t.symbol = c.symbol
+              AND t.time_us >= c.start_us AND t.time_us < c.end_us) AS stored
+    FROM coverage c
+    WHERE c.source = 'archive' AND c.expected_rows IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY c.category, c.symbol, c.start_us ORDER BY c.fetched_at DESC) = 1
+       AND c.expected_rows <> stored"""
+
+EXPORT_COUNTS_SQL = """
+    SELECT e.category, e.symbol, e.day, e.path, e.rows,
+           (SELECT count(*) FROM trades t WHERE t.category = e.category AND t.symbol = e.symbol
+              AND t.time_us >= epoch_us(CAST(e.day AS TIMESTAMP))
+              AND t.time_us < epoch_us(CAST(e.day AS TIMESTAMP)) + 86400000000) AS stored
+    FROM exports e ORDER BY e.day"""
+
+
+def verify(store: Store) -> VerifyReport:
+    """No duplicate key; archive coverage is whole days matching their rows; exports match the store."""
+    report = VerifyReport()
+    report.add("no duplicate trade keys", [f"{s} {i} stored {n} times"
+                                           for _, s, i, n in store.query(DUPLICATE_KEYS_SQL)])
+    report.add("archive coverage is whole UTC days", [f"{s}: [{a}, {b})" for _, s, a, b in
+                                                      store.query(PARTIAL_DAYS_SQL)])
+    report.add("archive days hold what their files held", [
+        f"{s} {d}: file {e}, store {n}" for _, s, d, e, n in store.query(DAY_COUNTS_SQL)])
+    report.add("exports match the store", _export_problems(store))
+    return report
+
+
+def _export_problems(store: Store) -> list[str]:
+    problems = []
+    for _category, symbol, day, path, rows, stored in store.query(EXPORT_COUNTS_SQL):
+        target = Path(path)
+        if not target.exists():
+            problems.append(f"{symbol} {day}: {path} is missing")
+            continue
+        meta = pq.read_metadata(target)
+        if meta.num_rows != stored or rows != stored:
+            problems.append(f"{symbol} {day}: {path} has {meta.num_rows} rows, the store {stored}")
+        if not meta.schema.to_arrow_schema().remove_metadata().equals(CACHE_SCHEMA):
+            problems.append(f"{symbol} {day}: {path} does not have the cache schema")
+    return problems
+
+
+def run_sql(path: str | Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """An analyst's own query against a read-only connection: it can never change the store."""
+    with Store.open(path, read_only=True) as store:
+        return store.user_query(query)

@@ -1,0 +1,158 @@
+"""Tables, analyst views and their comments, applied as numbered migrations.
+
+`schema_version` records what a file has; opening an older file applies the missing steps in one
+transaction each, so a store made by an earlier release upgrades itself and a newer one is refused.
+
+The trades key (category, symbol, trade_id) is enforced by the ingest SQL (an anti-join on the key),
+not by a PRIMARY KEY index: DuckDB's ART index over 45M string keys costs gigabytes of memory and
+grows insert time day after day, while the anti-join stays flat. `verify` re-checks the whole table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from store.errors import StoreError
+
+if TYPE_CHECKING:
+    from store.db import Store
+
+_V1 = [
+    """CREATE TABLE trades (
+        category       VARCHAR NOT NULL,
+        symbol         VARCHAR NOT NULL,
+        trade_id       VARCHAR NOT NULL,
+        tick_id        BIGINT  NOT NULL,
+        time_us        BIGINT  NOT NULL,
+        price          DOUBLE  NOT NULL,
+        qty            DOUBLE  NOT NULL,
+        side           VARCHAR NOT NULL,
+        is_buyer_maker BOOLEAN NOT NULL,
+        is_block_trade BOOLEAN,
+        source         VARCHAR NOT NULL
+    )""",
+    "COMMENT ON TABLE trades IS 'One row per public trade; key (category, symbol, trade_id), never duplicated'",
+    "COMMENT ON COLUMN trades.category IS 'linear, inverse or spot'",
+    "COMMENT ON COLUMN trades.symbol IS 'Bybit symbol, e.g. BTCUSDT'",
+    "COMMENT ON COLUMN trades.trade_id IS 'Exchange trade id (trdMatchID/execId); spot archive: YYYYMMDD + 10-digit daily id'",
+    "COMMENT ON COLUMN trades.tick_id IS 'TradeTick.id: the id itself when numeric, else a stable 63-bit md5 hash'",
+    "COMMENT ON COLUMN trades.time_us IS 'Trade time, epoch microseconds UTC (archive precision is 0.1 ms)'",
+    "COMMENT ON COLUMN trades.price IS 'Trade price'",
+    "COMMENT ON COLUMN trades.qty IS 'Trade size (contracts for inverse, base coin otherwise)'",
+    "COMMENT ON COLUMN trades.side IS 'Taker side: buy or sell'",
+    "COMMENT ON COLUMN trades.is_buyer_maker IS 'True when the taker sold (side = sell)'",
+    "COMMENT ON COLUMN trades.is_block_trade IS 'Block trade flag where the source says (REST); NULL if unknown'",
+    "COMMENT ON COLUMN trades.source IS 'Where the row came from: archive, rest or ws'",
+    """CREATE TABLE executions (
+        exec_id      VARCHAR PRIMARY KEY,
+        category     VARCHAR NOT NULL,
+        symbol       VARCHAR NOT NULL,
+        order_id     VARCHAR NOT NULL,
+        exec_type    VARCHAR NOT NULL,
+        time_us      BIGINT  NOT NULL,
+        price        DOUBLE,
+        qty          DOUBLE,
+        side         VARCHAR,
+        fee          DOUBLE,
+        fee_currency VARCHAR,
+        is_maker     BOOLEAN
+    )""",
+    "COMMENT ON TABLE executions IS 'The account''s own fills from /v5/execution/list, keyed by execId'",
+    "COMMENT ON COLUMN executions.exec_type IS 'Trade, Funding, BustTrade, AdlTrade, Settle, Delivery...'",
+    "COMMENT ON COLUMN executions.time_us IS 'execTime, epoch microseconds UTC'",
+    """CREATE TABLE coverage (
+        category      VARCHAR NOT NULL,
+        symbol        VARCHAR NOT NULL,
+        source        VARCHAR NOT NULL,
+        start_us      BIGINT  NOT NULL,
+        end_us        BIGINT  NOT NULL,
+        file_rows     BIGINT,
+        expected_rows BIGINT,
+        added_rows    BIGINT  NOT NULL,
+        fetched_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        detail        VARCHAR
+    )""",
+    "COMMENT ON TABLE coverage IS 'Intervals [start_us, end_us) known complete, committed with their rows'",
+    "COMMENT ON COLUMN coverage.source IS 'archive (a whole day file), rest (recent-trade tail) or executions'",
+    "COMMENT ON COLUMN coverage.file_rows IS 'Rows the source held (archive: lines of the day file)'",
+    "COMMENT ON COLUMN coverage.expected_rows IS 'Distinct trade ids of the source inside the interval'",
+    "COMMENT ON COLUMN coverage.added_rows IS 'Rows this fetch added (the rest were already stored)'",
+    """CREATE TABLE open_gaps (
+        category    VARCHAR NOT NULL,
+        symbol      VARCHAR NOT NULL,
+        start_us    BIGINT  NOT NULL,
+        end_us      BIGINT  NOT NULL,
+        reason      VARCHAR NOT NULL,
+        recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    "COMMENT ON TABLE open_gaps IS 'Why the last refresh could not cover an interval (reported, never papered over)'",
+    """CREATE TABLE conflicts (
+        category       VARCHAR NOT NULL,
+        symbol         VARCHAR NOT NULL,
+        trade_id       VARCHAR NOT NULL,
+        stored_time_us BIGINT,
+        stored_price   DOUBLE,
+        stored_qty     DOUBLE,
+        stored_side    VARCHAR,
+        new_time_us    BIGINT,
+        new_price      DOUBLE,
+        new_qty        DOUBLE,
+        new_side       VARCHAR,
+        new_source     VARCHAR,
+        seen_at        TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    "COMMENT ON TABLE conflicts IS 'A known trade id that arrived again with different values; the stored row is kept'",
+    """CREATE VIEW trades_v AS
+       SELECT category, symbol, trade_id, tick_id, make_timestamp(time_us) AS ts, time_us, price, qty,
+              side, is_buyer_maker, is_block_trade, source, price * qty AS notional
+       FROM trades""",
+    "COMMENT ON VIEW trades_v IS 'trades with a TIMESTAMP column ts (UTC) and notional = price * qty'",
+    """CREATE VIEW daily AS
+       SELECT category, symbol, CAST(make_timestamp(time_us) AS DATE) AS day, count(*) AS trades,
+              make_timestamp(min(time_us)) AS first_ts, make_timestamp(max(time_us)) AS last_ts,
+              min(price) AS low, max(price) AS high,
+              arg_min(price, time_us) AS open, arg_max(price, time_us) AS close,
+              sum(qty) AS volume, sum(price * qty) / nullif(sum(qty), 0) AS vwap,
+              sum(CASE WHEN side = 'buy' THEN qty ELSE 0 END) AS taker_buy_volume
+       FROM trades GROUP BY ALL""",
+    "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
+]
+
+# Version 2 added the export log; a version-1 file gains it when opened.
+_V2 = [
+    """CREATE TABLE exports (
+        category    VARCHAR NOT NULL,
+        symbol      VARCHAR NOT NULL,
+        day         DATE    NOT NULL,
+        path        VARCHAR NOT NULL,
+        rows        BIGINT  NOT NULL,
+        id_mode     VARCHAR NOT NULL,
+        exported_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    "COMMENT ON TABLE exports IS 'Parquet cache files written, with their row counts'",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(store: Store) -> int:
+    store.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                  "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+    row = store.query_one("SELECT coalesce(max(version), 0) FROM schema_version")
+    return int(row[0]) if row else 0
+
+
+def migrate(store: Store) -> int:
+    """Bring the file to SCHEMA_VERSION, one transaction per step; returns the steps applied."""
+    with store.atomic():
+        version = current_version(store)
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{store.path} has schema version {version}, newer than this release "
+                         f"({SCHEMA_VERSION}); upgrade bybit-backfill")
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        with store.atomic():
+            for statement in MIGRATIONS[number - 1]:
+                store.execute(statement)
+            store.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+    return SCHEMA_VERSION - version

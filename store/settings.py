@@ -1,0 +1,86 @@
+"""Configuration, read once at the edge (CLI or `BybitConnectorHistory`) from env and `.env`.
+
+Field names are the environment variable names of the seed guide, lower-cased, so
+`BYBIT_API_TIMEOUT=10` and `Settings(bybit_api_timeout=10)` mean the same. `fetch/` never sees this
+class: `fetch_config()` turns it into the frozen value objects the fetch layer takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fetch.config import (BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy,
+                          Timeouts)
+
+
+class Settings(BaseSettings):
+    """Every knob of the tool; secrets are `SecretStr`, so no repr, log or error shows them."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      case_sensitive=False)
+
+    data_source: str = Field("bybit", description="Trade history provider; this package serves 'bybit'.")
+    bybit_api_key: SecretStr = Field(SecretStr(""), description="API key; only /v5/execution/list needs it.")
+    bybit_api_secret: SecretStr = Field(SecretStr(""), description="API secret (never printed or logged).")
+    bybit_rest_base_url: str = Field("https://api.bybit.com", description="REST API base URL.")
+    bybit_archive_base_url: str = Field("https://public.bybit.com", description="Daily archive base URL.")
+    bybit_api_timeout: float = Field(30.0, gt=0, description="Seconds before one API request times out.")
+    bybit_recv_window_ms: int = Field(5000, gt=0, description="recv_window of signed requests, in ms.")
+    bybit_backfill_max_retries: int = Field(5, ge=0, description="Retries of a transient failure.")
+    bybit_backfill_retry_base: float = Field(0.5, gt=0, description="First backoff delay, in seconds.")
+    bybit_backfill_rate_limit_threshold: int = Field(
+        5, ge=1, description="Consecutive rate-limit errors that open the circuit breaker.")
+    bybit_backfill_cooldown_seconds: float = Field(
+        60.0, ge=0, description="How long an open breaker waits (at least 600 s after a 403 ban).")
+    bybit_backfill_public_delay_ms: int = Field(0, ge=0, description="Minimum spacing of public API calls.")
+    bybit_backfill_max_concurrent_chunks: int = Field(
+        4, ge=1, description="Archive days downloaded at once / execution windows fetched at once.")
+    bybit_symbol: str = Field("BTCUSDT", description="Symbol served by BybitConnectorHistory.")
+    bybit_category: Literal["linear", "inverse", "spot"] = Field(
+        "linear", description="Category served by BybitConnectorHistory.")
+    backfill_cache_dir: Path = Field(Path("./context_history_dir/backfill_cache"),
+                                     description="Where backfill_YYYY-MM-DD.parquet files are written.")
+    backfill_cache_enabled: bool = Field(True, description="Export parquet cache files after a refresh.")
+    backfill_db_path: Path = Field(Path("./bybit_backfill.duckdb"), description="The DuckDB store file.")
+    backfill_export_id: Literal["tick", "raw"] = Field(
+        "tick", description="Parquet `i`: 'tick' = decimal TradeTick.id, 'raw' = the exchange's id.")
+    context_backfill_test_mode: bool = Field(
+        False, description="BybitConnectorHistory runs one small signed call instead of a backfill.")
+
+    @field_validator("bybit_symbol")
+    @classmethod
+    def _upper_symbol(cls, value: str) -> str:
+        return value.strip().upper()
+
+    def fetch_config(self) -> FetchConfig:
+        """The fetch layer's view of these settings."""
+        return FetchConfig(
+            endpoints=Endpoints(rest_base_url=self.bybit_rest_base_url.rstrip("/"),
+                                archive_base_url=self.bybit_archive_base_url.rstrip("/")),
+            credentials=Credentials(api_key=self.bybit_api_key.get_secret_value(),
+                                    api_secret=self.bybit_api_secret.get_secret_value(),
+                                    recv_window_ms=self.bybit_recv_window_ms),
+            retry=RetryPolicy(max_retries=self.bybit_backfill_max_retries,
+                              base_s=self.bybit_backfill_retry_base),
+            breaker=BreakerPolicy(rate_limit_threshold=self.bybit_backfill_rate_limit_threshold,
+                                  cooldown_s=self.bybit_backfill_cooldown_seconds,
+                                  ban_cooldown_s=max(600.0, self.bybit_backfill_cooldown_seconds)),
+            limits=RateLimits(public_delay_ms=self.bybit_backfill_public_delay_ms,
+                              max_concurrency=self.bybit_backfill_max_concurrent_chunks * 2),
+            timeouts=Timeouts(total_s=self.bybit_api_timeout),
+            archive_concurrency=self.bybit_backfill_max_concurrent_chunks,
+        )
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(ENV_NAME, default, meaning) for every setting: the README's configuration table."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if isinstance(default, SecretStr) else str(default)
+        rows.append((name.upper(), shown, field.description or ""))
+    return rows

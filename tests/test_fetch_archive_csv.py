@@ -1,0 +1,149 @@
+"""The archive CSV reader: every layout, exact microseconds, stable spot ids, and clear failures."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from fetch.errors import ArchiveError
+from fetch.models import TRADE_SCHEMA
+from fetch.parse import archive_rows, read_archive, sniff_header
+from fetch.archive_csv import ArchiveFormat
+
+DAY = date(2025, 3, 14)
+LINEAR = "timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,homeNotional,foreignNotional"
+
+
+def write(tmp_path: Path, text: str, name: str = "f.csv.gz") -> Path:
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()))
+    return path
+
+
+def test_linear_without_rpi_gives_exact_microseconds(tmp_path: Path) -> None:
+    path = write(tmp_path, LINEAR + "\n"
+                 "1741910443.7357,BTCUSDT,Buy,0.001,83000.5,PlusTick,aa-1,8.3e+06,0.001,83.0005\n"
+                 "1651449601,BTCUSDT,Sell,2,38000,MinusTick,aa-2,7600000000,2,76000\n"
+                 "1741910443.0001,BTCUSDT,Sell,0.5,83000,ZeroMinusTick,aa-3,4.15E+09,0.5,41500\n")
+    table = read_archive(path, "linear", "BTCUSDT", DAY)
+    assert table.schema == TRADE_SCHEMA
+    assert table.column("time_us").to_pylist() == [1741910443735700, 1651449601000000, 1741910443000100]
+    assert table.column("trade_id").to_pylist() == ["aa-1", "aa-2", "aa-3"]
+    assert table.column("side").to_pylist() == ["buy", "sell", "sell"]
+    assert table.column("qty").to_pylist() == [0.001, 2.0, 0.5]
+    assert table.column("price").to_pylist() == [83000.5, 38000.0, 83000.0]
+    assert set(table.column("source").to_pylist()) == {"archive"}
+    assert set(table.column("category").to_pylist()) == {"linear"}
+    assert table.column("is_block_trade").null_count == 3
+
+
+def test_linear_with_rpi_column_and_inverse_category(tmp_path: Path) -> None:
+    path = write(tmp_path, LINEAR + ",RPI\n1741910443.7357,BTCUSD,Buy,100,83000.5,PlusTick,id-1,120481,100,0.0012,1\n")
+    (row,) = read_archive(path, "inverse", "BTCUSD", DAY).to_pylist()
+    assert row == {"category": "inverse", "symbol": "BTCUSD", "trade_id": "id-1", "time_us": 1741910443735700,
+                   "price": 83000.5, "qty": 100.0, "side": "buy", "is_block_trade": None, "source": "archive"}
+
+
+def test_timestamps_with_four_decimals_never_go_through_float(tmp_path: Path) -> None:
+    # 1741910443.7357 as a float times 1e6 is 1741910443735699.8: a float path would truncate it.
+    stamps = [f"1741910443.{k:04d}" for k in range(0, 10000, 7)]
+    rows = "".join(f"{s},BTCUSDT,Buy,1,1,PlusTick,id{k},1,1,1\n" for k, s in enumerate(stamps))
+    table = read_archive(write(tmp_path, LINEAR + "\n" + rows), "linear", "BTCUSDT", DAY)
+    expected = [int(s.replace(".", "")) * 100 for s in stamps]
+    assert table.column("time_us").to_pylist() == expected
+
+
+def test_spot_uses_milliseconds_and_derives_day_prefixed_ids(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,timestamp,price,volume,side\n17,1704153600123,42000.1,0.5,buy\n"
+                           "1,1704153600000,42000,1,sell\n")
+    table = read_archive(path, "spot", "BTCUSDT", date(2024, 1, 2))
+    assert table.column("trade_id").to_pylist() == ["202401020000000017", "202401020000000001"]
+    assert table.column("time_us").to_pylist() == [1704153600123000, 1704153600000000]
+    assert all(int(i) < 2**63 for i in table.column("trade_id").to_pylist())
+
+
+def test_spot_ids_of_different_days_never_collide(tmp_path: Path) -> None:
+    text = "id,timestamp,price,volume,side,rpi\n1,1704153600123,1,1,buy,0\n"
+    day1 = read_archive(write(tmp_path, text, "a.gz"), "spot", "BTCUSDT", date(2024, 1, 2))
+    day2 = read_archive(write(tmp_path, text, "b.gz"), "spot", "BTCUSDT", date(2024, 1, 3))
+    assert day1.column("trade_id")[0] != day2.column("trade_id")[0]
+
+
+def test_rows_in_any_order_are_all_kept_as_they_come(tmp_path: Path) -> None:
+    rows = ["1700000003,S,Buy,1,1,T,c,1,1,1", "1700000001,S,Sell,1,1,T,a,1,1,1", "1700000002,S,Buy,1,1,T,b,1,1,1"]
+    table = read_archive(write(tmp_path, LINEAR + "\n" + "\n".join(rows) + "\n"), "linear", "S", DAY)
+    assert table.column("trade_id").to_pylist() == ["c", "a", "b"]
+
+
+def test_identical_rows_with_different_ids_are_distinct_trades(tmp_path: Path) -> None:
+    rows = "1700000001.5,S,Buy,1,1,T,x1,1,1,1\n1700000001.5,S,Buy,1,1,T,x2,1,1,1\n"
+    assert read_archive(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", DAY).num_rows == 2
+
+
+def test_batches_stream_in_trade_schema(tmp_path: Path) -> None:
+    rows = "".join(f"{1700000000 + k}.5,S,Buy,1,{k},T,id{k},1,1,1\n" for k in range(20000))
+    batches = list(archive_rows(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", DAY, block_size=64 << 10))
+    assert len(batches) > 1
+    assert all(isinstance(b, pa.RecordBatch) and b.schema == TRADE_SCHEMA for b in batches)
+    assert sum(b.num_rows for b in batches) == 20000
+
+
+def test_drifted_header_names_the_day_and_the_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "ts,symbol,side,px,qty,tickDirection,trade_id,grossValue,homeNotional,foreignNotional\n"
+                           "1700000000,S,Buy,1,1,T,x,1,1,1\n")
+    with pytest.raises(ArchiveError, match="unknown header") as info:
+        read_archive(path, "linear", "S", DAY)
+    assert info.value.day == "2025-03-14"
+    assert "ts,symbol,side,px" in str(info.value)
+
+
+def test_truncated_gzip_is_an_archive_error_for_that_day(tmp_path: Path) -> None:
+    rows = "".join(f"{1700000000 + k}.5,S,Buy,1,{k},T,id{k},1,1,1\n" for k in range(50000))
+    whole = gzip.compress((LINEAR + "\n" + rows).encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ArchiveError, match="truncated or malformed") as info:
+        list(archive_rows(path, "linear", "S", DAY))
+    assert info.value.day == DAY.isoformat()
+
+
+@pytest.mark.parametrize("row", [
+    "1700000000,S,Buy,abc,1,T,x,1,1,1",       # bad number
+    "1700000000,S,Buy,,1,T,x,1,1,1",          # empty number
+    "1700000000,S,Buy,1,1,T,x,1,1",           # missing column
+    "17000000xx,S,Buy,1,1,T,x,1,1,1",         # bad timestamp
+    "1700000000,S,Hold,1,1,T,x,1,1,1",        # bad side
+    "1700000000,S,Buy,1,1,T,,1,1,1",          # empty id
+    "1700000000.1234567,S,Buy,1,1,T,x,1,1,1", # more precision than a microsecond
+])
+def test_malformed_rows_are_archive_errors(tmp_path: Path, row: str) -> None:
+    with pytest.raises(ArchiveError):
+        read_archive(write(tmp_path, LINEAR + "\n" + row + "\n"), "linear", "S", DAY)
+
+
+@pytest.mark.parametrize("content", [b"", b"not gzip at all"])
+def test_empty_or_non_gzip_files_are_archive_errors(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(content if content else gzip.compress(b""))
+    with pytest.raises(ArchiveError):
+        read_archive(path, "linear", "S", DAY)
+
+
+def test_spot_id_out_of_range_is_an_archive_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,timestamp,price,volume,side\n12345678901,1704153600123,1,1,buy\n")
+    with pytest.raises(ArchiveError):
+        read_archive(path, "spot", "S", DAY)
+
+
+@pytest.mark.parametrize("header,fmt", [
+    (LINEAR, ArchiveFormat.DERIVATIVES), (LINEAR + ",RPI", ArchiveFormat.DERIVATIVES),
+    ("id,timestamp,price,volume,side", ArchiveFormat.SPOT), ("id,timestamp,price,volume,side,rpi", ArchiveFormat.SPOT),
+    ("\ufeff" + LINEAR + "\r", ArchiveFormat.DERIVATIVES),
+    (LINEAR + ",RPI,extra", None), ("timestamp,symbol", None), ("", None),
+])
+def test_header_sniffing(header: str, fmt: ArchiveFormat | None) -> None:
+    assert sniff_header(header) is fmt

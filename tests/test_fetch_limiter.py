@@ -1,0 +1,127 @@
+"""The rate limiter's budgets on a fake clock: IP window, per-endpoint, spacing, header pacing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fetch.config import RateLimits
+from fetch.limiter import LimiterLayer, RateLimiter
+from fetch.models import LimitStatus
+from fetch.transport import Request, Response
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def limiter(clock: Clock, throttle: float = 1.0, **kw: object) -> RateLimiter:
+    limits = RateLimits(**{"ip_requests": 10, "ip_window_s": 5.0, "ip_safety": 1.0,  # type: ignore[arg-type]
+                           "endpoint_per_s": {"/v5/execution/list": 4}, **kw})
+    return RateLimiter(limits, clock, clock.sleep, throttle=lambda: throttle)
+
+
+async def take(lim: RateLimiter, endpoint: str = "/v5/market/recent-trade", public: bool = True) -> None:
+    await lim.acquire(endpoint, public=public)
+    await lim.release()
+
+
+async def test_ip_window_allows_the_budget_then_waits_for_the_oldest_to_expire() -> None:
+    clock = Clock()
+    lim = limiter(clock)
+    for _ in range(10):
+        await take(lim)
+    assert clock.slept == []
+    await take(lim)
+    assert clock.slept == [5.25] and clock.now == 1005.25  # Bybit's 5 s plus the latency slack
+
+
+def test_ip_budget_keeps_a_safety_margin_and_shrinks_with_throttle() -> None:
+    clock = Clock()
+    assert RateLimiter(RateLimits(), clock, clock.sleep).ip_budget() == 540
+    assert RateLimiter(RateLimits(), clock, clock.sleep, throttle=lambda: 2.0).ip_budget() == 270
+
+
+async def test_endpoint_budget_per_second() -> None:
+    clock = Clock()
+    lim = limiter(clock)
+    for _ in range(5):
+        await take(lim, "/v5/execution/list", public=False)
+    assert clock.slept == [1.25]  # the fifth waited for the first to leave the (1 s + slack) window
+
+
+async def test_public_calls_are_spaced_by_public_delay() -> None:
+    clock = Clock()
+    lim = limiter(clock, public_delay_ms=200)
+    for _ in range(3):
+        await take(lim)
+    assert clock.slept == pytest.approx([0.2, 0.2])
+    await take(lim, "/v5/execution/list", public=False)  # private calls are not spaced
+    assert len(clock.slept) == 2
+
+
+async def test_low_remaining_header_pauses_the_endpoint_until_reset() -> None:
+    clock = Clock()
+    lim = limiter(clock)
+    lim.observe("/v5/execution/list", LimitStatus(limit=50, remaining=2, reset_at_ms=1000_700))
+    assert lim.wait_s("/v5/execution/list", public=False) == pytest.approx(0.7)
+    assert lim.wait_s("/v5/market/recent-trade", public=True) == 0.0
+    lim.observe("/v5/other", LimitStatus(limit=50, remaining=40, reset_at_ms=1000_700))
+    assert lim.wait_s("/v5/other", public=False) == 0.0
+
+
+def test_absurd_reset_timestamps_are_capped() -> None:
+    clock = Clock()
+    lim = limiter(clock)
+    lim.observe("/e", LimitStatus(limit=50, remaining=0, reset_at_ms=9_999_999_999_999))
+    assert lim.wait_s("/e", public=False) == pytest.approx(5.0)
+
+
+def test_headers_without_remaining_or_reset_change_nothing() -> None:
+    clock = Clock()
+    lim = limiter(clock)
+    lim.observe("/e", LimitStatus(limit=50, remaining=None, reset_at_ms=None))
+    lim.observe("/e", LimitStatus(limit=None, remaining=0, reset_at_ms=None))
+    assert lim.wait_s("/e", public=False) == 0.0
+
+
+def test_concurrency_shrinks_with_throttle() -> None:
+    clock = Clock()
+    assert limiter(clock, max_concurrency=8).concurrency() == 8
+    assert limiter(clock, 2.0, max_concurrency=8).concurrency() == 4
+    assert limiter(clock, 5.0, max_concurrency=8).concurrency() == 1
+
+
+async def test_layer_bounds_in_flight_requests_and_skips_archive_downloads() -> None:
+    clock = Clock()
+    lim = limiter(clock, max_concurrency=2, ip_requests=1000)
+    in_flight = peak = 0
+
+    class Slow:
+        async def send(self, request: Request) -> Response:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            in_flight -= 1
+            return Response(200, {"x-bapi-limit-status": "1"}, b"{}")
+
+    layer = LimiterLayer(Slow(), lim)
+    await asyncio.gather(*(layer.send(Request("http://x", "/v5/a")) for _ in range(6)))
+    assert peak == 2
+    peak = 0
+    await asyncio.gather(*(layer.send(Request("http://x", "/f.gz", kind="archive")) for _ in range(6)))
+    assert peak == 6
+    assert len(lim._ip.times) == 6  # archive downloads are not counted against the IP budget
