@@ -119,16 +119,29 @@ def main(ctx: click.Context, verbose: bool) -> None:
         bybit-backfill refresh BTCUSDT --start 2024-01-01 --end 2024-01-08
     """
     interactive = sys.stderr.isatty()
-    level = logging.DEBUG if verbose else (logging.WARNING if interactive else logging.INFO)
+    _configure_logging(ctx, logging.DEBUG if verbose else (logging.WARNING if interactive else logging.INFO))
+    ctx.ensure_object(dict)
+    ctx.obj["interactive"] = interactive
+    if ctx.invoked_subcommand not in {"sim"}:
+        ctx.obj["settings"] = Settings()
+
+
+def _configure_logging(ctx: click.Context, level: int) -> None:
+    """Log lines on stderr for this command; the logger is restored afterwards (library callers
+    and tests running several commands in one process keep their own configuration)."""
+    saved = (log.handlers[:], log.level, log.propagate)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-    ctx.ensure_object(dict)
-    ctx.obj["interactive"] = interactive
-    if ctx.invoked_subcommand not in {"sim"}:
-        ctx.obj["settings"] = Settings()
+
+    def restore() -> None:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
+
+    ctx.call_on_close(restore)
 
 
 class _ProgressLine:

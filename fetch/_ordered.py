@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,7 +17,7 @@ R = TypeVar("R")
 
 
 async def ordered_map(items: Iterable[T], work: Callable[[T], Awaitable[R]],
-                      concurrency: int) -> AsyncIterator[tuple[T, R]]:
+                      concurrency: int) -> AsyncGenerator[tuple[T, R], None]:
     """Yield `(item, await work(item))` in input order with at most `concurrency` in flight.
 
     An exception from `work` propagates when its item's turn comes; pending work is cancelled.

@@ -164,8 +164,8 @@ class BybitClient:
         try:
             return await self._call(path, build_query(params or {}), signed=True, public=False)
         except AuthError as exc:
-            raise AuthError(f"Bybit refused the API key for {path}: {exc}. Private data cannot be "
-                            "fetched without a valid key; fix the key and run again",
+            raise AuthError(f"Bybit refused the API key for {path}: {self._redact(str(exc))}. Private data "
+                            "cannot be fetched without a valid key; fix the key and run again",
                             ret_code=exc.ret_code, status=exc.status, endpoint=path) from None
 
     async def sync_clock(self) -> int:
@@ -191,6 +191,13 @@ class BybitClient:
             await self.sync_clock()
             response = await self._send(request)
         return dict(response.result or {})
+
+    def _redact(self, text: str) -> str:
+        """Bybit echoes the signed string (with the API key) in some errors: show the key's head only."""
+        key, secret = self.config.credentials.api_key, self.config.credentials.api_secret
+        if secret:
+            text = text.replace(secret, "[secret]")
+        return text.replace(key, key[:4] + "…") if key else text
 
     def _fall_back_to_unsigned(self, path: str, exc: AuthError) -> None:
         self._sign_public = False

@@ -213,20 +213,12 @@ def _required_str(row: Mapping[str, Any], key: str, endpoint: str) -> str:
 
 
 def _as_int(value: Any, field: str, endpoint: str) -> int:
-    if isinstance(value, bool):
-        raise BadResponse(f"`{field}`{_on(endpoint)} is not an integer: {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            as_float = float("nan")
-        if as_float.is_integer():
-            return int(as_float)
-        raise BadResponse(f"`{field}`{_on(endpoint)} is not an integer: {_snippet(repr(value))}") from None
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    raise BadResponse(f"`{field}`{_on(endpoint)} is not an integer: {_snippet(repr(value))}")
 
 
 def _as_float(value: Any, field: str, endpoint: str) -> float:

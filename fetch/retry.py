@@ -49,7 +49,7 @@ def backoff(attempt: int, policy: RetryPolicy, rng: Callable[[], float]) -> floa
 def retry_delay(exc: BaseException, attempt: int, policy: RetryPolicy, rng: Callable[[], float],
                 now_s: float) -> float:
     """The wait before the next try: until a known rate-limit reset, else the backoff schedule."""
-    reset_at_ms = getattr(exc, "reset_at_ms", None) if isinstance(exc, RateLimited) else None
+    reset_at_ms = exc.reset_at_ms if isinstance(exc, RateLimited) else None
     if reset_at_ms is not None:
         until_reset = reset_at_ms / 1000.0 - now_s
         if until_reset > 0:

@@ -148,3 +148,12 @@ def test_limit_headers_any_case_and_optional() -> None:
     assert parse_limit_headers(headers) == LimitStatus(50, 49, 1700000000999)
     assert parse_limit_headers({}) == LimitStatus(None, None, None)
     assert parse_limit_headers({"X-Bapi-Limit-Status": "n/a"}) == LimitStatus(None, None, None)
+
+
+def test_archive_paths_follow_the_hosts_layout() -> None:
+    from fetch import ArchiveSource, archive_path
+
+    assert archive_path("linear", "BTCUSDT", date(2024, 1, 2)) == "/trading/BTCUSDT/BTCUSDT2024-01-02.csv.gz"
+    assert archive_path("inverse", "BTCUSD", date(2024, 1, 2)) == "/trading/BTCUSD/BTCUSD2024-01-02.csv.gz"
+    assert ArchiveSource.archive_path("spot", "BTCUSDT", date(2024, 1, 2)) == (
+        "/spot/BTCUSDT/BTCUSDT_2024-01-02.csv.gz")

@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fetch import (ArchiveError, ArchiveFile, ArchiveSource, AuthError, BreakerPolicy, BybitClient,
                    Credentials, Endpoints, ExecutionSource, FetchConfig, InputError, ParameterError,
                    RateLimits, RecentTradeSource, RetryPolicy, read_archive)
-from sim import SimConfig, running_sim
+from sim import SimConfig, SimState, running_sim
 from sim.config import day_start_ms
 from sim.fills import expected_fills
 from sim.market import expected_count, expected_trades
@@ -222,8 +223,8 @@ async def test_public_burst_stays_under_the_ip_limit(sim_config: SimConfig) -> N
     async with running_sim(config) as sim:
         async with BybitClient(fetch_config(sim, limits=limits)) as client:
             params = {"category": "linear", "symbol": "BTCUSDT", "limit": 1}
-            await asyncio.gather(*(client.get_public("/v5/market/recent-trade", params) for _ in range(150)))
-        assert sim.state.requests["/v5/market/recent-trade"] == 150
+            await asyncio.gather(*(client.get_public("/v5/market/recent-trade", params) for _ in range(120)))
+        assert sim.state.requests["/v5/market/recent-trade"] == 120
         assert sim.state.forbidden == 0 and sim.state.bans == 0
 
 
@@ -375,3 +376,26 @@ async def test_downloads_run_concurrently_up_to_the_bound(sim_config: SimConfig,
             elapsed = time.monotonic() - started
     assert all(isinstance(o, ArchiveFile) for _, o in results)
     assert elapsed < 8 * 0.15  # serial would take at least 1.2 s
+
+
+async def test_the_default_ten_minute_ban_is_waited_out_on_a_fake_clock(sim_config: SimConfig,
+                                                                        fake_clock: Any) -> None:
+    clock = fake_clock
+    state = SimState(sim_config, clock=clock)  # the emulator's limits and bans run on the same fake clock
+    path = "/v5/market/recent-trade"
+    state.faults.add("http_403", path=path)
+    async with running_sim(sim_config, state) as sim:
+        async with BybitClient(fetch_config(sim), clock=clock, sleep=clock.sleep, rng=lambda: 0.5) as client:
+            tail = await RecentTradeSource(client).fetch("linear", "BTCUSDT", limit=3)
+            assert client.breaker.policy.ban_cooldown_s == 600.0
+    assert len(tail.trades) == 3
+    assert sim.state.statuses(path) == [403, 200]  # one refused request, then the probe after the ban
+    assert sum(clock.sleeps) == pytest.approx(600.0)  # backoff 0.5 s + the rest of the cooldown
+
+
+async def test_an_auth_error_shows_only_the_head_of_the_api_key(sim: RunningSim) -> None:
+    key = "test-key"
+    async with BybitClient(fetch_config(sim, key=key, secret="nope"), sleep=quick_sleep()) as client:
+        with pytest.raises(AuthError) as info:
+            await client.get_private("/v5/execution/list", {"category": "linear"})
+    assert "10004" in str(info.value) and "test…" in str(info.value) and key not in str(info.value)

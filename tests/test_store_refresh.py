@@ -13,7 +13,7 @@ from sim import MarketSpec, SimConfig, running_sim
 from sim.market import expected_count
 from store import CACHE_SCHEMA, BybitConnectorHistory, Settings, Store, refresh
 from store.plan import day_start_us
-from tests.storeutil import (day, dt, duplicate_keys, sim_fetch_config, stored_ids, total_requests,
+from storeutil import (day, dt, duplicate_keys, sim_fetch_config, stored_ids, total_requests,
                              truth_ids, us)
 
 
