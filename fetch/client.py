@@ -141,6 +141,7 @@ class BybitClient:
 
     @property
     def stats(self) -> ClientStats:
+        """The live counters (peak throttle refreshed from the breaker on each read)."""
         self._stats.peak_throttle = max(self._stats.peak_throttle, self.breaker.peak_throttle)
         return self._stats
 

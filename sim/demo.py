@@ -50,7 +50,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
         echo(f"  emulator at {sim.url}; archive files generated in {time.monotonic() - began:.1f} s")
         settings = Settings(bybit_rest_base_url=sim.url, bybit_archive_base_url=sim.url,
                             backfill_db_path=db_path, backfill_cache_dir=cache_dir,
-                            _env_file=None)  # type: ignore[call-arg]
+                            _env_file=None)
         start_us = day_start_us(today - timedelta(days=days))
         end_us = int(config.now_ms or 0) * 1000
         echo(f"Refreshing {DEMO_SYMBOL} from {today - timedelta(days=days)} to now "

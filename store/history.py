@@ -49,7 +49,7 @@ class TradeTick:
     price: float
     qty: float
     side: str
-    isBuyerMaker: bool  # noqa: N815 - the service's field name
+    isBuyerMaker: bool
     id: int
     exec_id: str = field(default="", compare=False)
 

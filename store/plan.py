@@ -77,9 +77,6 @@ def unpublished_reason(day: date, limit: int, oldest_us: int | None) -> str:
             f"ends) and {reach}; rerun once the file is out")
 
 
-_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
-
-
 def parse_when(text: str, now: datetime) -> datetime:
     """A date or UTC datetime from the command line; 'now' and 'today' are understood."""
     value = text.strip()
@@ -88,7 +85,7 @@ def parse_when(text: str, now: datetime) -> datetime:
     if value.lower() == "today":
         return datetime.combine(now.date(), time(), tzinfo=UTC)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InputError(f"cannot read the date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] "
                          "(UTC)") from None

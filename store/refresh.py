@@ -25,13 +25,11 @@ import pyarrow as pa
 from fetch import ArchiveSource, BybitClient, FetchConfig, RecentTradeSource, read_archive
 from fetch.errors import ArchiveError
 from fetch.models import RecentTail, trades_to_table
-from store.coverage import Gap, add_coverage, find_gaps, record_open_gaps, us_to_dt
+from store.coverage import Gap, add_coverage, find_gaps, record_open_gaps, uncovered, us_to_dt
 from store.db import Store
 from store.export import check_cache_dir, days_needing_export, export_days
 from store.ingest import EMPTY, IngestResult, distinct_ids_between, ingest_batch
-from store.plan import (RefreshPlan, day_of_us, day_start_us, days_touching, plan_refresh,
-                        unpublished_reason)
-from store.coverage import uncovered
+from store.plan import RefreshPlan, day_of_us, day_start_us, days_touching, plan_refresh, unpublished_reason
 
 log = logging.getLogger("context.backfill")
 

@@ -13,8 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fetch.config import (BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy,
-                          Timeouts)
+from fetch.config import BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy, Timeouts
 
 
 class Settings(BaseSettings):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from storeutil import duplicate_keys
 
 import cli
 from store import Store
-from storeutil import duplicate_keys
 
 
 @pytest.fixture

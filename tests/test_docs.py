@@ -17,13 +17,13 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_gives_the_test_command_that_ci_runs() -> None:
-    commands = re.findall(r"^(pip install -e '\.\[test\]' && python -m pytest)", README, re.M)
+    commands = re.findall(r"^(pip install -e '\.\[test\]' && python -m pytest)", README, re.MULTILINE)
     assert commands, "README quickstart must show the test command"
     assert commands[0] in (ROOT / ".ci" / "run").read_text()
 
 
 def test_readme_quickstart_runs_the_offline_demo() -> None:
-    assert re.search(r"^pip install -e \. && bybit-backfill demo", README, re.M)
+    assert re.search(r"^pip install -e \. && bybit-backfill demo", README, re.MULTILINE)
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:

@@ -59,7 +59,7 @@ def test_resolve_range_days_count_back_from_the_end() -> None:
 
 
 def test_an_end_later_today_is_clipped_to_now() -> None:
-    start, end = resolve_range("2024-01-09", "2024-01-11", None, NOW)
+    _, end = resolve_range("2024-01-09", "2024-01-11", None, NOW)
     assert end == int(NOW.timestamp()) * 1_000_000
 
 

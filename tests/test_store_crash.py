@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
+
+from storeutil import day, duplicate_keys, stored_ids, truth_ids, us
 
 from sim import run_in_thread
 from store import Store
 from store.report import verify
-from storeutil import duplicate_keys, stored_ids, truth_ids, day, us
 
 ROOT = Path(__file__).resolve().parent.parent
 

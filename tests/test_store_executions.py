@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from storeutil import day, sim_fetch_config, total_requests, us
 
 from fetch.errors import AuthError, ServerError
 from sim.fills import expected_fills
 from store import Store, refresh_executions
-from storeutil import day, sim_fetch_config, total_requests, us
 
 
 @pytest.fixture

@@ -85,12 +85,11 @@ def test_received_is_added_plus_duplicates_plus_conflicts(store: Store) -> None:
 
 
 def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
-    with pytest.raises(RuntimeError):
-        with store.atomic():
-            ingest_batch(store, batch(["a"], [1]), category="linear", symbol="BTCUSDT")
-            add_coverage(store, category="linear", symbol="BTCUSDT", source="archive", start_us=0,
-                         end_us=10, added_rows=1)
-            raise RuntimeError("crash between the rows and the commit")
+    with pytest.raises(RuntimeError), store.atomic():
+        ingest_batch(store, batch(["a"], [1]), category="linear", symbol="BTCUSDT")
+        add_coverage(store, category="linear", symbol="BTCUSDT", source="archive", start_us=0,
+                     end_us=10, added_rows=1)
+        raise RuntimeError("crash between the rows and the commit")
     assert store.query_one("SELECT count(*) FROM trades")[0] == 0
     assert store.query_one("SELECT count(*) FROM coverage")[0] == 0
 

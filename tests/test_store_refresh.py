@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from storeutil import day, dt, duplicate_keys, sim_fetch_config, stored_ids, total_requests, truth_ids, us
 
 from sim import MarketSpec, SimConfig, running_sim
 from sim.market import expected_count
 from store import CACHE_SCHEMA, BybitConnectorHistory, Settings, Store, refresh
 from store.plan import day_start_us
-from storeutil import (day, dt, duplicate_keys, sim_fetch_config, stored_ids, total_requests,
-                             truth_ids, us)
 
 
 @pytest.fixture

@@ -1,0 +1,65 @@
+"""The installed command as a user runs it: the offline demo, and Ctrl-C in the middle of a refresh."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import cli
+from sim import run_in_thread
+from store import Store
+from store.report import verify
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_runs_offline_end_to_end(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.main, ["demo", "--dir", "demo", "--days", "2",
+                                           "--trades-per-day", "3000"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Analyst query" in result.output and "Try next" in result.output
+    files = sorted(p.name for p in (tmp_path / "demo" / "backfill_cache").iterdir())
+    assert len(files) >= 2 and all(f.startswith("backfill_") for f in files)
+    with Store.open(tmp_path / "demo" / "demo.duckdb", read_only=True) as store:
+        assert store.query_one("SELECT count(*) FROM trades")[0] >= 6000
+        assert verify(store).ok
+
+
+def test_ctrl_c_keeps_finished_days_rolls_back_the_current_one_and_says_rerun(sim_config, tmp_path) -> None:
+    slow = replace(sim_config, latency_ms=150, markets=[
+        replace(m, trades_per_day=20_000) if (m.symbol, m.category) == ("BTCUSDT", "linear") else m
+        for m in sim_config.markets])
+    with run_in_thread(slow) as sim:
+        env = {**os.environ, "BYBIT_REST_BASE_URL": sim.url, "BYBIT_ARCHIVE_BASE_URL": sim.url,
+               "BACKFILL_DB_PATH": str(tmp_path / "c.duckdb"), "BACKFILL_CACHE_DIR": str(tmp_path / "cache"),
+               "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "1",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        args = [sys.executable, "-c", "import cli; cli.main()", "refresh", "BTCUSDT", "--start",
+                "2024-01-01", "--end", "2024-01-10"]
+        process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (tmp_path / "c.duckdb").exists():
+            time.sleep(0.05)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130
+        assert "interrupted" in err and "rerun" in err
+        with Store.open(tmp_path / "c.duckdb", read_only=True) as store:
+            assert verify(store).ok
+            days = store.query_one("SELECT count(*) FROM coverage WHERE source = 'archive'")[0]
+            rows = store.query_one("SELECT count(*) FROM trades")[0]
+        assert 0 < days < 9 and rows == days * 20_000, "whole days only"
+        finished = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert finished.returncode == 0, finished.stderr
+        with Store.open(tmp_path / "c.duckdb", read_only=True) as store:
+            assert store.query_one("SELECT count(*) FROM trades")[0] == 9 * 20_000
