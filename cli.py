@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from fetch.errors import BackfillError
+from fetch.errors import BackfillError, InputError
 from store import Settings, Store
 from store.coverage import find_gaps
 from store.executions import refresh_executions
@@ -31,6 +31,7 @@ from store.report import run_sql, status, verify
 
 log = logging.getLogger("context.backfill")
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_PARTIAL = 1  # the run finished, but part of it failed (e.g. an unusable archive day): rerun
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -50,6 +51,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BackfillError as error:
             click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_INPUT)
+        except click.UsageError as error:  # bad options too get one line, not a usage screen
+            where = error.ctx.command_path if error.ctx is not None else ctx.command_path
+            click.echo(f"error: {error.format_message()} (see `{where} --help`)", err=True)
             ctx.exit(EXIT_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted: finished days are kept and the day in progress was rolled back; "
@@ -218,6 +223,11 @@ def refresh_command(ctx: click.Context, symbol: str, category: str, start: str |
         finally:
             progress.close()
     _print_json(summary.as_dict()) if as_json else _render_summary(summary)
+    if summary.days_failed:
+        failed = ", ".join(summary.days_failed)
+        click.echo(f"error: {len(summary.days_failed)} archive day(s) failed ({failed}): the other days "
+                   "are stored; rerun the same command to fetch them again", err=True)
+        ctx.exit(EXIT_PARTIAL)
 
 
 @main.command("executions")
@@ -240,7 +250,8 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
     settings = _settings(ctx)
     config = settings.fetch_config()
     if not config.credentials.present:
-        raise click.UsageError("executions needs BYBIT_API_KEY and BYBIT_API_SECRET (env or .env)")
+        raise InputError("executions needs BYBIT_API_KEY and BYBIT_API_SECRET (env or .env): set both "
+                         "to a key with read permission")
     start_us, end_us = resolve_range(start, end, days, _now(), default_days=7)
     with Store.open(_db_path(ctx, db)) as store:
         summary = asyncio.run(refresh_executions(store, config, start_us, end_us, category=category,

@@ -37,6 +37,7 @@ class ExecutionsSummary:
     requests: int = 0
     retries: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
+    breaker_openings: int = 0
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,3 +113,4 @@ async def _crawl(store: Store, client: BybitClient, missing: list[tuple[int, int
         stats = client.stats
         summary.requests, summary.retries = stats.requests, stats.retries
         summary.errors_by_type = dict(stats.errors_by_type)
+        summary.breaker_openings = stats.breaker_openings

@@ -2,8 +2,9 @@
 
 plan (SQL coverage + archive index) -> archive days downloaded concurrently, each parsed in a worker
 thread and committed with its coverage row in one transaction -> the REST tail for what lies past
-the newest file -> gaps recorded with their reasons -> touched days exported -> a summary.
-A range the store already covers sends no request at all.
+the newest file (asked before any day is written, stored after them) -> gaps recorded with their
+reasons -> touched days exported -> a summary. A range the store already covers sends no request.
+A day whose file is unusable fails alone: it is listed in `days_failed`, the rest complete.
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ def _copy_stats(summary: RefreshSummary, client: BybitClient) -> None:
     summary.requests = stats.requests
     summary.retries = stats.retries
     summary.errors_by_type = dict(stats.errors_by_type)
+    if summary.days_failed:  # unusable files fail at parse time, past the client's counters
+        summary.errors_by_type["ArchiveError"] = (summary.errors_by_type.get("ArchiveError", 0)
+                                                  + len(summary.days_failed))
     summary.breaker_openings = stats.breaker_openings
     summary.peak_throttle = stats.peak_throttle
     summary.bytes_downloaded = stats.bytes_downloaded
@@ -175,9 +179,11 @@ async def _fetch_missing(run: _Run, client: BybitClient, missing: list[tuple[int
                           message=f"{len(plan.archive_days)} archive days, tail: {plan.tail}"))
     for item in plan.unfetchable:
         run.reasons.append(_day_gap(item.day, item.reason))
+    # The tail is asked for before any day is written: a REST host that refuses the symbol (10001)
+    # or keeps answering garbage stops the run with the store as it was. It is stored last.
+    tail = await RecentTradeSource(client).fetch(run.category, run.symbol) if plan.tail else None
     await _ingest_archive_days(run, archive, plan)
-    if plan.tail:
-        tail = await RecentTradeSource(client).fetch(run.category, run.symbol)
+    if tail is not None:
         _ingest_tail(run, tail, plan)
 
 

@@ -63,3 +63,28 @@ def test_ctrl_c_keeps_finished_days_rolls_back_the_current_one_and_says_rerun(si
         assert finished.returncode == 0, finished.stderr
         with Store.open(tmp_path / "c.duckdb", read_only=True) as store:
             assert store.query_one("SELECT count(*) FROM trades")[0] == 9 * 20_000
+
+
+def test_sim_command_serves_the_emulator_until_stopped(tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "sim", "--port", str(port)],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, body = time.monotonic() + 30, None
+        while time.monotonic() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v5/market/time", timeout=2) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                time.sleep(0.1)
+        assert body is not None and body["retCode"] == 0 and "timeSecond" in body["result"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=15)

@@ -49,3 +49,25 @@ def test_public_names_are_pinned() -> None:
     for module in (store, fetch):
         for name in module.__all__:
             assert hasattr(module, name), name
+
+
+def readme_sql_examples() -> list[str]:
+    block = re.search(r"```sql\n(.*?)```", README, re.S)
+    assert block, "README shows example analyst queries"
+    statements = [s.strip() for s in block.group(1).split(";") if s.strip()]
+    return ["\n".join(line for line in s.splitlines() if not line.startswith("--")) for s in statements]
+
+
+async def test_readme_analyst_queries_run_against_a_refreshed_store(sim, tmp_path: Path) -> None:
+    from storeutil import day, sim_fetch_config, us
+
+    from store import Store, refresh
+    from store.report import run_sql
+
+    with Store.open(tmp_path / "docs.duckdb") as opened:
+        await refresh(opened, sim_fetch_config(sim.url), "BTCUSDT", us(day(2)), us(day(3)))
+    queries = readme_sql_examples()
+    assert len(queries) >= 3
+    for query in queries:
+        names, rows = run_sql(tmp_path / "docs.duckdb", query)
+        assert names and rows, query

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-from storeutil import day, duplicate_keys, stored_ids, truth_ids, us
-
+from crashutil import kill_at, start_refresh
 from sim import run_in_thread
 from store import Store
 from store.report import verify
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_refresh(url: str, db: Path, cache: Path, args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "BYBIT_REST_BASE_URL": url, "BYBIT_ARCHIVE_BASE_URL": url,
-           "BACKFILL_DB_PATH": str(db), "BACKFILL_CACHE_DIR": str(cache),
-           "BYBIT_BACKFILL_RETRY_BASE": "0.01", "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "2",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", *args], cwd=db.parent,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def kill_at(process: subprocess.Popen, after_s: float) -> bool:
-    """SIGKILL after `after_s` unless it finished first; True when it was killed."""
-    try:
-        process.wait(timeout=after_s)
-        return False
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        return True
+from storeutil import day, duplicate_keys, stored_ids, truth_ids, us
 
 
 def crash_then_complete(sim_config, tmp_path: Path, moments: list[float]) -> int:

@@ -1,0 +1,85 @@
+"""Shared checks of the reliability suite: "the store holds exactly the emulator's trades", and an
+emulator state that timestamps every arrival (so a test can prove nothing arrived during a cooldown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+
+from sim import SimConfig, SimState
+from sim.faults import RequestInfo
+from sim.fills import expected_fills
+from sim.market import expected_trades
+from store import Store
+from store.plan import DAY_US, day_start_us
+from store.report import verify
+from storeutil import duplicate_keys
+
+
+def truth_ids_until(config: SimConfig, symbol: str, first: date, end_us: int,
+                    category: str = "linear") -> set[str]:
+    """Every trade id the emulator has for `symbol` from `first` up to (not including) `end_us`."""
+    ids: set[str] = set()
+    current = first
+    while day_start_us(current) < end_us:
+        table = expected_trades(config, symbol, current, category)
+        ids.update(i for i, t in zip(table.column("trade_id").to_pylist(), table.column("time_us").to_pylist())
+                   if t < end_us)
+        current += timedelta(days=1)
+    return ids
+
+
+def archive_days(store: Store, symbol: str, category: str = "linear") -> list[date]:
+    """Days the store holds as complete archive days (one coverage row per day)."""
+    rows = store.query("SELECT start_us, end_us FROM coverage WHERE source = 'archive' AND category = ? "
+                       "AND symbol = ? ORDER BY start_us", [category, symbol])
+    assert all(end - start == DAY_US and start % DAY_US == 0 for start, end in rows), "whole days only"
+    return [date(1970, 1, 1) + timedelta(microseconds=start) for start, _ in rows]
+
+
+def assert_exactly_the_truth(store: Store, config: SimConfig, symbol: str, first: date, end_us: int,
+                             category: str = "linear") -> int:
+    """The store holds every trade of [first, end_us) once, nothing else, and passes `verify`."""
+    rows = store.query("SELECT trade_id FROM trades WHERE category = ? AND symbol = ? AND time_us >= ? "
+                       "AND time_us < ?", [category, symbol, day_start_us(first), end_us])
+    ids = [r[0] for r in rows]
+    assert duplicate_keys(store) == []
+    assert len(ids) == len(set(ids)), "a trade is stored twice"
+    truth = truth_ids_until(config, symbol, first, end_us, category)
+    assert set(ids) == truth, f"{len(truth - set(ids))} trades missing, {len(set(ids) - truth)} unknown"
+    report = verify(store)
+    assert report.ok, report.checks
+    return len(ids)
+
+
+def fill_ids(config: SimConfig, start_us: int, end_us: int, category: str = "linear") -> set[str]:
+    """The account's fills of [start_us, end_us) as the emulator has them."""
+    return {f["execId"] for f in expected_fills(config, start_us // 1000, end_us // 1000 - 1,
+                                                 category=category)}
+
+
+def stored_fill_ids(store: Store) -> list[str]:
+    return [r[0] for r in store.query("SELECT exec_id FROM executions")]
+
+
+def recording_sleep(delays: list[float]) -> Callable[[float], Awaitable[None]]:
+    """A real sleep that also notes every delay asked for (retry backoff, reset waits, cooldowns)."""
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(seconds)
+    return sleep
+
+
+class TimedState(SimState):
+    """The emulator's state, plus the wall-clock time of every request's arrival."""
+
+    def __init__(self, config: SimConfig) -> None:
+        super().__init__(config)
+        self.arrivals: list[tuple[float, str]] = []
+
+    def count(self, info: RequestInfo) -> None:
+        self.arrivals.append((time.time(), info.path))
+        super().count(info)
