@@ -111,6 +111,8 @@ class BybitClient:
             transport = self._owned_transport = AiohttpTransport(config.timeouts)
         self._stats = ClientStats()
         self.clock_offset_ms = 0
+        self._offset_version = 0  # bumped by each resync: concurrent 10002s share one resync
+        self._resync_lock = asyncio.Lock()
         self._sign_public = sign_public
         self._public_auth_warned = False
         self.breaker = CircuitBreaker(config.breaker, clock)
@@ -177,21 +179,29 @@ class BybitClient:
         after = self._clock()
         server_ms = parse_server_time_ms(parse_envelope(response.body, endpoint=SERVER_TIME_PATH))
         self.clock_offset_ms = server_ms - int((before + after) / 2 * 1000)
+        self._offset_version += 1
         log.info("clock offset to Bybit: %d ms", self.clock_offset_ms)
         return self.clock_offset_ms
 
     async def _call(self, path: str, query: str, *, signed: bool, public: bool) -> dict[str, Any]:
         request = Request(self.config.endpoints.rest_base_url, path, query, endpoint=path,
                           signed=signed, public=public)
+        version = self._offset_version
         try:
             response = await self._send(request)
         except ClockSkew:
             if not signed:
                 raise
-            log.warning("Bybit says our clock is off (10002) on %s: resyncing and retrying once", path)
-            await self.sync_clock()
+            await self._resync_clock(version, path)
             response = await self._send(request)
         return dict(response.result or {})
+
+    async def _resync_clock(self, version: int, path: str) -> None:
+        """Resync after a 10002, unless a concurrent request already did since `version` was read."""
+        async with self._resync_lock:
+            if self._offset_version == version:
+                log.warning("Bybit says our clock is off (10002) on %s: resyncing and retrying once", path)
+                await self.sync_clock()
 
     def _redact(self, text: str) -> str:
         """Bybit echoes the signed string (with the API key) in some errors: show the key's head only."""

@@ -132,7 +132,7 @@ def _classify_code(ret_code: int) -> tuple[type[ExchangeError], str]:
     if ret_code == 10018:
         return IpBanned, "IP rate limit exceeded; waiting out the ban"
     if ret_code in _SERVER_CODES:
-        return ServerError, "transient server error; retrying"
+        return ServerError, "transient server error (retried with backoff); try again later if it persists"
     return ExchangeError, "unexpected error; see Bybit's error code list"
 
 
@@ -156,7 +156,8 @@ def _classify_status(status: int) -> tuple[type[ExchangeError], str] | None:
     if status == 401:
         return AuthError, "the API key was refused; check BYBIT_API_KEY and BYBIT_API_SECRET"
     if status >= 500:
-        return ServerError, "Bybit server error; retrying"
+        return ServerError, "Bybit server error (retried with backoff); try again later if it persists"
     if status >= 400:
-        return ExchangeError, "unexpected client error"
+        return ExchangeError, ("unexpected client error; check that BYBIT_REST_BASE_URL and "
+                               "BYBIT_ARCHIVE_BASE_URL point at Bybit")
     return None

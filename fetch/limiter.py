@@ -7,10 +7,16 @@ Three budgets, all on an injected clock (sleep injected too, so tests never real
   downloads are a different server and are not counted;
   every window is `WINDOW_SLACK_S` longer than Bybit's, because Bybit counts arrivals and latency
   varies: requests sent 1.1 s apart can arrive in the same second;
-* per-endpoint budgets per second (`endpoint_per_s`, e.g. 50/s for /v5/execution/list, also with
-  the safety margin) and `public_delay_ms` spacing between public calls;
-* pacing from the `X-Bapi-Limit*` headers: when an endpoint reports few requests left, the next ones
-  wait until its reset timestamp.
+* per-endpoint limits per second (`endpoint_per_s`, e.g. 50/s for /v5/execution/list): requests are
+  spaced evenly (a GCRA with a quarter-interval tolerance), never sent in bursts. Bybit counts
+  *arrivals* in fixed one-second windows, and requests sent within 1 s + `ARRIVAL_JITTER_S` can
+  arrive within one second; so the spacing is chosen to let at most the limit be sent in any such
+  span: 47.4/s for a 50/s limit (a rolling window with a burst allowance could put two bursts
+  into one of Bybit's seconds, which is why it needed a large slack and lost a third of the rate);
+  `public_delay_ms` spacing between public calls;
+* pacing from the `X-Bapi-Limit*` headers: when an endpoint reports no more requests left in its
+  window than are still in flight (plus `LOW_MARGIN`), the next ones wait until its reset timestamp.
+  That guard catches jitter the spacing did not foresee, before Bybit answers 10006.
 
 Concurrency is bounded by `max_concurrency / throttle`, so it shrinks while the breaker's throttle
 is up. Budgets are divided by the throttle too.
@@ -29,11 +35,13 @@ from .models import LimitStatus
 from .parse import parse_limit_headers
 from .transport import Request, Response, Transport
 
-LOW_REMAINING = 0.1   # "low": at most this share of the endpoint's limit left
+LOW_MARGIN = 2        # "low": no more left in the window than in flight plus this
 MAX_PACE_WAIT_S = 5.0  # our clock and Bybit's differ; never trust a reset further away than this
 # Bybit counts a request when it *arrives*; we count it when we send it. Latency jitter can push
 # requests sent in two of our windows into one of Bybit's, so our windows are this much longer.
 WINDOW_SLACK_S = 0.25
+ARRIVAL_JITTER_S = 0.05  # latency differences between requests that per-endpoint pacing absorbs
+BURST_TOLERANCE = 0.25   # of one interval: a late wake-up does not lower the rate, nor allows a burst
 
 
 class _Window:
@@ -54,6 +62,19 @@ class _Window:
         self.times.append(now)
 
 
+class _Pace:
+    """Even spacing (GCRA): request n may go at `tat - tolerance`, and moves `tat` one interval on."""
+
+    def __init__(self) -> None:
+        self.tat = -math.inf  # theoretical arrival time of the next request
+
+    def wait_s(self, now: float, interval: float) -> float:
+        return max(0.0, self.tat - BURST_TOLERANCE * interval - now)
+
+    def add(self, now: float, interval: float) -> None:
+        self.tat = max(self.tat, now) + interval
+
+
 class RateLimiter:
     """The budgets above; `acquire()` waits until a request may go, `observe()` reads headers."""
 
@@ -65,7 +86,8 @@ class RateLimiter:
         self._sleep = sleep
         self._throttle = throttle
         self._ip = _Window(limits.ip_window_s + WINDOW_SLACK_S)
-        self._endpoints: dict[str, _Window] = {}
+        self._endpoints: dict[str, _Pace] = {}
+        self._sending: dict[str, int] = {}  # per endpoint: sent, answer not yet observed
         self._paused_until: dict[str, float] = {}
         self._last_public = -math.inf
         self._in_flight = 0
@@ -75,11 +97,16 @@ class RateLimiter:
     def ip_budget(self) -> int:
         return max(1, int(self.limits.ip_safety * self.limits.ip_requests / self._throttle()))
 
-    def endpoint_budget(self, endpoint: str) -> int | None:
+    def endpoint_interval(self, endpoint: str) -> float | None:
+        """Seconds between two requests to `endpoint`; None when it has no per-second limit."""
         per_s = self.limits.endpoint_per_s.get(endpoint)
         if per_s is None:
             return None
-        return max(1, int(self.limits.ip_safety * per_s / self._throttle()))
+        allowed = per_s / self._throttle()
+        # n sends evenly spaced with tolerance span (n - 1 - BURST_TOLERANCE) intervals: keep n <=
+        # the limit within any 1 s + jitter.
+        rate = max(allowed - BURST_TOLERANCE, allowed / 2) / (1.0 + ARRIVAL_JITTER_S)
+        return 1.0 / rate
 
     def concurrency(self) -> int:
         return max(1, int(self.limits.max_concurrency / self._throttle()))
@@ -88,9 +115,9 @@ class RateLimiter:
         """How long the next request to `endpoint` must wait (0: it may go now)."""
         now = self._clock()
         waits = [self._ip.wait_s(now, self.ip_budget()), self._paused_until.get(endpoint, now) - now]
-        budget = self.endpoint_budget(endpoint)
-        if budget is not None:
-            waits.append(self._endpoint(endpoint).wait_s(now, budget))
+        interval = self.endpoint_interval(endpoint)
+        if interval is not None:
+            waits.append(self._endpoint(endpoint).wait_s(now, interval))
         if public and self.limits.public_delay_ms > 0:
             spacing = self.limits.public_delay_ms / 1000.0 * self._throttle()
             waits.append(self._last_public + spacing - now)
@@ -100,26 +127,27 @@ class RateLimiter:
         """Count one request as sent now (call only when `wait_s` said 0)."""
         now = self._clock()
         self._ip.add(now)
-        if endpoint in self.limits.endpoint_per_s:
-            self._endpoint(endpoint).add(now)
+        interval = self.endpoint_interval(endpoint)
+        if interval is not None:
+            self._endpoint(endpoint).add(now, interval)
         if public:
             self._last_public = now
 
     def observe(self, endpoint: str, status: LimitStatus) -> None:
-        """Pace from `X-Bapi-Limit*`: few requests left -> hold the endpoint until its reset."""
+        """Pace from `X-Bapi-Limit*`: if the requests still in flight (plus a margin) could use up
+        what is left of the window, hold the endpoint until its reset."""
         if status.remaining is None or status.reset_at_ms is None:
             return
-        low = max(0, int((status.limit or 0) * LOW_REMAINING))
-        if status.remaining > low:
+        if status.remaining > self._sending.get(endpoint, 0) + LOW_MARGIN:
             return
         now = self._clock()
         until = min(status.reset_at_ms / 1000.0, now + MAX_PACE_WAIT_S)
         if until > self._paused_until.get(endpoint, 0.0):
             self._paused_until[endpoint] = until
 
-    def _endpoint(self, endpoint: str) -> _Window:
+    def _endpoint(self, endpoint: str) -> _Pace:
         if endpoint not in self._endpoints:
-            self._endpoints[endpoint] = _Window(1.0 + WINDOW_SLACK_S)
+            self._endpoints[endpoint] = _Pace()
         return self._endpoints[endpoint]
 
     # --- waiting --------------------------------------------------------------------------------
@@ -152,9 +180,12 @@ class _Slot:
 
     async def __aenter__(self) -> None:
         await self._limiter.acquire(self._endpoint, public=self._public)
+        sending = self._limiter._sending
+        sending[self._endpoint] = sending.get(self._endpoint, 0) + 1
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        self._limiter._sending[self._endpoint] -= 1
         await self._limiter.release()
 
 

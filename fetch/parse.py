@@ -47,8 +47,8 @@ def parse_envelope(body: bytes | str, *, endpoint: str = "") -> Envelope:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadResponse(f"Bybit sent a non-JSON answer{_on(endpoint)} ({_snippet(body)}): "
-                          "retrying; if it persists, check BYBIT_REST_BASE_URL") from exc
+        raise BadResponse(f"Bybit sent a non-JSON answer{_on(endpoint)} ({_snippet(body)}): retried; "
+                          "if it persists, check BYBIT_REST_BASE_URL points at Bybit's v5 API") from exc
     if not isinstance(data, dict) or "retCode" not in data:
         raise BadResponse(f"Bybit's answer{_on(endpoint)} has no retCode ({_snippet(body)}): "
                           "check BYBIT_REST_BASE_URL points at the v5 API")

@@ -168,7 +168,7 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path, request: Req
         expected = resp.content_length
         if expected is not None and size != expected:
             raise TransportError(f"download of {request.redacted_url} ended after {size} of {expected} "
-                                 "bytes: the connection was cut; retrying")
+                                 "bytes: the connection was cut (retried)")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -192,5 +192,5 @@ def _describe(exc: BaseException, request: Request) -> str:
         what = "the connection was reset"
     else:
         what = f"failed ({type(exc).__name__})"
-    return (f"{request.method} {request.redacted_url} {what}: a network problem; retrying, and if it "
+    return (f"{request.method} {request.redacted_url} {what}: a network problem (retried); if it "
             "persists check the network and the base URLs")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,6 +23,17 @@ from store.errors import NotADatabase, StoreError, StoreLocked
 log = logging.getLogger("context.backfill")
 
 Tracer = Callable[[str, Sequence[Any]], None]
+
+# DuckDB's file lock keeps out other processes, but connections of one process share the database:
+# two threads ingesting the same day in concurrent transactions would both pass the anti-join and
+# store the day twice. Write transactions on one file are therefore serialized within the process.
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: str) -> threading.RLock:
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(os.path.realpath(path), threading.RLock())
 
 
 def _translate(error: duckdb.Error, path: str) -> StoreError:
@@ -40,6 +53,7 @@ class Store:
         self.path = path
         self.read_only = read_only
         self.tracer: Tracer | None = None
+        self._write_lock = _write_lock(path)
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0,
@@ -63,9 +77,16 @@ class Store:
                     continue
                 raise translated from None
         store = cls(connection, target, read_only)
-        if migrate and not read_only:
-            from store.schema import migrate as run_migrations
-            run_migrations(store)
+        try:
+            if migrate:
+                from store import schema  # schema needs Store: imported late, no cycle at load time
+                if read_only:
+                    schema.check_readable(store)
+                else:
+                    schema.migrate(store)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -138,12 +159,14 @@ class Store:
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
-        """One transaction: everything inside commits together or not at all."""
-        self.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(duckdb.Error, StoreError):
-                self.connection.execute("ROLLBACK")
-            raise
-        self.execute("COMMIT")
+        """One transaction: everything inside commits together or not at all (and, within this
+        process, after any other transaction on the same file has committed)."""
+        with self._write_lock:
+            self.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(duckdb.Error, StoreError):
+                    self.connection.execute("ROLLBACK")
+                raise
+            self.execute("COMMIT")

@@ -102,12 +102,12 @@ def resolve_range(start: datetime | date | str | None, end: datetime | date | st
         start_dt = end_dt - timedelta(days=days if days is not None else default_days)
     if start is not None and days is not None and end is None:
         end_dt = start_dt + timedelta(days=days)
+    if start_dt > now:  # said first: with no --end, "not before end (now)" would hide the real mistake
+        raise InputError(f"start {start_dt.isoformat()} is in the future: trades cannot be fetched "
+                         "before they happen")
     if start_dt >= end_dt:
         raise InputError(f"start {start_dt.isoformat()} is not before end {end_dt.isoformat()}: "
                          "give a start earlier than the end (the end is exclusive)")
-    if start_dt > now:
-        raise InputError(f"start {start_dt.isoformat()} is in the future: trades cannot be fetched "
-                         "before they happen")
     if end_dt > now + timedelta(days=1):
         raise InputError(f"end {end_dt.isoformat()} is in the future: give an end up to tomorrow "
                          "(exclusive) or leave it out to mean now")

@@ -1,35 +1,52 @@
 """The main job: make the store complete over a range, fetching only what it lacks.
 
-plan (SQL coverage + archive index) -> archive days downloaded concurrently, each parsed in a worker
-thread and committed with its coverage row in one transaction -> the REST tail for what lies past
-the newest file (asked before any day is written, stored after them) -> gaps recorded with their
-reasons -> touched days exported -> a summary. A range the store already covers sends no request.
-A day whose file is unusable fails alone: it is listed in `days_failed`, the rest complete.
+plan (SQL coverage + archive index) -> archive days downloaded concurrently, each stream-parsed and
+staged in DuckDB batch by batch in a worker thread, then committed with its coverage row in one
+transaction -> the REST tail for what lies past the newest file (asked before any day is written,
+stored after them) -> gaps recorded with their reasons -> touched days exported -> a summary. A
+range the store already covers sends no request. A day whose file is unusable fails alone: it is
+listed in `days_failed`, the rest complete.
+
+The stages overlap where the machine allows: downloads run ahead of parsing, and a committed day's
+parquet file is written by DuckDB on a cursor of its own (`_Exporter`) while the next day is parsed
+and staged; the final export pass then finds it up to date. A day is never held whole in Python
+memory: the parser's batches go straight into the staging table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from fetch import ArchiveSource, BybitClient, FetchConfig, RecentTradeSource, read_archive
+from fetch import ArchiveSource, BybitClient, FetchConfig, RecentTradeSource
+from fetch.archive import ArchiveFile
+from fetch.archive_csv import archive_rows
 from fetch.errors import ArchiveError
 from fetch.models import RecentTail, trades_to_table
 from store.coverage import Gap, add_coverage, find_gaps, record_open_gaps, uncovered, us_to_dt
 from store.db import Store
-from store.export import check_cache_dir, days_needing_export, export_days
-from store.ingest import EMPTY, IngestResult, distinct_ids_between, ingest_batch
+from store.errors import StoreError
+from store.export import (
+    cache_path,
+    check_cache_dir,
+    check_owner,
+    days_needing_export,
+    export_days,
+    record_export,
+    write_day,
+)
+from store.ingest import EMPTY, IngestResult, Staging, distinct_ids_between, ingest_batch, ingest_staged
 from store.plan import RefreshPlan, day_of_us, day_start_us, days_touching, plan_refresh, unpublished_reason
 
 log = logging.getLogger("context.backfill")
@@ -99,6 +116,9 @@ class _Run:
     touched: set[date] = field(default_factory=set)
     reasons: list[Gap] = field(default_factory=list)
     totals: IngestResult = EMPTY
+    cache_dir: Path | None = None
+    id_mode: str = "tick"
+    exported: list[ExportedRows] = field(default_factory=list)
 
     def add(self, result: IngestResult) -> None:
         self.totals = self.totals + result
@@ -116,7 +136,8 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
     began = time.monotonic()
     symbol = symbol.upper()
     summary = RefreshSummary(category, symbol, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat())
-    run = _Run(store, category, symbol, start_us, end_us, progress or _noop, summary)
+    run = _Run(store, category, symbol, start_us, end_us, progress or _noop, summary,
+               cache_dir=Path(cache_dir) if cache_dir is not None else None, id_mode=id_mode)
     if cache_dir is not None:
         check_cache_dir(cache_dir)
     all_days = days_touching([(start_us, end_us)])
@@ -143,8 +164,10 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
                                     id_mode=id_mode)
         exported = export_days(store, category=category, symbol=symbol, days=stale,
                                cache_dir=cache_dir, id_mode=id_mode)
-        summary.files_exported = len(exported)
-        run.progress(Progress("export", rows=sum(e.rows for e in exported), message=f"{len(exported)} files"))
+        files = len(run.exported) + len(exported)
+        summary.files_exported = files
+        rows = sum(e.rows for e in run.exported) + sum(e.rows for e in exported)
+        run.progress(Progress("export", rows=rows, message=f"{files} files"))
     summary.rows_added = run.totals.added
     summary.duplicates_skipped = run.totals.duplicates
     summary.conflicts = run.totals.conflicts
@@ -191,23 +214,40 @@ async def _ingest_archive_days(run: _Run, archive: ArchiveSource, plan: RefreshP
     def on_bytes(count: int) -> None:
         run.progress(Progress("bytes", bytes=count))
 
-    async for day, item in archive.fetch_days(run.category, run.symbol, plan.archive_days,
-                                              on_bytes=on_bytes):
-        if item is None:
-            run.reasons.append(_day_gap(day, f"the archive file for {day} is listed but answered 404; "
-                                             "rerun later"))
-            continue
-        if isinstance(item, ArchiveError):
-            _day_failed(run, day, item)
-            continue
-        try:
-            table = await asyncio.to_thread(read_archive, item.path, run.category, run.symbol, day)
-            _commit_day(run, day, table, file_rows=table.num_rows, url=item.url)
-        except ArchiveError as error:
-            _day_failed(run, day, error)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(item.path)
+    exporter = _Exporter(run) if run.cache_dir is not None else None
+    try:
+        async for day, item in archive.fetch_days(run.category, run.symbol, plan.archive_days,
+                                                  on_bytes=on_bytes):
+            if item is None:
+                run.reasons.append(_day_gap(day, f"the archive file for {day} is listed but answered "
+                                                 "404; rerun later"))
+                continue
+            if isinstance(item, ArchiveError):
+                _day_failed(run, day, item)
+                continue
+            try:
+                staging = await asyncio.get_running_loop().run_in_executor(None, _stage_file, run, day, item)
+                _commit_day(run, day, staging, url=item.url)
+            except ArchiveError as error:
+                _day_failed(run, day, error)
+                continue
+            finally:
+                with contextlib.suppress(OSError):
+                    os.remove(item.path)
+            if exporter is not None:
+                exporter.submit(day)
+    finally:
+        if exporter is not None:
+            await exporter.close()
+
+
+def _stage_file(run: _Run, day: date, item: ArchiveFile) -> Staging:
+    """Parse the day's file and stage its batches as they come (runs in a worker thread, while the
+    event loop keeps downloading; the store's connection is used by nothing else meanwhile)."""
+    staging = Staging(run.store, category=run.category, symbol=run.symbol)
+    for batch in archive_rows(item.path, run.category, run.symbol, day):
+        staging.append(batch)
+    return staging
 
 
 def _day_failed(run: _Run, day: date, error: ArchiveError) -> None:
@@ -217,22 +257,82 @@ def _day_failed(run: _Run, day: date, error: ArchiveError) -> None:
                                      "it again"))
 
 
-def _commit_day(run: _Run, day: date, table: pa.Table, *, file_rows: int, url: str) -> None:
+def _commit_day(run: _Run, day: date, staging: Staging, *, url: str) -> None:
     """A whole day and its coverage row in one transaction: after a crash, all of it or none."""
     start_us, end_us = day_start_us(day), day_start_us(day + timedelta(days=1))
     with run.store.atomic():
-        result = ingest_batch(run.store, table, category=run.category, symbol=run.symbol,
-                              replace_rest=(start_us, end_us))
+        result = ingest_staged(run.store, staging, replace_rest=(start_us, end_us))
         expected = distinct_ids_between(run.store, start_us, end_us)
         add_coverage(run.store, category=run.category, symbol=run.symbol, source="archive",
-                     start_us=start_us, end_us=end_us, added_rows=result.added, file_rows=file_rows,
-                     expected_rows=expected, detail=url)
+                     start_us=start_us, end_us=end_us, added_rows=result.added,
+                     file_rows=staging.received, expected_rows=expected, detail=url)
     run.add(result)
     run.summary.days_fetched += 1
     run.touched.add(day)
     run.progress(Progress("day", day=day, rows=result.added))
     log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", run.category,
-             run.symbol, day, file_rows, result.added, result.duplicates, result.conflicts)
+             run.symbol, day, staging.received, result.added, result.duplicates, result.conflicts)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedRows:
+    day: date
+    rows: int
+
+
+class _Exporter:
+    """Writes the file of each committed day in the background, one at a time, on a DuckDB cursor
+    of its own (a read: it never blocks the next day's transaction), and records it in `exports`
+    on the main connection. Same rule as the final pass (`days_needing_export`); whatever fails here
+    is simply left to that pass, which reports it."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.cursor = Store(run.store.connection.cursor(), run.store.path, run.store.read_only)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-export")
+        self.pending: list[tuple[date, Path, asyncio.Future[int]]] = []
+
+    def submit(self, day: date) -> None:
+        run, cache_dir = self.run, self.run.cache_dir
+        assert cache_dir is not None
+        self._collect(wait=False)
+        target = cache_path(cache_dir, day)
+        try:
+            if not days_needing_export(run.store, category=run.category, symbol=run.symbol,
+                                       days=[day], cache_dir=cache_dir, id_mode=run.id_mode):
+                return
+            check_owner(run.store, target, run.category, run.symbol)
+        except StoreError:
+            return
+        future = asyncio.get_running_loop().run_in_executor(
+            self.pool, functools.partial(write_day, self.cursor, category=run.category, symbol=run.symbol,
+                                         day=day, target=target, id_mode=run.id_mode))
+        self.pending.append((day, target, future))
+
+    def _collect(self, *, wait: bool) -> None:
+        keep = []
+        for day, target, future in self.pending:
+            if not future.done():
+                keep.append((day, target, future))
+                continue
+            if future.cancelled() or future.exception() is not None:
+                log.debug("background export of %s failed (%s): left to the final pass", day,
+                          None if future.cancelled() else future.exception())
+                continue
+            rows = future.result()
+            record_export(self.run.store, category=self.run.category, symbol=self.run.symbol, day=day,
+                          target=target, rows=rows, id_mode=self.run.id_mode)
+            self.run.exported.append(ExportedRows(day, rows))
+        self.pending = keep
+
+    async def close(self) -> None:
+        try:
+            if self.pending:
+                await asyncio.wait([future for _, _, future in self.pending])
+            self._collect(wait=True)
+        finally:
+            self.pool.shutdown(wait=True)
+            self.cursor.close()
 
 
 def _ingest_tail(run: _Run, tail: RecentTail, plan: RefreshPlan) -> None:

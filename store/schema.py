@@ -143,6 +143,26 @@ def current_version(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
+def stored_version(store: Store) -> int:
+    """The schema version of a file, read without changing it (0: no schema at all)."""
+    row = store.query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
+                          "AND table_name = 'schema_version'")
+    if not row or not row[0]:
+        return 0
+    row = store.query_one("SELECT coalesce(max(version), 0) FROM schema_version")
+    return int(row[0]) if row else 0
+
+
+def check_readable(store: Store) -> None:
+    """A read-only open cannot migrate: refuse a file whose schema is missing or older than this release
+    (e.g. a first run killed while it created the file) with what to do, not a catalog error later."""
+    version = stored_version(store)
+    if version < SCHEMA_VERSION:
+        raise StoreError(f"{store.path} has schema version {version}, this release needs {SCHEMA_VERSION} "
+                         "(a first run was interrupted while creating it, or an older release made it); "
+                         "run `bybit-backfill refresh` on it once to complete or upgrade it")
+
+
 def migrate(store: Store) -> int:
     """Bring the file to SCHEMA_VERSION, one transaction per step; returns the steps applied."""
     with store.atomic():
@@ -152,6 +172,8 @@ def migrate(store: Store) -> int:
                          f"({SCHEMA_VERSION}); upgrade bybit-backfill")
     for number in range(version + 1, SCHEMA_VERSION + 1):
         with store.atomic():
+            if current_version(store) >= number:  # another thread of this process applied it meanwhile
+                continue
             for statement in MIGRATIONS[number - 1]:
                 store.execute(statement)
             store.execute("INSERT INTO schema_version (version) VALUES (?)", [number])

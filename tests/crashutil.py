@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,3 +49,17 @@ def kill_at(process: subprocess.Popen, after_s: float) -> bool:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         return True
+
+
+def kill_when(process: subprocess.Popen, condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    """SIGKILL as soon as `condition()` holds (polled every 10 ms) unless the process finished first."""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition to kill never came true")
+        time.sleep(0.01)
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    return True

@@ -57,6 +57,33 @@ def test_timestamps_with_four_decimals_never_go_through_float(tmp_path: Path) ->
     assert table.column("time_us").to_pylist() == expected
 
 
+@pytest.mark.parametrize("decimals", [6, 3])
+def test_the_fast_timestamp_path_gives_the_decimal_paths_integers(decimals: int) -> None:
+    import random
+
+    import pyarrow.compute as pc
+
+    from fetch.archive_csv import _scaled_int
+
+    rng = random.Random(7)
+    width = 10 if decimals == 6 else 13
+    values = [str(rng.randrange(10 ** (width - 1), 10**width)) for _ in range(500)]
+    values = [v if rng.random() < 0.1 else f"{v}.{rng.randrange(10**decimals):0{rng.randint(1, decimals)}d}"
+              for v in values]
+    shapes = [values, values + ["17040672001.5"], values + ["1e9"], [v + "0" * 9 for v in values[:5]]]
+    for shape in shapes:  # one width (fast), two widths, an exponent, too many digits (decimal route)
+        text = pa.array(shape)
+        try:
+            exact = pc.multiply(text.cast(pa.decimal128(20, decimals)),
+                                pa.scalar(10**decimals, pa.decimal128(7, 0)))
+            expected = exact.cast(pa.int64()).to_pylist()
+        except pa.ArrowInvalid:
+            with pytest.raises(pa.ArrowInvalid):
+                _scaled_int(text, decimals)
+            continue
+        assert _scaled_int(text, decimals).to_pylist() == expected
+
+
 def test_spot_uses_milliseconds_and_derives_day_prefixed_ids(tmp_path: Path) -> None:
     path = write(tmp_path, "id,timestamp,price,volume,side\n17,1704153600123,42000.1,0.5,buy\n"
                            "1,1704153600000,42000,1,sell\n")

@@ -53,12 +53,26 @@ def test_ip_budget_keeps_a_safety_margin_and_shrinks_with_throttle() -> None:
     assert RateLimiter(RateLimits(), clock, clock.sleep, throttle=lambda: 2.0).ip_budget() == 270
 
 
-async def test_endpoint_budget_per_second() -> None:
+async def test_endpoint_requests_are_spaced_evenly_so_no_second_of_arrivals_exceeds_the_limit() -> None:
     clock = Clock()
-    lim = limiter(clock)
-    for _ in range(5):
+    lim = limiter(clock, ip_requests=1000)  # /v5/execution/list: 4 per second
+    sent = []
+    for _ in range(12):
         await take(lim, "/v5/execution/list", public=False)
-    assert clock.slept == [1.25]  # the fifth waited for the first to leave the (1 s + slack) window
+        sent.append(clock.now)
+    interval = 1.05 / (4 - 0.25)
+    assert clock.slept[1:] == pytest.approx([interval] * 10), "even spacing, never a burst"
+    for first in sent:  # any 1 s plus 50 ms of latency jitter holds at most the limit
+        assert sum(first <= t < first + 1.05 - 1e-9 for t in sent) <= 4
+    assert len(sent) / (sent[-1] - sent[0]) > 0.9 * 4 - 0.5, "yet close to the limit"
+
+
+async def test_a_50_per_second_endpoint_is_paced_above_90_percent_of_its_limit() -> None:
+    clock = Clock()
+    lim = limiter(clock, endpoint_per_s={"/v5/execution/list": 50})
+    interval = lim.endpoint_interval("/v5/execution/list")
+    assert interval is not None and 0.9 * 50 < 1 / interval < 48
+    assert lim.endpoint_interval("/v5/market/recent-trade") is None
 
 
 async def test_public_calls_are_spaced_by_public_delay() -> None:
@@ -79,6 +93,20 @@ async def test_low_remaining_header_pauses_the_endpoint_until_reset() -> None:
     assert lim.wait_s("/v5/market/recent-trade", public=True) == 0.0
     lim.observe("/v5/other", LimitStatus(limit=50, remaining=40, reset_at_ms=1000_700))
     assert lim.wait_s("/v5/other", public=False) == 0.0
+
+
+async def test_requests_still_in_flight_count_against_what_the_window_has_left() -> None:
+    clock = Clock()
+    lim = limiter(clock, ip_requests=1000)
+    slots = [lim.slot("/v5/other", public=False) for _ in range(4)]
+    for slot in slots:
+        await slot.__aenter__()
+    lim.observe("/v5/other", LimitStatus(limit=50, remaining=6, reset_at_ms=1000_400))
+    assert lim.wait_s("/v5/other", public=False) == pytest.approx(0.4), "4 in flight + 2 >= 6 left"
+    for slot in slots:
+        await slot.__aexit__(None, None, None)
+    lim.observe("/v5/x", LimitStatus(limit=50, remaining=6, reset_at_ms=1000_400))
+    assert lim.wait_s("/v5/x", public=False) == 0.0, "nothing in flight: 6 left is plenty"
 
 
 def test_absurd_reset_timestamps_are_capped() -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 
+from conftest import SIM_NOW_MS
 from sim import SimConfig, SimState
 from sim.faults import RequestInfo
 from sim.fills import expected_fills
@@ -17,6 +18,8 @@ from store import Store
 from store.plan import DAY_US, day_start_us
 from store.report import verify
 from storeutil import duplicate_keys
+
+NOW_US = SIM_NOW_MS * 1000  # the emulator's frozen "now" (`sim_config`): 2024-01-10 12:00 UTC
 
 
 def truth_ids_until(config: SimConfig, symbol: str, first: date, end_us: int,
@@ -41,14 +44,18 @@ def archive_days(store: Store, symbol: str, category: str = "linear") -> list[da
 
 
 def assert_exactly_the_truth(store: Store, config: SimConfig, symbol: str, first: date, end_us: int,
-                             category: str = "linear") -> int:
-    """The store holds every trade of [first, end_us) once, nothing else, and passes `verify`."""
+                             category: str = "linear", truth: set[str] | None = None) -> int:
+    """The store holds every trade of [first, end_us) once, nothing else, and passes `verify`.
+
+    `truth` may be passed precomputed (`truth_ids_until`) when one range is checked many times.
+    """
     rows = store.query("SELECT trade_id FROM trades WHERE category = ? AND symbol = ? AND time_us >= ? "
                        "AND time_us < ?", [category, symbol, day_start_us(first), end_us])
     ids = [r[0] for r in rows]
     assert duplicate_keys(store) == []
     assert len(ids) == len(set(ids)), "a trade is stored twice"
-    truth = truth_ids_until(config, symbol, first, end_us, category)
+    if truth is None:
+        truth = truth_ids_until(config, symbol, first, end_us, category)
     assert set(ids) == truth, f"{len(truth - set(ids))} trades missing, {len(set(ids) - truth)} unknown"
     report = verify(store)
     assert report.ok, report.checks
@@ -83,3 +90,21 @@ class TimedState(SimState):
     def count(self, info: RequestInfo) -> None:
         self.arrivals.append((time.time(), info.path))
         super().count(info)
+
+
+def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`bybit-backfill ARGS` in-process (CliRunner): exit code, stdout, stderr."""
+    from click.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Poll `condition` every 20 ms; fail after `timeout_s` (every loop in this suite is bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)

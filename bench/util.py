@@ -1,0 +1,170 @@
+"""Measuring tools of the benchmarks: fresh subprocesses with their own wall time and peak RSS,
+summary statistics, and the machine description that goes at the top of RESULTS.md.
+
+Peak RSS comes from `os.wait4` on the one child (its own `ru_maxrss`), so every run is measured
+alone (`resource.getrusage(RUSAGE_CHILDREN)` would only give the maximum over all children so far),
+and the child is forked by a small launcher (`bench/rss.py`), never by this large process: Linux
+carries a parent's RSS high-water mark into its child's `ru_maxrss`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# The console script users run; the module form only where it is not installed.
+CLI = [shutil.which("bybit-backfill") or ""] if shutil.which("bybit-backfill") else [
+    sys.executable, "-c", "import cli; cli.main()"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished subprocess: wall seconds, peak RSS in MB, its output, and its JSON (if any)."""
+
+    wall_s: float
+    rss_mb: float
+    stdout: str
+    stderr: str
+    data: Any = None
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, parse_json: bool = False,
+        timeout_s: float = 900.0) -> Run:
+    """Run `cmd` in a fresh process (cwd: the repository) through the small `rss.py` launcher;
+    fail loudly on a non-zero exit. Dirty pages are flushed first, so one run's writes do not slow
+    the next one's fsyncs."""
+    full_env = {**os.environ, **(env or {})}
+    scratch = ROOT / "bench" / ".cache"
+    scratch.mkdir(parents=True, exist_ok=True)
+    out_path, err_path, res_path = (scratch / f"run-{os.getpid()}.{ext}" for ext in ("out", "err", "json"))
+    os.sync()
+    launcher = [sys.executable, "-S", str(ROOT / "bench" / "rss.py"), str(res_path), "--", *cmd]
+    try:
+        with open(out_path, "w+b") as out, open(err_path, "w+b") as err:
+            proc = subprocess.run(launcher, cwd=ROOT, env=full_env, stdout=out, stderr=err,
+                                  timeout=timeout_s, check=False)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(), err.read().decode()
+        measured = json.loads(res_path.read_text()) if res_path.exists() else None
+    finally:
+        for path in (out_path, err_path, res_path):
+            path.unlink(missing_ok=True)
+    if proc.returncode != 0 or measured is None:
+        raise RunFailed(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr[-3000:]}")
+    data = _last_json(stdout) if parse_json else None
+    return Run(measured["wall_s"], measured["maxrss_kb"] / 1024.0, stdout, stderr, data)
+
+
+def _last_json(text: str) -> Any:
+    """The JSON document a command printed (the CLI prints one, indented; our scripts one line)."""
+    start = text.find("{")
+    if start < 0:
+        raise RunFailed(f"no JSON in output: {text[-500:]}")
+    return json.loads(text[start:])
+
+
+@dataclass(frozen=True)
+class Stats:
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+    def show(self, unit: str = "s", digits: int = 2) -> str:
+        """`2.41 s (2.38-2.55, n=3)`."""
+        if len(self.values) == 1:
+            return f"{self.median:.{digits}f} {unit} (n=1)"
+        return (f"{self.median:.{digits}f} {unit} ({self.low:.{digits}f}-{self.high:.{digits}f}, "
+                f"n={len(self.values)})")
+
+
+def stats(values: Sequence[float]) -> Stats:
+    return Stats(tuple(values))
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    figure: str
+    goal: str
+    measured: str
+    ratio: str
+    ok: bool | None  # None: reported, no pass/fail
+    key: str = ""  # the --only name when one figure function yields rows of two names (12h, warm)
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "MISSED", None: "reported"}[self.ok]
+
+
+def machine() -> dict[str, str]:
+    """nproc, memory, CPU model, OS, Python and library versions."""
+    import duckdb
+    import pyarrow
+
+    info = {"nproc": str(os.cpu_count()), "memory": _memory(), "cpu": _cpu_model(),
+            "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "duckdb": duckdb.__version__,
+            "pyarrow": pyarrow.__version__}
+    try:
+        import pandas
+
+        info["pandas"] = pandas.__version__
+    except ImportError:
+        info["pandas"] = "not installed"
+    try:
+        import aiohttp
+
+        info["aiohttp"] = aiohttp.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def fmt_ratio(value: float) -> str:
+    return f"{value:.2f}x"

@@ -1,0 +1,276 @@
+"""Crash safety: `bybit-backfill` SIGKILLed at 20 seeded random moments spanning a whole run.
+
+After each kill the store as left must already be consistent (only whole days, or whole execution
+windows, each with all of its rows), the next run completes it (in-process, to save time), and then
+it holds exactly the exchange's data once and passes `verify`. Parquet readers polling the cache
+directory while files are rewritten, or while the writer is killed, never open a partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from crashutil import ROOT, cli_env, kill_at, start_cli
+from sim import MarketSpec, run_in_thread
+from sim.server import RunningSim
+from store import CACHE_SCHEMA, Store, StoreError, refresh, refresh_executions
+from store.plan import day_start_us
+from store.report import verify
+from storeutil import KEY, SECRET, day, sim_fetch_config, us
+from relutil import (archive_days, assert_exactly_the_truth, fill_ids, run_cli, stored_fill_ids,
+                     truth_ids_until)
+
+KILLS = 20
+REFRESH = ["refresh", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-10"]
+EXEC_START, EXEC_END = date(2023, 11, 1), date(2024, 1, 10)  # ten 7-day windows
+EXECUTIONS = ["executions", "--start", EXEC_START.isoformat(), "--end", EXEC_END.isoformat()]
+
+
+PER_DAY = 3_000
+LATENCY_MS = 100
+
+
+def slow_exchange(sim_config, trades_per_day: int = PER_DAY):
+    """Every answer 100 ms late: a run lasts long enough to be cut anywhere (`fast` lifts it)."""
+    return replace(sim_config, latency_ms=LATENCY_MS, markets=[
+        MarketSpec("BTCUSDT", "linear", trades_per_day=trades_per_day, listed=date(2024, 1, 1))])
+
+
+class fast:
+    """No latency while the completing run goes (in-process, so the kill loop stays quick)."""
+
+    def __init__(self, sim: RunningSim) -> None:
+        self.config = sim.config
+
+    def __enter__(self) -> None:
+        self.config.latency_ms = 0
+
+    def __exit__(self, *exc: object) -> None:
+        self.config.latency_ms = LATENCY_MS
+
+
+def timed_run(sim: RunningSim, db: Path, cache: Path, args: list[str], **env: str) -> float:
+    """One uninterrupted run of the command: how long a whole run takes (kill moments span it)."""
+    started = time.monotonic()
+    process = start_cli(sim.url, db, cache, args, capture=True, **env)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return time.monotonic() - started
+
+
+def parquet_problems(cache: Path) -> list[str]:
+    """Every visible cache file must read whole with the cache schema."""
+    problems = []
+    for path in sorted(cache.glob("backfill_*.parquet")):
+        try:
+            table = pq.read_table(path)
+        except Exception as error:  # noqa: BLE001 - any failure to read is the finding
+            problems.append(f"{path.name}: {error}")
+            continue
+        if not table.schema.remove_metadata().equals(CACHE_SCHEMA):
+            problems.append(f"{path.name}: schema {table.schema}")
+    return problems
+
+
+def open_killed(db: Path) -> Store | None:
+    """The store a killed run left, read-only; None when it never got past creating the file."""
+    if not db.exists():
+        return None
+    try:
+        return Store.open(db, read_only=True)
+    except StoreError as error:  # killed while the first migration ran: said clearly, fixed by a rerun
+        assert "schema version 0" in str(error) and "run `bybit-backfill refresh`" in str(error)
+        return None
+
+
+def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_config, tmp_path: Path) -> None:
+    rng = random.Random(20240110)
+    mid_run = killed = 0
+    with run_in_thread(slow_exchange(sim_config)) as sim:
+        whole = timed_run(sim, tmp_path / "baseline.duckdb", tmp_path / "baseline-cache", REFRESH)
+        truth = truth_ids_until(sim.config, "BTCUSDT", day(1), us(day(10)))
+        for n in range(KILLS):
+            db, cache = tmp_path / f"r{n}.duckdb", tmp_path / f"cache{n}"
+            killed += kill_at(start_cli(sim.url, db, cache, REFRESH), rng.uniform(0.0, whole))
+            store = open_killed(db)
+            if store is not None:
+                with store:
+                    report = verify(store)
+                    assert report.ok, (n, report.checks)  # the killed store holds whole days only
+                    committed = archive_days(store, "BTCUSDT")
+                    for d in committed:
+                        assert store.query_one("SELECT count(*) FROM trades WHERE time_us >= ? AND time_us < ?",
+                                               [us(d), us(d) + 86_400_000_000]) == (PER_DAY,)
+                    assert store.query_one("SELECT count(*) FROM trades") == (PER_DAY * len(committed),), \
+                        "no row outside a committed day"
+                mid_run += 0 < len(committed) < 9
+            if cache.exists():
+                assert parquet_problems(cache) == [], n
+            with fast(sim), Store.open(db) as store:
+                summary = asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)),
+                                              us(day(10)), cache_dir=cache))
+                assert summary.days_failed == []
+                assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)), truth=truth)
+            assert len(list(cache.glob("backfill_*.parquet"))) == 9 and parquet_problems(cache) == []
+    assert killed >= KILLS // 2, f"only {killed} of {KILLS} runs were killed before they finished"
+    assert mid_run >= 3, f"only {mid_run} kills landed mid-run (some days committed, not all)"
+
+
+def test_executions_crawl_killed_at_20_random_moments_is_completed_by_the_next_run(
+        sim_config, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    keys = {"BYBIT_API_KEY": KEY, "BYBIT_API_SECRET": SECRET, "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "1"}
+    start_us, end_us = day_start_us(EXEC_START), day_start_us(EXEC_END)
+    mid_run = killed = 0
+    # 40 fills a day: two or three pages per window, so commits spread over the crawl.
+    with run_in_thread(replace(sim_config, latency_ms=LATENCY_MS, fills_per_day=40)) as sim:
+        truth = fill_ids(sim.config, start_us, end_us)
+        whole = timed_run(sim, tmp_path / "baseline.duckdb", tmp_path / "c", EXECUTIONS, **keys)
+        for n in range(KILLS):
+            db = tmp_path / f"x{n}.duckdb"
+            killed += kill_at(start_cli(sim.url, db, tmp_path / "c", EXECUTIONS, **keys), rng.uniform(0.0, whole))
+            windows = 0
+            store = open_killed(db)
+            if store is not None:
+                with store:
+                    covered = store.query("SELECT start_us, end_us FROM coverage WHERE source = 'executions'")
+                    for low, high in covered:  # a committed window holds all of its fills, nothing else
+                        got = {r[0] for r in store.query("SELECT exec_id FROM executions WHERE time_us >= ? "
+                                                         "AND time_us < ?", [low, high])}
+                        assert got == fill_ids(sim.config, low, high), (n, low, high)
+                    windows = len(covered)
+                    assert store.query_one("SELECT count(*) FROM executions") == (
+                        sum(len(fill_ids(sim.config, a, b)) for a, b in covered),)
+            mid_run += 0 < windows < 10
+            with fast(sim), Store.open(db) as store:
+                summary = asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True),
+                                                         start_us, end_us))
+                assert summary.windows_fetched == 10 - windows
+                stored = stored_fill_ids(store)
+                assert len(stored) == len(set(stored)) and set(stored) == truth
+    assert killed >= KILLS // 2, f"only {killed} of {KILLS} crawls were killed before they finished"
+    assert mid_run >= 3, f"only {mid_run} kills landed mid-crawl (some windows committed, not all)"
+
+
+# Loaded by the child through PYTHONPATH: SIGKILLs the process inside the transaction of the third
+# archive day (or execution window), after its rows went in and before its coverage row and COMMIT.
+KILL_INSIDE_THE_THIRD_TRANSACTION = """
+import importlib, os, signal
+
+def _dying(name, source):
+    module = importlib.import_module(name)  # `store.refresh` the attribute is the function
+    real, seen = module.add_coverage, []
+    def add_coverage(*args, **kwargs):
+        if kwargs.get("source") == source:
+            seen.append(1)
+            if len(seen) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    module.add_coverage = add_coverage
+
+_dying("store.refresh", "archive")
+_dying("store.executions", "executions")
+"""
+
+
+def test_a_kill_inside_a_days_transaction_leaves_no_trace_of_that_day(sim_config, tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_INSIDE_THE_THIRD_TRANSACTION)
+    child_path = {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
+    keys = {"BYBIT_API_KEY": KEY, "BYBIT_API_SECRET": SECRET, "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "1"}
+    with run_in_thread(replace(slow_exchange(sim_config), latency_ms=0)) as sim:
+        db, cache = tmp_path / "t.duckdb", tmp_path / "cache"
+        refresh_run = start_cli(sim.url, db, cache, REFRESH, **child_path)
+        assert refresh_run.wait(timeout=60) == -signal.SIGKILL, "the hook must have killed the refresh"
+        with Store.open(db, read_only=True) as store:
+            assert archive_days(store, "BTCUSDT") == [day(1), day(2)]
+            assert store.query_one("SELECT count(*) FROM trades") == (2 * PER_DAY,), "day 3 rolled back whole"
+            assert verify(store).ok
+        crawl = start_cli(sim.url, db, cache, EXECUTIONS, **keys, **child_path)
+        assert crawl.wait(timeout=60) == -signal.SIGKILL, "the hook must have killed the crawl"
+        start_us, end_us = day_start_us(EXEC_START), day_start_us(EXEC_END)
+        with Store.open(db, read_only=True) as store:
+            covered = store.query("SELECT start_us, end_us FROM coverage WHERE source = 'executions' "
+                                  "ORDER BY start_us")
+            assert len(covered) == 2, "two windows committed, the third rolled back"
+            expected = set().union(*(fill_ids(sim.config, a, b) for a, b in covered))
+            assert set(stored_fill_ids(store)) == expected, "no fill of the third window remains"
+        with Store.open(db) as store:
+            asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(10))))
+            asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True), start_us, end_us))
+            assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)))
+            stored = stored_fill_ids(store)
+            assert len(stored) == len(set(stored)) and set(stored) == fill_ids(sim.config, start_us, end_us)
+
+
+def test_a_store_killed_while_its_schema_was_created_is_refused_read_only_then_completed(
+        sim_thread, tmp_path: Path) -> None:
+    db = tmp_path / "half.duckdb"
+    with Store.open(db, migrate=False) as store:  # what a kill during the first migration leaves
+        store.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ)")
+    env = cli_env(sim_thread.url, db, tmp_path / "cache")
+    for command in (["status"], ["verify"], ["sql", "SELECT 1"]):
+        code, out, err = run_cli(env, *command)
+        assert code == 2 and out == "", (command, err)
+        assert err.startswith(f"error: {db} has schema version 0") and "run `bybit-backfill refresh`" in err
+    code, _, err = run_cli(env, "refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2024-01-09")
+    assert code == 0, err
+    assert run_cli(env, "verify")[0] == 0
+
+
+def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_config, tmp_path: Path) -> None:
+    cache, db = tmp_path / "cache", tmp_path / "e.duckdb"
+    stop = threading.Event()
+    reads: list[int] = []
+    problems: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            for path in cache.glob("backfill_*.parquet"):
+                try:
+                    table = pq.read_table(path)
+                except FileNotFoundError:
+                    continue  # replaced between the listing and the open: the next listing has it
+                except Exception as error:  # noqa: BLE001 - a partial file is exactly this
+                    problems.append(f"{path.name}: {type(error).__name__}: {error}")
+                    continue
+                if not table.schema.remove_metadata().equals(CACHE_SCHEMA) or table.num_rows != 40_000:
+                    problems.append(f"{path.name}: {table.num_rows} rows, {table.schema}")
+                reads.append(table.num_rows)
+
+    rng = random.Random(3)
+    with run_in_thread(slow_exchange(sim_config, trades_per_day=40_000)) as sim:
+        with Store.open(db) as store:
+            asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(7)),
+                                cache_dir=cache))
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        try:
+            export = ["export", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-07", "--cache-dir", str(cache)]
+            whole = timed_run(sim, db, cache, export)
+            for n in range(6):  # rewrites, half of them killed somewhere in the middle
+                process = start_cli(sim.url, db, cache, export)
+                if n % 2:
+                    kill_at(process, rng.uniform(0.0, whole))
+                else:
+                    assert process.wait(timeout=60) == 0
+            with Store.open(db) as store:  # a refresh that rewrites files too (new days touched)
+                asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(9)),
+                                    cache_dir=cache))
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+    assert problems == []
+    assert len(reads) > 50, "the reader must have raced the writers many times"
+    assert parquet_problems(cache) == [] and len(list(cache.glob("backfill_*.parquet"))) == 8
