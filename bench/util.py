@@ -16,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,52 @@ class RunFailed(RuntimeError):
     pass
 
 
+class Quiet:
+    """Waits, before each timed run, until the machine is idle: other processes (a test suite, a
+    build) would otherwise be measured as our slowness. Records what it saw for RESULTS.md."""
+
+    threshold = 0.2  # share of all cores busy with something else
+    max_wait_s = 90.0
+    enabled = True
+    waited_s = 0.0
+    gave_up = 0
+    runs = 0
+
+    @classmethod
+    def wait(cls) -> None:
+        cls.runs += 1
+        if not cls.enabled:
+            return
+        started = time.perf_counter()
+        while busy_share() > cls.threshold:
+            if time.perf_counter() - started > cls.max_wait_s:
+                cls.gave_up += 1
+                print(f"    (the machine stayed busy for {cls.max_wait_s:.0f} s: measuring anyway)", flush=True)
+                break
+        waited = time.perf_counter() - started
+        cls.waited_s += waited
+        if waited > 1.0:
+            print(f"    (waited {waited:.0f} s for other processes to finish)", flush=True)
+
+
+def busy_share(interval_s: float = 0.5) -> float:
+    """Share of all CPUs busy (not idle, not waiting on I/O) over `interval_s`, from /proc/stat."""
+    def sample() -> tuple[int, int]:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(interval_s)
+    total1, idle1 = sample()
+    if total1 <= total0:
+        return 0.0
+    return 1.0 - (idle1 - idle0) / (total1 - total0)
+
+
 def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, parse_json: bool = False,
         timeout_s: float = 900.0) -> Run:
     """Run `cmd` in a fresh process (cwd: the repository) through the small `rss.py` launcher;
@@ -52,6 +99,7 @@ def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, parse_json:
     scratch.mkdir(parents=True, exist_ok=True)
     out_path, err_path, res_path = (scratch / f"run-{os.getpid()}.{ext}" for ext in ("out", "err", "json"))
     os.sync()
+    Quiet.wait()
     launcher = [sys.executable, "-S", str(ROOT / "bench" / "rss.py"), str(res_path), "--", *cmd]
     try:
         with open(out_path, "w+b") as out, open(err_path, "w+b") as err:

@@ -16,6 +16,7 @@ from typing import Any
 from store.db import Store
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAY_US = 86_400_000_000
 TRADE_SOURCES = ("archive", "rest")
 
 
@@ -122,29 +123,50 @@ def silences(store: Store, category: str, symbol: str, start_us: int, end_us: in
     return [(int(a), int(b)) for a, b in rows]
 
 
-def count_mismatch_sql() -> str:
-    """Archive days whose stored rows differ from the distinct ids their file held for the day."""
+def newest_archive_days_sql() -> str:
+    """The newest archive coverage row of each interval in range, with what its file held."""
     return """
-        WITH days AS (
-            SELECT start_us, end_us, expected_rows,
-                   row_number() OVER (PARTITION BY start_us ORDER BY fetched_at DESC) AS newest
-            FROM coverage
-            WHERE category = ? AND symbol = ? AND source = 'archive' AND expected_rows IS NOT NULL
-              AND end_us > ? AND start_us < ?
-        )
-        SELECT d.start_us, d.end_us, d.expected_rows,
-               (SELECT count(*) FROM trades t
-                WHERE t.category = ? AND t.symbol = ? AND t.time_us >= d.start_us
-                  AND t.time_us < d.end_us) AS stored
-        FROM days d
-        WHERE d.newest = 1 AND d.expected_rows <> stored
-        ORDER BY d.start_us"""
+        SELECT start_us, end_us, expected_rows FROM coverage
+        WHERE category = ? AND symbol = ? AND source = 'archive' AND expected_rows IS NOT NULL
+          AND end_us > ? AND start_us < ?
+        QUALIFY row_number() OVER (PARTITION BY start_us ORDER BY fetched_at DESC) = 1
+        ORDER BY start_us"""
+
+
+def rows_per_day_sql() -> str:
+    """Stored rows per UTC day (epoch-day number) in [?, ?): one scan, however many days."""
+    return """
+        SELECT time_us // 86400000000 AS epoch_day, count(*) FROM trades
+        WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
+        GROUP BY epoch_day"""
+
+
+def rows_between_sql() -> str:
+    return "SELECT count(*) FROM trades WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?"
 
 
 def count_mismatches(store: Store, category: str, symbol: str, start_us: int,
                      end_us: int) -> list[tuple[int, int, int, int]]:
-    rows = store.query(count_mismatch_sql(), [category, symbol, start_us, end_us, category, symbol])
-    return [(int(a), int(b), int(c), int(d)) for a, b, c, d in rows]
+    """Archive days whose stored rows differ from the distinct ids their file held for the day.
+
+    Archive coverage is whole UTC days (`verify` checks it), so rows are counted per day in one
+    grouped scan; a correlated count per interval was decorrelated by DuckDB into a join over the
+    whole table (2 s at 45M rows). Any other interval is counted on its own."""
+    days = store.query(newest_archive_days_sql(), [category, symbol, start_us, end_us])
+    if not days:
+        return []
+    low, high = min(int(d[0]) for d in days), max(int(d[1]) for d in days)
+    per_day = {int(k): int(n) for k, n in store.query(rows_per_day_sql(), [category, symbol, low, high])}
+    found = []
+    for a, b, expected in ((int(a), int(b), int(e)) for a, b, e in days):
+        if a % DAY_US == 0 and b - a == DAY_US:
+            stored = per_day.get(a // DAY_US, 0)
+        else:
+            row = store.query_one(rows_between_sql(), [category, symbol, a, b])
+            stored = int(row[0]) if row else 0
+        if stored != expected:
+            found.append((a, b, expected, stored))
+    return found
 
 
 def record_open_gaps(store: Store, category: str, symbol: str, start_us: int, end_us: int,

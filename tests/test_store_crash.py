@@ -6,10 +6,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from crashutil import kill_when, start_refresh
+from storeutil import day, duplicate_keys, stored_ids, truth_ids, us
+
 from sim import run_in_thread
 from store import Store
 from store.report import verify
-from storeutil import day, duplicate_keys, stored_ids, truth_ids, us
 
 
 def crash_then_complete(sim_config, tmp_path: Path, after_files: list[int]) -> int:
@@ -25,8 +26,10 @@ def crash_then_complete(sim_config, tmp_path: Path, after_files: list[int]) -> i
         for n, files in enumerate(after_files):
             db, cache = tmp_path / f"crash{n}.duckdb", tmp_path / f"cache{n}"
             served = sim.state.requests["/trading"]
-            killed += kill_when(start_refresh(sim.url, db, cache, args),
-                                lambda: sim.state.requests["/trading"] - served >= files)
+            def enough(served: int = served, files: int = files) -> bool:
+                return sim.state.requests["/trading"] - served >= files
+
+            killed += kill_when(start_refresh(sim.url, db, cache, args), enough)
             finished = start_refresh(sim.url, db, cache, args)
             assert finished.wait(timeout=120) == 0
             with Store.open(db, read_only=True) as store:

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 
 from conftest import SIM_NOW_MS
+from storeutil import duplicate_keys
+
 from sim import SimConfig, SimState
 from sim.faults import RequestInfo
 from sim.fills import expected_fills
@@ -17,7 +19,6 @@ from sim.market import expected_trades
 from store import Store
 from store.plan import DAY_US, day_start_us
 from store.report import verify
-from storeutil import duplicate_keys
 
 NOW_US = SIM_NOW_MS * 1000  # the emulator's frozen "now" (`sim_config`): 2024-01-10 12:00 UTC
 
@@ -29,8 +30,8 @@ def truth_ids_until(config: SimConfig, symbol: str, first: date, end_us: int,
     current = first
     while day_start_us(current) < end_us:
         table = expected_trades(config, symbol, current, category)
-        ids.update(i for i, t in zip(table.column("trade_id").to_pylist(), table.column("time_us").to_pylist())
-                   if t < end_us)
+        pairs = zip(table.column("trade_id").to_pylist(), table.column("time_us").to_pylist(), strict=True)
+        ids.update(i for i, t in pairs if t < end_us)
         current += timedelta(days=1)
     return ids
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from crashutil import ROOT, cli_env
+from relutil import archive_days, assert_exactly_the_truth, run_cli
+from storeutil import day, sim_fetch_config, us
+
 from sim.server import RunningSim
 from store import Store, refresh
-from storeutil import day, sim_fetch_config, us
-from relutil import archive_days, assert_exactly_the_truth, run_cli
 
 TAIL = "/v5/market/recent-trade"
 
@@ -122,15 +122,16 @@ CASES = [
         ["cannot read the date '2024-02-30'", "use YYYY-MM-DD"]),
     Bad("a date in another format", ["refresh", "BTCUSDT", "--start", "01/08/2024"],
         ["cannot read the date '01/08/2024'", "use YYYY-MM-DD"]),
-    Bad("a word for a date", ["gaps", "BTCUSDT", "--start", "yesterday"], ["cannot read the date 'yesterday'"]),
+    Bad("a word for a date", ["gaps", "BTCUSDT", "--start", "yesterday"],
+        ["cannot read the date 'yesterday'"]),
     Bad("days that are not a number", ["refresh", "BTCUSDT", "--days", "three"],
         ["'three' is not a valid float", "--help"]),
     Bad("the store is locked by another process", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end",
                                                    "2024-01-09"],
         ["{db}", "in use by another process", "wait for it to finish or use another --db"], hold_lock),
     Bad("status while another process writes", ["status"], ["{db}", "in use by another process"], hold_lock),
-    Bad("refresh into a file that is not a DuckDB database", ["refresh", "BTCUSDT", "--db", "{tmp}/notes.duckdb",
-                                                              "--start", "2024-01-08", "--end", "2024-01-09"],
+    Bad("refresh into a file that is not a DuckDB database",
+        ["refresh", "BTCUSDT", "--db", "{tmp}/notes.duckdb", "--start", "2024-01-08", "--end", "2024-01-09"],
         ["{tmp}/notes.duckdb is not a DuckDB database", "point --db"], not_a_database),
     Bad("sql on a file that is not a DuckDB database", ["sql", "SELECT 1", "--db", "{tmp}/notes.duckdb"],
         ["is not a DuckDB database"], not_a_database),
@@ -145,12 +146,13 @@ CASES = [
     Bad("an unwritable cache dir (refresh)", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end",
                                               "2024-01-09", "--cache-dir", "{tmp}/afile/cache"],
         ["cannot write to the cache dir {tmp}/afile/cache", "choose another --cache-dir"], a_file_in_the_way),
-    Bad("an unwritable cache dir from the environment", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end",
-                                                         "2024-01-09"],
+    Bad("an unwritable cache dir from the environment",
+        ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2024-01-09"],
         ["cannot write to the cache dir", "BACKFILL_CACHE_DIR"], a_file_in_the_way,
         env={"BACKFILL_CACHE_DIR": "{tmp}/afile/cache"}),
-    Bad("an unwritable cache dir (export)", ["export", "BTCUSDT", "--start", "2024-01-07", "--end", "2024-01-09",
-                                             "--cache-dir", "{tmp}/afile/cache"],
+    Bad("an unwritable cache dir (export)",
+        ["export", "BTCUSDT", "--start", "2024-01-07", "--end", "2024-01-09",
+         "--cache-dir", "{tmp}/afile/cache"],
         ["cannot write to the cache dir"], a_file_in_the_way),
     Bad("executions without credentials", ["executions", "--start", "2024-01-01", "--end", "2024-01-08"],
         ["executions needs BYBIT_API_KEY and BYBIT_API_SECRET", "set both"]),
@@ -216,7 +218,8 @@ def test_a_truncated_archive_day_prints_the_summary_names_the_day_and_exits_1(wo
     code, out, err = run_cli(world.env, *args)
     assert code == 1, err
     assert "days: 3 in range, 0 already stored, 2 fetched, 1 failed" in out
-    assert "2024-01-05T00:00:00+00:00 .. 2024-01-06T00:00:00+00:00: archive file for 2024-01-05 is unusable" in out
+    assert ("2024-01-05T00:00:00+00:00 .. 2024-01-06T00:00:00+00:00: archive file for 2024-01-05 is "
+            "unusable") in out
     line = one_error_line(err)
     assert "1 archive day(s) failed (2024-01-05)" in line and "rerun the same command" in line
     with Store.open(world.db, read_only=True) as store:

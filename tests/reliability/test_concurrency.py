@@ -14,12 +14,12 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from crashutil import cli_env, start_cli
+from relutil import assert_exactly_the_truth, run_cli, wait_until
+from storeutil import day, sim_fetch_config, us
+
 from sim import MarketSpec, run_in_thread
 from store import Store, refresh
-from storeutil import day, sim_fetch_config, us
-from relutil import assert_exactly_the_truth, run_cli, wait_until
 
 REFRESH = ["refresh", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-10", "--no-export"]
 

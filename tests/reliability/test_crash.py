@@ -19,16 +19,22 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
 from crashutil import ROOT, cli_env, kill_at, start_cli
+from relutil import (
+    archive_days,
+    assert_exactly_the_truth,
+    fill_ids,
+    run_cli,
+    stored_fill_ids,
+    truth_ids_until,
+)
+from storeutil import KEY, SECRET, day, sim_fetch_config, us
+
 from sim import MarketSpec, run_in_thread
 from sim.server import RunningSim
 from store import CACHE_SCHEMA, Store, StoreError, refresh, refresh_executions
 from store.plan import day_start_us
 from store.report import verify
-from storeutil import KEY, SECRET, day, sim_fetch_config, us
-from relutil import (archive_days, assert_exactly_the_truth, fill_ids, run_cli, stored_fill_ids,
-                     truth_ids_until)
 
 KILLS = 20
 REFRESH = ["refresh", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-10"]
@@ -63,7 +69,7 @@ def timed_run(sim: RunningSim, db: Path, cache: Path, args: list[str], **env: st
     """One uninterrupted run of the command: how long a whole run takes (kill moments span it)."""
     started = time.monotonic()
     process = start_cli(sim.url, db, cache, args, capture=True, **env)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     return time.monotonic() - started
 
@@ -93,6 +99,12 @@ def open_killed(db: Path) -> Store | None:
         return None
 
 
+def leftovers(cache: Path) -> list[str]:
+    """Anything in the cache directory that is not a finished day file (temp files of a writer)."""
+    return sorted(p.name for p in cache.iterdir() if not (p.name.startswith("backfill_")
+                                                          and p.name.endswith(".parquet")))
+
+
 def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_config, tmp_path: Path) -> None:
     rng = random.Random(20240110)
     mid_run = killed = 0
@@ -109,8 +121,8 @@ def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_co
                     assert report.ok, (n, report.checks)  # the killed store holds whole days only
                     committed = archive_days(store, "BTCUSDT")
                     for d in committed:
-                        assert store.query_one("SELECT count(*) FROM trades WHERE time_us >= ? AND time_us < ?",
-                                               [us(d), us(d) + 86_400_000_000]) == (PER_DAY,)
+                        assert store.query_one("SELECT count(*) FROM trades WHERE time_us >= ? AND "
+                                               "time_us < ?", [us(d), us(d) + 86_400_000_000]) == (PER_DAY,)
                     assert store.query_one("SELECT count(*) FROM trades") == (PER_DAY * len(committed),), \
                         "no row outside a committed day"
                 mid_run += 0 < len(committed) < 9
@@ -122,6 +134,7 @@ def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_co
                 assert summary.days_failed == []
                 assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)), truth=truth)
             assert len(list(cache.glob("backfill_*.parquet"))) == 9 and parquet_problems(cache) == []
+            assert leftovers(cache) == [], "the next run removes a killed export's temp files"
     assert killed >= KILLS // 2, f"only {killed} of {KILLS} runs were killed before they finished"
     assert mid_run >= 3, f"only {mid_run} kills landed mid-run (some days committed, not all)"
 
@@ -138,7 +151,8 @@ def test_executions_crawl_killed_at_20_random_moments_is_completed_by_the_next_r
         whole = timed_run(sim, tmp_path / "baseline.duckdb", tmp_path / "c", EXECUTIONS, **keys)
         for n in range(KILLS):
             db = tmp_path / f"x{n}.duckdb"
-            killed += kill_at(start_cli(sim.url, db, tmp_path / "c", EXECUTIONS, **keys), rng.uniform(0.0, whole))
+            crawl = start_cli(sim.url, db, tmp_path / "c", EXECUTIONS, **keys)
+            killed += kill_at(crawl, rng.uniform(0.0, whole))
             windows = 0
             store = open_killed(db)
             if store is not None:
@@ -208,7 +222,8 @@ def test_a_kill_inside_a_days_transaction_leaves_no_trace_of_that_day(sim_config
             assert set(stored_fill_ids(store)) == expected, "no fill of the third window remains"
         with Store.open(db) as store:
             asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(10))))
-            asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True), start_us, end_us))
+            asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True), start_us,
+                                           end_us))
             assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)))
             stored = stored_fill_ids(store)
             assert len(stored) == len(set(stored)) and set(stored) == fill_ids(sim.config, start_us, end_us)
@@ -227,6 +242,38 @@ def test_a_store_killed_while_its_schema_was_created_is_refused_read_only_then_c
     code, _, err = run_cli(env, "refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2024-01-09")
     assert code == 0, err
     assert run_cli(env, "verify")[0] == 0
+
+
+# Loaded by the child: SIGKILLs `export` just before the rename that publishes 2024-01-03's file.
+KILL_BEFORE_THE_THIRD_RENAME = """
+import os, signal
+_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    if str(dst).endswith("backfill_2024-01-03.parquet"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _replace(src, dst, *args, **kwargs)
+os.replace = replace
+"""
+
+
+def test_an_export_killed_before_its_rename_publishes_nothing_partial_and_the_next_run_cleans_up(
+        sim_thread, tmp_path: Path) -> None:
+    db, cache = tmp_path / "x.duckdb", tmp_path / "cache"
+    with Store.open(db) as store:
+        asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(1)), us(day(6))))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_BEFORE_THE_THIRD_RENAME)
+    export = ["export", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-06", "--cache-dir", str(cache)]
+    child = start_cli(sim_thread.url, db, cache, export, PYTHONPATH=os.pathsep.join([str(hook), str(ROOT)]))
+    assert child.wait(timeout=60) == -signal.SIGKILL, "the hook must have killed the export"
+    assert sorted(p.name for p in cache.glob("backfill_*.parquet")) == [
+        "backfill_2024-01-01.parquet", "backfill_2024-01-02.parquet"], "day 3 was never published"
+    assert parquet_problems(cache) == [] and leftovers(cache), "its temp file is left behind, hidden"
+    code, _, err = run_cli(cli_env(sim_thread.url, db, cache), *export)
+    assert code == 0, err
+    assert len(list(cache.glob("backfill_*.parquet"))) == 5 and parquet_problems(cache) == []
+    assert leftovers(cache) == [], "the next run removed the dead writer's temp file"
 
 
 def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_config, tmp_path: Path) -> None:
@@ -257,7 +304,8 @@ def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_confi
         thread = threading.Thread(target=reader, daemon=True)
         thread.start()
         try:
-            export = ["export", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-07", "--cache-dir", str(cache)]
+            export = ["export", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-07",
+                      "--cache-dir", str(cache)]
             whole = timed_run(sim, db, cache, export)
             for n in range(6):  # rewrites, half of them killed somewhere in the middle
                 process = start_cli(sim.url, db, cache, export)
@@ -274,3 +322,4 @@ def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_confi
     assert problems == []
     assert len(reads) > 50, "the reader must have raced the writers many times"
     assert parquet_problems(cache) == [] and len(list(cache.glob("backfill_*.parquet"))) == 8
+    assert leftovers(cache) == [], "temp files of the killed exports were removed"

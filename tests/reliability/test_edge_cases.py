@@ -19,14 +19,19 @@ import pytest
 from fetch import BybitClient, Endpoints, FetchConfig, RetryPolicy
 from fetch.errors import ParameterError
 from fetch.executions import Pager
-from fetch.parse import (check_envelope, parse_envelope, parse_execution_page, parse_recent_trades,
-                         read_archive)
+from fetch.models import trades_to_table
+from fetch.parse import (
+    check_envelope,
+    parse_envelope,
+    parse_execution_page,
+    parse_recent_trades,
+    read_archive,
+)
 from fetch.transport import Request, Response
 from store import Store, read_cache, refresh, tick_id
 from store.coverage import dt_to_us
 from store.ingest import ingest_batch
 from store.report import verify
-from fetch.models import trades_to_table
 
 # --- recorded payloads ----------------------------------------------------------------------------
 
@@ -73,12 +78,12 @@ LINEAR_HEADER = ("timestamp,symbol,side,size,price,tickDirection,trdMatchID,gros
 # grossValue in scientific notation, two trades identical but for their id, the RPI column.
 ARCHIVE_ROWS = [
     "1741996799,BTCUSDT,Sell,2,83100,MinusTick,c3c1a7e2-0e83-5d7b-9b51-5f0c1e9a8d70,1.662e+10,2,166200,1",
-    "1741910443.7357,BTCUSDT,Buy,0.001,83000.5,PlusTick,1f0e2b43-8b44-5a2f-a1e5-5d2c6b7a8e90,8.30005E+06,0.001,"
-    "83.0005,0",
-    "1741910443.7357,BTCUSDT,Buy,0.001,83000.5,ZeroPlusTick,2a9d3c54-7c55-5b3e-b2f6-6e3d7c8b9fa1,8300050,0.001,"
-    "83.0005,0",
-    "1741910400.0001,BTCUSDT,Sell,0.25,82990.0,MinusTick,3b8e4d65-6d66-5c4f-83a7-7f4e8d9cafb2,2074750000,0.25,"
-    "20747.5,0",
+    ("1741910443.7357,BTCUSDT,Buy,0.001,83000.5,PlusTick,1f0e2b43-8b44-5a2f-a1e5-5d2c6b7a8e90,8.30005E+06,0.001,"
+     "83.0005,0"),
+    ("1741910443.7357,BTCUSDT,Buy,0.001,83000.5,ZeroPlusTick,2a9d3c54-7c55-5b3e-b2f6-6e3d7c8b9fa1,8300050,0.001,"
+     "83.0005,0"),
+    ("1741910400.0001,BTCUSDT,Sell,0.25,82990.0,MinusTick,3b8e4d65-6d66-5c4f-83a7-7f4e8d9cafb2,2074750000,0.25,"
+     "20747.5,0"),
 ]
 ARCHIVE_TIMES_US = {  # what each id's timestamp is, exactly
     "c3c1a7e2-0e83-5d7b-9b51-5f0c1e9a8d70": 1741996799_000000,
@@ -169,7 +174,8 @@ def test_archive_timestamps_are_exact_microseconds_and_scientific_gross_values_p
 def test_a_spot_archive_in_milliseconds_with_lower_case_sides(tmp_path: Path) -> None:
     path = tmp_path / "BTCUSDT_2025-03-14.csv.gz"
     path.write_bytes(gz_csv("id,timestamp,price,volume,side,rpi",
-                            ["2,1741910443736,83000.51,0.000119,sell,0", "1,1741910400000,82990.00,0.05,buy,1"]))
+                            ["2,1741910443736,83000.51,0.000119,sell,0",
+                             "1,1741910400000,82990.00,0.05,buy,1"]))
     table = read_archive(path, "spot", "BTCUSDT", ARCHIVE_DAY)
     assert table.column("trade_id").to_pylist() == ["202503140000000002", "202503140000000001"]
     assert table.column("time_us").to_pylist() == [1741910443736000, 1741910400000000]
@@ -198,7 +204,8 @@ class Recorded:
 
 def index(folder: str, names: list[str]) -> bytes:
     links = "\n".join(f'<a href="{n}">{n}</a>' for n in names)
-    return f"<html><body><h1>Index of {folder}</h1><pre><a href=\"../\">../</a>\n{links}\n</pre></body></html>".encode()
+    page = f'<html><body><h1>Index of {folder}</h1><pre><a href="../">../</a>\n{links}\n</pre></body></html>'
+    return page.encode()
 
 
 def run_recorded(store: Store, pages: dict[str, bytes], symbol: str, category: str, end: datetime,
@@ -218,14 +225,15 @@ def run_recorded(store: Store, pages: dict[str, bytes], symbol: str, category: s
 
 
 def test_recorded_linear_payloads_end_to_end_through_the_store(tmp_path: Path) -> None:
-    pages = {"/trading/BTCUSDT/": index("/trading/BTCUSDT/", ["BTCUSDT2025-03-13.csv.gz", "BTCUSDT2025-03-14.csv.gz"]),
+    listed = ["BTCUSDT2025-03-13.csv.gz", "BTCUSDT2025-03-14.csv.gz"]
+    pages = {"/trading/BTCUSDT/": index("/trading/BTCUSDT/", listed),
              "/trading/BTCUSDT/BTCUSDT2025-03-14.csv.gz": gz_csv(LINEAR_HEADER + ",RPI", ARCHIVE_ROWS),
              "/v5/market/recent-trade": RECENT_LINEAR.encode()}
     cache = tmp_path / "cache"
     with Store.open(tmp_path / "e2e.duckdb") as store:
         run_recorded(store, pages, "BTCUSDT", "linear", datetime(2025, 3, 15, 12, tzinfo=UTC), cache)
-        rows = store.query("SELECT trade_id, time_us, tick_id, source, is_block_trade FROM trades ORDER BY time_us, "
-                           "trade_id")
+        rows = store.query("SELECT trade_id, time_us, tick_id, source, is_block_trade FROM trades "
+                           "ORDER BY time_us, trade_id")
         assert verify(store).ok
     archive = {r[0]: r[1] for r in rows if r[3] == "archive"}
     assert archive == ARCHIVE_TIMES_US, "every archive row, exact to the microsecond, once"

@@ -19,14 +19,21 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from relutil import (
+    NOW_US,
+    TimedState,
+    archive_days,
+    assert_exactly_the_truth,
+    fill_ids,
+    recording_sleep,
+    stored_fill_ids,
+)
+from storeutil import KEY, SECRET, day, sim_fetch_config, us
 
 from fetch import BybitClient, Credentials, FetchConfig, ParameterError, RateLimits, Timeouts
 from sim import SimState, running_sim
 from sim.market import expected_count
 from store import Store, refresh, refresh_executions
-from storeutil import KEY, SECRET, day, sim_fetch_config, us
-from relutil import (NOW_US, TimedState, archive_days, assert_exactly_the_truth, fill_ids, recording_sleep,
-                     stored_fill_ids)
 
 TAIL = "/v5/market/recent-trade"
 EXECUTIONS = "/v5/execution/list"
@@ -60,22 +67,23 @@ def with_timeout(config: FetchConfig, timeout_s: float | None) -> FetchConfig:
 
 
 REFRESH_CASES = [
-    Case("HTTP 500 twice on a day file", [("http_500", dict(path=FILE_8, times=2))], {"ServerError": 2}, 2),
-    Case("HTTP 502 on the archive index", [("http_502", dict(path=INDEX))], {"ServerError": 1}, 1),
-    Case("HTTP 503 on recent-trade", [("http_503", dict(path=TAIL))], {"ServerError": 1}, 1),
-    Case("retCode 10016 twice on recent-trade", [("ret_10016", dict(path=TAIL, times=2))], {"ServerError": 2}, 2),
-    Case("a timeout on recent-trade", [("latency", dict(path=TAIL, value=1500))], {"TransportError": 1}, 1,
+    Case("HTTP 500 twice on a day file", [("http_500", {"path": FILE_8, "times": 2})], {"ServerError": 2}, 2),
+    Case("HTTP 502 on the archive index", [("http_502", {"path": INDEX})], {"ServerError": 1}, 1),
+    Case("HTTP 503 on recent-trade", [("http_503", {"path": TAIL})], {"ServerError": 1}, 1),
+    Case("retCode 10016 twice on recent-trade", [("ret_10016", {"path": TAIL, "times": 2})],
+         {"ServerError": 2}, 2),
+    Case("a timeout on recent-trade", [("latency", {"path": TAIL, "value": 1500})], {"TransportError": 1}, 1,
          timeout_s=0.5),
-    Case("a timeout on a day file", [("latency", dict(path=FILE_8, value=1500))], {"TransportError": 1}, 1,
+    Case("a timeout on a day file", [("latency", {"path": FILE_8, "value": 1500})], {"TransportError": 1}, 1,
          timeout_s=0.5),
-    Case("a day file cut mid-body", [("drop", dict(path=FILE_8))], {"TransportError": 1}, 1),
-    Case("recent-trade cut mid-body", [("drop", dict(path=TAIL))], {"TransportError": 1}, 1),
-    Case("malformed JSON twice on recent-trade", [("malformed_json", dict(path=TAIL, times=2))],
+    Case("a day file cut mid-body", [("drop", {"path": FILE_8})], {"TransportError": 1}, 1),
+    Case("recent-trade cut mid-body", [("drop", {"path": TAIL})], {"TransportError": 1}, 1),
+    Case("malformed JSON twice on recent-trade", [("malformed_json", {"path": TAIL, "times": 2})],
          {"BadResponse": 2}, 2),
-    Case("10006 five times in a row opens the breaker", [("ret_10006", dict(path=TAIL, times=5, value=50))],
-         {"RateLimited": 5}, 5, openings=1),
-    Case("every transient fault at once", [("http_500", dict(path=FILE_8)), ("drop", dict(path=INDEX)),
-                                          ("ret_10016", dict(path=TAIL)), ("malformed_json", dict(path=TAIL))],
+    Case("10006 five times in a row opens the breaker",
+         [("ret_10006", {"path": TAIL, "times": 5, "value": 50})], {"RateLimited": 5}, 5, openings=1),
+    Case("every transient fault at once", [("http_500", {"path": FILE_8}), ("drop", {"path": INDEX}),
+                                          ("ret_10016", {"path": TAIL}), ("malformed_json", {"path": TAIL})],
          {"ServerError": 2, "TransportError": 1, "BadResponse": 1}, 4),
 ]
 
@@ -175,15 +183,16 @@ async def test_a_10002_clock_skew_is_resynced_and_the_signed_crawl_completes(
 
 
 EXECUTION_CASES = [
-    Case("HTTP 500 twice", [("http_500", dict(path=EXECUTIONS, times=2))], {"ServerError": 2}, 2),
-    Case("HTTP 502", [("http_502", dict(path=EXECUTIONS))], {"ServerError": 1}, 1),
-    Case("HTTP 503", [("http_503", dict(path=EXECUTIONS))], {"ServerError": 1}, 1),
-    Case("retCode 10016", [("ret_10016", dict(path=EXECUTIONS))], {"ServerError": 1}, 1),
-    Case("a timeout", [("latency", dict(path=EXECUTIONS, value=1500))], {"TransportError": 1}, 1, timeout_s=0.5),
-    Case("a page cut mid-body", [("drop", dict(path=EXECUTIONS))], {"TransportError": 1}, 1),
-    Case("10006 with a reset timestamp", [("ret_10006", dict(path=EXECUTIONS, value=150))],
+    Case("HTTP 500 twice", [("http_500", {"path": EXECUTIONS, "times": 2})], {"ServerError": 2}, 2),
+    Case("HTTP 502", [("http_502", {"path": EXECUTIONS})], {"ServerError": 1}, 1),
+    Case("HTTP 503", [("http_503", {"path": EXECUTIONS})], {"ServerError": 1}, 1),
+    Case("retCode 10016", [("ret_10016", {"path": EXECUTIONS})], {"ServerError": 1}, 1),
+    Case("a timeout", [("latency", {"path": EXECUTIONS, "value": 1500})], {"TransportError": 1}, 1,
+         timeout_s=0.5),
+    Case("a page cut mid-body", [("drop", {"path": EXECUTIONS})], {"TransportError": 1}, 1),
+    Case("10006 with a reset timestamp", [("ret_10006", {"path": EXECUTIONS, "value": 150})],
          {"RateLimited": 1}, 1),
-    Case("malformed JSON", [("malformed_json", dict(path=EXECUTIONS))], {"BadResponse": 1}, 1),
+    Case("malformed JSON", [("malformed_json", {"path": EXECUTIONS})], {"BadResponse": 1}, 1),
 ]
 
 
@@ -199,7 +208,8 @@ async def test_an_executions_crawl_under_a_transient_fault_stores_every_fill_onc
     assert clean.windows_fetched == 3 and clean.breaker_openings == case.openings
     stored = stored_fill_ids(store)
     assert len(stored) == len(set(stored)) and set(stored) == fill_ids(sim.config, start, end)
-    covered = store.query("SELECT min(start_us), max(end_us), count(*) FROM coverage WHERE source = 'executions'")
+    covered = store.query("SELECT min(start_us), max(end_us), count(*) FROM coverage "
+                          "WHERE source = 'executions'")
     assert covered == [(start, end, 3)]
 
 
@@ -260,7 +270,8 @@ async def test_the_same_trade_in_two_days_files_is_stored_once_and_counted_as_a_
     assert again.requests == 0 and again.rows_added == 0
 
 
-async def test_10001_with_an_empty_list_on_recent_trade_is_an_error_never_no_trades(sim, store: Store) -> None:
+async def test_10001_with_an_empty_list_on_recent_trade_is_an_error_never_no_trades(sim,
+                                                                                   store: Store) -> None:
     sim.state.faults.add("ret_10001_empty", path=TAIL)
     with pytest.raises(ParameterError, match="BTCUSDT") as info:
         await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(8)), NOW_US)
@@ -273,7 +284,8 @@ async def test_10001_with_an_empty_list_on_recent_trade_is_an_error_never_no_tra
     assert store.query_one("SELECT count(*) FROM trades") == (0,)
 
 
-async def test_a_fault_free_run_sends_the_minimum_and_a_covered_range_sends_nothing(sim, store: Store) -> None:
+async def test_a_fault_free_run_sends_the_minimum_and_a_covered_range_sends_nothing(sim,
+                                                                                   store: Store) -> None:
     started = time.monotonic()
     summary = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(8)), NOW_US)
     assert summary.requests == FAULT_FREE_REQUESTS and summary.retries == 0 and summary.errors_by_type == {}

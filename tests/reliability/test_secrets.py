@@ -13,12 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from relutil import run_cli
+from storeutil import day, sim_fetch_config, us
 
 from fetch import AuthError, BybitClient, Credentials, ExecutionSource, FetchConfig
 from sim import run_in_thread
 from store import BybitConnectorHistory, Settings, Store, refresh_executions
-from storeutil import day, sim_fetch_config, us
-from relutil import run_cli
 
 SECRET = "zq-SECRET-7c1e55d0a9-never-shown"
 KEY = "reliability-key-4411"
@@ -127,7 +127,8 @@ async def test_signed_calls_and_test_mode_keep_the_secret_out_of_errors_and_logs
             await client.get_public("/v5/market/recent-trade", {"category": "linear", "symbol": "BTCUSDT",
                                                                  "limit": 5})  # signed public call
             with pytest.raises(AuthError) as caught:
-                async for _ in ExecutionSource(client).fetch("linear", us(day(1)) // 1000, us(day(2)) // 1000):
+                async for _ in ExecutionSource(client).fetch("linear", us(day(1)) // 1000,
+                                                             us(day(2)) // 1000):
                     pass
             shown = repr(client) + str(client.stats.as_dict()) + repr(client.config)
         settings = Settings(bybit_api_key=KEY, bybit_api_secret=SECRET, bybit_rest_base_url=sim.url,
