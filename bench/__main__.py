@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import compileall
+import os
 import shlex
 import shutil
 import sys
@@ -21,7 +23,7 @@ from . import simhost
 from .figures import FIGURES, Context, serve
 from .profile import profile
 from .report import print_table, write_results
-from .util import ROOT, Row, machine
+from .util import ROOT, Quiet, Row, machine
 
 ORDER = ["busy", "serve", "export", "12h", "week", "executions", "scale", "profile"]
 ALIASES = {"warm": "12h", "12h": "12h"}
@@ -55,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  "bench/.cache/RESULTS-quick.md with --quick)")
     parser.add_argument("--sim-cache", type=Path, default=simhost.DEFAULT_CACHE,
                         help="where the emulator's generated day files are cached")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="do not wait for an idle machine before each run (default with --quick)")
     args = parser.parse_args(argv)
+    Quiet.enabled = not (args.no_wait or args.quick)
     began = time.perf_counter()
     scale = simhost.QUICK if args.quick else simhost.FULL
     if args.runs:
@@ -70,15 +75,25 @@ def main(argv: list[str] | None = None) -> int:
 
     config = simhost.sim_config(scale, args.sim_cache)
     setup: list[str] = []
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        # The tool's own modules are compiled once, as an install would: here nothing writes .pyc.
+        compileall.compile_dir(ROOT / "store", quiet=1)
+        compileall.compile_dir(ROOT / "fetch", quiet=1)
+        compileall.compile_file(ROOT / "cli.py", quiet=1)
+        setup.append("PYTHONDONTWRITEBYTECODE is set on this machine: the tool's modules were compiled "
+                     "to .pyc once before timing, as a package install does")
     prepared = simhost.prepare_days(config, _days_needed(names, scale))
     if prepared.generated:
         setup.append(f"day files: {prepared.generated} of {prepared.days} generated in {prepared.seconds:.1f} s "
                      f"(two at a time; {prepared.per_day_s:.1f} s per file), {prepared.total_mb:.0f} MB, "
                      f"cached in `{_shown(args.sim_cache)}` before anything is timed")
     else:
+        last = simhost.last_generation(config)
+        when = (f"the last generation made {last['days']:.0f} files in {last['seconds']:.0f} s "
+                f"({last['per_day_s']:.1f} s per file, two at a time)" if last and last.get("per_day_s")
+                else "generation time not recorded")
         setup.append(f"day files: all {prepared.days} were already cached in `{_shown(args.sim_cache)}` "
-                     f"({prepared.total_mb:.0f} MB; checked in {prepared.seconds:.1f} s); generating one "
-                     f"busy day takes ~4.5 s (DuckDB CSV + zlib level 1)")
+                     f"({prepared.total_mb:.0f} MB); {when}, before anything was timed")
     print(f"  {setup[-1]}", flush=True)
     if "executions" in names:
         seconds = simhost.warm_fills(config, scale)
@@ -96,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 figure = {"serve": serve, "profile": profile}.get(name) or FIGURES[name]
                 rows.extend(r for r in figure(ctx) if not r.key or not args.only or r.key in requested)
-            except Exception as error:  # a failed figure is reported, the others still run
+            except Exception as error:  # noqa: BLE001 - a failed figure is reported, the others still run
                 traceback.print_exc()
                 rows.append(Row(name, "-", f"failed: {str(error).splitlines()[0][:200]}", "-", False))
             print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -84,12 +84,13 @@ def busy_day(ctx: Context) -> list[Row]:
     ctx.note("busy", f"tool `refresh` (process wall): {wall.show()}; inside the process: {inner.show()}; "
                      f"peak RSS {stats([r.rss_mb for r in tool]).show('MB', 0)}")
     ctx.note("busy", f"floor (DuckDB read_csv into a keyless table + COPY to parquet, process wall): "
-                     f"{f_wall.show()}; inside: {f_inner.show()} (read "
+                     f"{f_wall.show()}, peak RSS {stats([r.rss_mb for r in floor]).show('MB', 0)}; "
+                     f"inside: {f_inner.show()} (read "
                      f"{stats([r.data['read_s'] for r in floor]).show()}, COPY "
                      f"{stats([r.data['copy_s'] for r in floor]).show()})")
     ctx.note("busy", f"ratio of process walls {fmt_ratio(ratio)}; of in-process times "
                      f"{fmt_ratio(inner.median / f_inner.median)}")
-    return [Row("busy day ingest (1 day, %s trades)" % f"{n:,}", "<= 1.3x floor",
+    return [Row(f"busy day ingest (1 day, {n:,} trades)", "<= 1.3x floor",
                 f"{wall.show()} vs floor {f_wall.show()}", fmt_ratio(ratio), ratio <= 1.3)]
 
 
@@ -156,6 +157,10 @@ def twelve_hours(ctx: Context) -> list[Row]:
 
 # --- scale ---------------------------------------------------------------------------------------------
 
+# The README's analyst example: daily VWAP and taker-buy share, from the `daily` view.
+VWAP_QUERY = "SELECT day, trades, vwap, taker_buy_volume / volume AS taker_buy_share FROM daily ORDER BY day"
+
+
 def scale(ctx: Context) -> list[Row]:
     n = ctx.scale.scale_days
     per_day = ctx.scale.trades_per_day
@@ -192,8 +197,7 @@ def scale(ctx: Context) -> list[Row]:
         "status": [*CLI, "status", SYMBOL, "--db", str(db)],
         "gaps": [*CLI, "gaps", SYMBOL, "--start", day(1).isoformat(),
                  "--end", (day(n) + timedelta(days=1)).isoformat(), "--db", str(db)],
-        "per-day VWAP": [*CLI, "sql", "SELECT day, trades, vwap FROM daily WHERE symbol = 'BTCUSDT' "
-                                      "ORDER BY day", "--db", str(db)],
+        "per-day VWAP": [*CLI, "sql", VWAP_QUERY, "--db", str(db)],
     }
     version = stats([run([*CLI, "--version"]).wall_s for _ in range(ctx.scale.runs)])
     query_rows = []
@@ -201,7 +205,7 @@ def scale(ctx: Context) -> list[Row]:
         walls = stats([run(cmd).wall_s for _ in range(ctx.scale.runs)])
         ctx.note("scale", f"`{name}` at {rows_total:,} rows: {walls.show()} (process wall; "
                           f"`--version` alone {version.show()})")
-        query_rows.append(Row(f"scale: `{name}` at {rows_total / 1e6:.0f}M rows", "<= 1 s", walls.show(),
+        query_rows.append(Row(f"scale: `{name}` at {_count(rows_total)} rows", "<= 1 s", walls.show(),
                               f"{walls.median:.2f} s", walls.median <= 1.0))
     shutil.rmtree(work, ignore_errors=True)
     return [
@@ -211,6 +215,10 @@ def scale(ctx: Context) -> list[Row]:
             peak <= 2048),
         *query_rows,
     ]
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.0f}M" if n >= 1_000_000 else f"{n / 1e3:.0f}k"
 
 
 # --- executions ----------------------------------------------------------------------------------------

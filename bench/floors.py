@@ -22,6 +22,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
+def _literal(path: Path) -> str:
+    """A path as a DuckDB string literal (COPY's target cannot be a parameter on every version)."""
+    return "'" + str(Path(path).absolute()).replace("'", "''") + "'"
+
+
 def day_floor(csv_gz: Path, work: Path) -> dict[str, object]:
     import duckdb
 
@@ -31,9 +36,9 @@ def day_floor(csv_gz: Path, work: Path) -> dict[str, object]:
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE trades AS SELECT * FROM read_csv(?)", [str(csv_gz)])
+    con.execute(f"CREATE TABLE trades AS SELECT * FROM read_csv({_literal(csv_gz)})")
     loaded = time.perf_counter()
-    con.execute("COPY trades TO ? (FORMAT parquet)", [str(out)])
+    con.execute(f"COPY trades TO {_literal(out)} (FORMAT parquet)")
     copied = time.perf_counter()
     rows = con.execute("SELECT count(*) FROM trades").fetchone()[0]  # type: ignore[index]
     con.close()
@@ -60,8 +65,8 @@ def export_pair(db: Path, symbol: str, category: str, day: date, work: Path, run
                     ours.append(time.perf_counter() - started)
                 else:
                     target = work / "copy.parquet"
-                    store.connection.execute(f"COPY ({day_rows_sql('tick')}) TO ? (FORMAT parquet)",
-                                             [*params, str(target)])
+                    store.connection.execute(f"COPY ({day_rows_sql('tick')}) TO {_literal(target)} "
+                                             "(FORMAT parquet)", params)
                     copy.append(time.perf_counter() - started)
     return {"ours": ours, "copy": copy}
 

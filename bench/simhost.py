@@ -7,6 +7,7 @@ and cached before anything is timed (`prepare_days`), so no figure pays for gene
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +89,19 @@ def prepare_days(config: SimConfig, count: int) -> Prepared:
     generated = sum(g for _, g in results)
     per_day = sorted(timings)[len(timings) // 2] if timings else None
     total_mb = sum(p.stat().st_size for p, _ in results) / 1e6
+    record = Path(config.resolved_cache_dir()) / "generation.json"
+    if generated:
+        record.write_text(json.dumps({"days": generated, "seconds": seconds, "per_day_s": per_day}))
     return Prepared(count, generated, seconds, per_day, total_mb)
+
+
+def last_generation(config: SimConfig) -> dict[str, float] | None:
+    """How long the last generation into this cache took (for RESULTS.md when all is cached)."""
+    try:
+        data: dict[str, float] = json.loads((Path(config.resolved_cache_dir()) / "generation.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return None
 
 
 def day_file(config: SimConfig, n: int) -> Path:

@@ -180,7 +180,7 @@ def machine() -> dict[str, str]:
             "python": platform.python_version(), "duckdb": duckdb.__version__,
             "pyarrow": pyarrow.__version__}
     try:
-        import pandas
+        import pandas  # type: ignore[import-untyped]
 
         info["pandas"] = pandas.__version__
     except ImportError:

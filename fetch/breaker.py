@@ -225,7 +225,7 @@ class BreakerLayer:
         if transition is None:
             return
         if transition.new is BreakerState.OPEN:
-            log.warning("Bybit circuit breaker opened: %s; sending nothing for %.0fs",
+            log.warning("Bybit circuit breaker opened: %s; sending nothing for %.1f s",
                         transition.reason, transition.cooldown_s)
         elif transition.new is BreakerState.HALF_OPEN:
             log.info("Bybit circuit breaker half-open: sending one probe request")

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fetch import arrowconst
 from fetch.models import TRADE_SCHEMA
 from store.db import Store
 
 DAY_US = 86_400_000_000
 _ARROW_NAME = "incoming_arrow"
-_VALUES = "(time_us, price, qty, side)"
+_VALUES = "(time_us, price, qty, is_sell)"  # is_sell orders as side does: buy < sell
 
 
 def _tick_hash_sql(column: str) -> str:
@@ -74,23 +75,26 @@ class IngestResult:
 
 EMPTY = IngestResult(0, 0, 0, 0, 0)
 
-# The staged batch: category and symbol are the same for every row (parameters, not columns).
-_STAGE_COLUMNS = "trade_id, tick_id, time_us, price, qty, side, is_block_trade, source"
+# The staged batch. Category, symbol and source are the same for every row: parameters, not columns.
+# The side is staged as a boolean (short strings cost DuckDB more than the ids do) and turned back
+# into 'buy'/'sell' on insert.
+_STAGE_COLUMNS = "trade_id, tick_id, time_us, price, qty, is_sell, is_block_trade"
+_SIDE = "CASE WHEN {0}.is_sell THEN 'sell' ELSE 'buy' END"
 
 
 def create_stage_sql() -> str:
     return """
         CREATE OR REPLACE TEMP TABLE incoming (
             trade_id VARCHAR NOT NULL, tick_id BIGINT NOT NULL, time_us BIGINT NOT NULL,
-            price DOUBLE NOT NULL, qty DOUBLE NOT NULL, side VARCHAR NOT NULL,
-            is_block_trade BOOLEAN, source VARCHAR NOT NULL)"""
+            price DOUBLE NOT NULL, qty DOUBLE NOT NULL, is_sell BOOLEAN NOT NULL, is_block_trade BOOLEAN)"""
 
 
 def append_stage_sql() -> str:
     """One Arrow batch into `incoming`, with its tick_id computed once."""
     return f"""
         INSERT INTO incoming ({_STAGE_COLUMNS})
-        SELECT trade_id, {TICK_ID_SQL}, time_us, price, qty, side, is_block_trade, source
+        SELECT trade_id, {TICK_ID_SQL}, time_us, price, qty,
+               CASE side WHEN 'sell' THEN true WHEN 'buy' THEN false END, is_block_trade
         FROM {_ARROW_NAME}"""
 
 
@@ -109,41 +113,41 @@ def fold_sql() -> str:
 
 def batch_conflicts_sql() -> str:
     """Rows of the batch (before folding) that repeat an id with other values than the kept row."""
-    return """
+    return f"""
         INSERT INTO conflicts (category, symbol, trade_id, stored_time_us, stored_price, stored_qty,
                                stored_side, new_time_us, new_price, new_qty, new_side, new_source)
-        SELECT ?, ?, k.trade_id, k.time_us, k.price, k.qty, k.side,
-               a.time_us, a.price, a.qty, a.side, a.source
+        SELECT ?, ?, k.trade_id, k.time_us, k.price, k.qty, {_SIDE.format("k")},
+               a.time_us, a.price, a.qty, {_SIDE.format("a")}, ?
         FROM incoming a JOIN incoming_folded k USING (trade_id)
-        WHERE (a.time_us, a.price, a.qty, a.side) IS DISTINCT FROM (k.time_us, k.price, k.qty, k.side)"""
+        WHERE (a.time_us, a.price, a.qty, a.is_sell) IS DISTINCT FROM (k.time_us, k.price, k.qty, k.is_sell)"""
 
 
 def existing_sql() -> str:
     """Stored rows that may share an id with the batch (same tick_id), within its span +- one day."""
     return """
         CREATE OR REPLACE TEMP TABLE existing AS
-        SELECT t.trade_id, t.time_us, t.price, t.qty, t.side
+        SELECT t.trade_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell' AS is_sell
         FROM trades t
         WHERE t.category = ? AND t.symbol = ? AND t.time_us >= ? AND t.time_us < ?
           AND t.tick_id IN (SELECT tick_id FROM incoming)"""
 
 
 def stored_conflicts_sql() -> str:
-    return """
+    return f"""
         INSERT INTO conflicts (category, symbol, trade_id, stored_time_us, stored_price, stored_qty,
                                stored_side, new_time_us, new_price, new_qty, new_side, new_source)
         SELECT ?, ?, i.trade_id, e.time_us, e.price, e.qty, e.side,
-               i.time_us, i.price, i.qty, i.side, i.source
+               i.time_us, i.price, i.qty, {_SIDE.format("i")}, ?
         FROM incoming i JOIN existing e USING (trade_id)
-        WHERE (i.time_us, i.price, i.qty, i.side) IS DISTINCT FROM (e.time_us, e.price, e.qty, e.side)"""
+        WHERE (i.time_us, i.price, i.qty, i.is_sell) IS DISTINCT FROM (e.time_us, e.price, e.qty, e.is_sell)"""
 
 
 def insert_sql() -> str:
-    return """
+    return f"""
         INSERT INTO trades (category, symbol, trade_id, tick_id, time_us, price, qty, side,
                             is_buyer_maker, is_block_trade, source)
-        SELECT ?, ?, i.trade_id, i.tick_id, i.time_us, i.price, i.qty, i.side,
-               i.side = 'sell', i.is_block_trade, i.source
+        SELECT ?, ?, i.trade_id, i.tick_id, i.time_us, i.price, i.qty, {_SIDE.format("i")},
+               i.is_sell, i.is_block_trade, ?
         FROM incoming i ANTI JOIN existing e USING (trade_id)"""
 
 
@@ -170,19 +174,27 @@ def _count(store: Store, sql: str, params: list[object] | tuple[object, ...] = (
 
 class Staging:
     """`incoming` filled batch by batch: `Staging(store, ...)`, `.append(batch)` as batches come,
-    then `ingest_staged` inside a transaction. Each batch must hold the given category and symbol."""
+    then `ingest_staged` inside a transaction. Every row must hold the given category and symbol,
+    and one source (that of the first batch)."""
 
     def __init__(self, store: Store, *, category: str, symbol: str) -> None:
         self.store, self.category, self.symbol = store, category, symbol
+        self.source: str | None = None
         self.received = 0
         store.execute(create_stage_sql())
 
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
             return
-        for name, expected in (("category", self.category), ("symbol", self.symbol)):
-            if not pc.all(pc.equal(batch.column(name), expected), skip_nulls=False).as_py():
-                raise ValueError(f"a batch staged for {self.category} {self.symbol} holds another {name}")
+        if self.source is None:
+            self.source = str(batch.column("source")[0].as_py())
+        for name, expected in (("category", self.category), ("symbol", self.symbol), ("source", self.source)):
+            if not pc.all(pc.equal(batch.column(name), arrowconst.string(expected)), skip_nulls=False).as_py():
+                raise ValueError(f"a batch staged for {self.category} {self.symbol} ({self.source}) holds "
+                                 f"another {name}")
+        sides = arrowconst.string_array(("buy", "sell"))
+        if not pc.all(pc.is_in(batch.column("side"), value_set=sides), skip_nulls=False).as_py():
+            raise ValueError("a staged trade's side is neither 'buy' nor 'sell'")
         self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))
         try:
             self.store.execute(append_stage_sql())
@@ -200,25 +212,26 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
         replaced = _count(store, drop_rest_rows_sql(), [category, symbol, *replace_rest])
     if received == 0:
         return IngestResult(0, 0, 0, 0, replaced)
-    conflicts = _fold(store, category, symbol)
+    source = staging.source
+    conflicts = _fold(store, category, symbol, source)
     skipped = _count(store, drop_archive_covered_sql(), [category, symbol]) if skip_archive_covered else 0
     low, high = store.query_one("SELECT min(time_us), max(time_us) FROM incoming") or (None, None)
     if low is None:
         return IngestResult(received, 0, received - conflicts, conflicts, replaced)
     store.execute(existing_sql(), [category, symbol, low - DAY_US, high + DAY_US + 1])
-    conflicts += _count(store, stored_conflicts_sql(), [category, symbol])
-    added = _count(store, insert_sql(), [category, symbol])
+    conflicts += _count(store, stored_conflicts_sql(), [category, symbol, source])
+    added = _count(store, insert_sql(), [category, symbol, source])
     duplicates = received - added - conflicts - skipped
     return IngestResult(received, added, duplicates + skipped, conflicts, replaced)
 
 
-def _fold(store: Store, category: str, symbol: str) -> int:
+def _fold(store: Store, category: str, symbol: str, source: str | None) -> int:
     """Fold repeated ids when some id may repeat; returns the conflicts found among them."""
     rows, distinct, _, _ = store.query_one(stage_summary_sql()) or (0, 0, None, None)
     if distinct == rows:
         return 0
     store.execute(fold_sql())
-    conflicts = _count(store, batch_conflicts_sql(), [category, symbol])
+    conflicts = _count(store, batch_conflicts_sql(), [category, symbol, source])
     store.execute("DROP TABLE incoming")
     store.execute("ALTER TABLE incoming_folded RENAME TO incoming")
     return conflicts

@@ -20,9 +20,12 @@ import contextlib
 import functools
 import logging
 import os
+import queue
+import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -152,6 +155,7 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
                 client = await stack.enter_async_context(BybitClient(config))
             scratch = Path(work_dir) if work_dir else Path(stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="bybit-backfill-")))
+            stack.enter_context(_memory_limit(store, REFRESH_MEMORY_LIMIT))
             try:
                 await _fetch_missing(run, client, missing, scratch)
             finally:
@@ -180,6 +184,38 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
              summary.duplicates_skipped, summary.conflicts, len(summary.gaps), summary.requests,
              summary.elapsed_s)
     return summary
+
+
+# DuckDB keeps every block it wrote cached up to its memory limit: across a 30-day refresh that
+# alone passed 2 GB of RSS. A day's staging and insert need far less; evicted blocks are on disk.
+REFRESH_MEMORY_LIMIT = "1GB"
+_SIZE = re.compile(r"^([0-9.]+) ?([KMGT]?)(i?)B$")
+
+
+def _bytes(size: str) -> float | None:
+    """A size as DuckDB writes it ('1.8 GiB', '1GB') in bytes; None if it is not one."""
+    match = _SIZE.match(size.strip())
+    if match is None:
+        return None
+    scale: int = (1024 if match[3] else 1000) ** " KMGT".index(match[2] or " ")
+    return float(match[1]) * scale
+
+
+@contextlib.contextmanager
+def _memory_limit(store: Store, limit: str) -> Iterator[None]:
+    """Lower DuckDB's memory limit for the fetch (never raise it), then restore it (as DuckDB
+    renders it: to its display precision)."""
+    row = store.query_one("SELECT current_setting('memory_limit')")
+    before = str(row[0]) if row else ""
+    now, wanted = _bytes(before), _bytes(limit)
+    if now is None or wanted is None or now <= wanted:
+        yield
+        return
+    store.execute(f"SET memory_limit = '{limit}'")  # a constant of this module (SET takes no parameter)
+    try:
+        yield
+    finally:
+        store.execute(f"SET memory_limit = '{before}'")  # DuckDB's own rendering, matched by _SIZE
 
 
 def _copy_stats(summary: RefreshSummary, client: BybitClient) -> None:
@@ -248,13 +284,12 @@ STAGE_ROWS = 1 << 18  # ~260k rows per staging INSERT: small appends cost DuckDB
 
 def _stage_file(run: _Run, day: date, item: ArchiveFile) -> Staging:
     """Parse the day's file and stage it as it comes, in groups of ~STAGE_ROWS rows. Runs in a
-    worker thread: the event loop keeps downloading, and the store's connection is used by nothing
-    else meanwhile. (Parsing ahead in a second thread was measured slower: the two fight over the
-    GIL, and DuckDB already uses both cores while it stages.)"""
+    worker thread (the event loop keeps downloading; the store's connection is used by nothing else
+    meanwhile) while the parser runs a few batches ahead in a thread of its own."""
     staging = Staging(run.store, category=run.category, symbol=run.symbol)
     group: list[pa.RecordBatch] = []
     rows = 0
-    for batch in archive_rows(item.path, run.category, run.symbol, day):
+    for batch in _read_ahead(archive_rows(item.path, run.category, run.symbol, day)):
         group.append(batch)
         rows += batch.num_rows
         if rows >= STAGE_ROWS:
@@ -263,6 +298,45 @@ def _stage_file(run: _Run, day: date, item: ArchiveFile) -> Staging:
     if group:
         staging.append(pa.Table.from_batches(group).combine_chunks())
     return staging
+
+
+_END = object()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 8) -> Iterator[pa.RecordBatch]:
+    """Iterate `batches` in a thread of its own, up to `depth` ahead; its error is raised here.
+    Stopping early (an error while staging) stops the parser at its next batch."""
+    buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        """Hand over `item`; False once the consumer has stopped."""
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                buffer.put(item, timeout=0.05)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread, raised there
+            put(error)
+
+    parser = threading.Thread(target=produce, name="bybit-parse", daemon=True)
+    parser.start()
+    try:
+        while (item := buffer.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, pa.RecordBatch)
+            yield item
+    finally:
+        stop.set()
+        parser.join()
 
 
 def _day_failed(run: _Run, day: date, error: ArchiveError) -> None:

@@ -1,0 +1,23 @@
+"""The benchmark harness runs end to end (tiny days, one run): `python -m bench --quick --only warm`.
+
+Not a measurement: it proves the harness, the emulator set-up and RESULTS.md writing still work.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_quick_warm_figure_runs_and_writes_its_results(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "warm", "--out", str(out),
+                           "--sim-cache", str(tmp_path / "sim")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = out.read_text()
+    assert "warm cache" in text and "0 requests" in text and "**met**" in text
+    assert "the guide's 12 h" not in text, "--only warm reports the warm row alone"
