@@ -101,7 +101,7 @@ def _read_format(path: Path, day: date) -> ArchiveFormat:
         raise _bad_file(path, "", day, "empty (no header row)")
     fmt = sniff_header(line)
     if fmt is None:
-        raise _bad_file(path, "", day, f"has an unknown header {line[:200]!r}; expected "
+        raise _bad_file(path, "", day, f"unreadable: unknown header {line[:200]!r}; expected "
                         f"{','.join(LINEAR_COLUMNS)}[,RPI] or {','.join(SPOT_COLUMNS)}[,rpi] "
                         "(Bybit changed the format: the parser needs an update)")
     return fmt

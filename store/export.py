@@ -144,6 +144,17 @@ def check_owner(store: Store, target: Path, category: str, symbol: str) -> None:
                           "--cache-dir (the file name carries no symbol)")
 
 
+def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str) -> None:
+    """Before any work: refuse a directory that already holds another symbol's files."""
+    directory = Path(cache_dir).resolve()
+    for path, owner_category, owner_symbol in store.query(
+            "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?",
+            [category, symbol]):
+        if Path(path).resolve().parent == directory:
+            raise ExportError(f"{cache_dir} holds {owner_symbol} ({owner_category}) files; give each "
+                              "symbol its own --cache-dir (the file name carries no symbol)")
+
+
 def write_day(store: Store, *, category: str, symbol: str, day: date, target: Path,
               id_mode: str = "tick") -> int:
     """Write one day's file atomically (temp file, then rename); returns its rows. Only reads the

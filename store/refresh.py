@@ -45,6 +45,7 @@ from store.errors import StoreError
 from store.export import (
     cache_path,
     check_cache_dir,
+    check_dir_owner,
     check_owner,
     days_needing_export,
     export_days,
@@ -145,6 +146,7 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
                cache_dir=Path(cache_dir) if cache_dir is not None else None, id_mode=id_mode)
     if cache_dir is not None:
         check_cache_dir(cache_dir)
+        check_dir_owner(store, cache_dir, category, symbol)
     all_days = days_touching([(start_us, end_us)])
     summary.days_in_range = len(all_days)
     missing = uncovered(store, category, symbol, start_us, end_us)
