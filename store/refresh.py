@@ -146,7 +146,6 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
                cache_dir=Path(cache_dir) if cache_dir is not None else None, id_mode=id_mode)
     if cache_dir is not None:
         check_cache_dir(cache_dir)
-        check_dir_owner(store, cache_dir, category, symbol)
     all_days = days_touching([(start_us, end_us)])
     summary.days_in_range = len(all_days)
     missing = uncovered(store, category, symbol, start_us, end_us)
@@ -245,6 +244,8 @@ async def _fetch_missing(run: _Run, client: BybitClient, missing: list[tuple[int
     # The tail is asked for before any day is written: a REST host that refuses the symbol (10001)
     # or keeps answering garbage stops the run with the store as it was. It is stored last.
     tail = await RecentTradeSource(client).fetch(run.category, run.symbol) if plan.tail else None
+    if run.cache_dir is not None:  # after the symbol is known good: that error says more
+        check_dir_owner(run.store, run.cache_dir, run.category, run.symbol)
     await _ingest_archive_days(run, archive, plan)
     if tail is not None:
         _ingest_tail(run, tail, plan)
