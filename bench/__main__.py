@@ -1,6 +1,6 @@
 """`python -m bench`: every figure of the performance issue, against the emulator, into RESULTS.md.
 
-    python -m bench                      # all figures, 3 runs each (~10 minutes on 2 cores)
+    python -m bench                      # all figures, 3-7 runs each (~6 minutes on 2 cores)
     python -m bench --quick              # tiny days, one run each: a smoke test of the harness
     python -m bench --only busy,export   # some figures (busy export 12h warm week executions scale profile)
 """
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny days and one run: a fast smoke test")
     parser.add_argument("--only", help="comma-separated figures: " + ", ".join(NAMES))
-    parser.add_argument("--runs", type=int, help="runs per figure (default 3; 1 with --quick)")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 3, 5 for the single-day "
+                                                 "figures, 7 for export; 1 with --quick)")
     parser.add_argument("--out", type=Path, help="results file (default bench/RESULTS.md; "
                                                  "bench/.cache/RESULTS-quick.md with --quick)")
     parser.add_argument("--sim-cache", type=Path, default=simhost.DEFAULT_CACHE,
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     scale = simhost.QUICK if args.quick else simhost.FULL
     if args.runs:
-        scale = replace(scale, runs=args.runs)
+        scale = replace(scale, runs=args.runs, short_runs=max(args.runs, 1), export_runs=max(args.runs, 3))
     names = _selected(args.only)
     requested = {n.strip() for n in (args.only or "").split(",")}
     out = args.out or (ROOT / "bench" / ".cache" / "RESULTS-quick.md" if args.quick else ROOT / "bench" / "RESULTS.md")

@@ -66,7 +66,7 @@ def busy_day(ctx: Context) -> list[Row]:
     n = ctx.scale.trades_per_day
     csv_gz = simhost.day_file(ctx.config, 1)
     tool, floor = [], []
-    for k in range(ctx.scale.runs):
+    for k in range(ctx.scale.short_runs):
         work = ctx.fresh(f"busy-{k}")
         start, end = _days_arg(1, 1)
         result = _refresh(ctx, work / "store.duckdb", work / "cache", start, end)
@@ -129,7 +129,7 @@ def week(ctx: Context) -> list[Row]:
 def twelve_hours(ctx: Context) -> list[Row]:
     start, end = f"{day(1).isoformat()}T00:00", f"{day(1).isoformat()}T12:00"
     cold, warm, version, warm_requests = [], [], [], []
-    for k in range(ctx.scale.runs):
+    for k in range(ctx.scale.short_runs):
         work = ctx.fresh(f"12h-{k}")
         cold.append(_refresh(ctx, work / "store.duckdb", work / "cache", start, end))
         before = len(ctx.state.log)
@@ -278,7 +278,7 @@ def export(ctx: Context) -> list[Row]:
     db = work / "store.duckdb"
     _refresh(ctx, db, work / "cache", *_days_arg(1, 1), "--no-export")
     result = run([PY, "-m", "bench.floors", "export", str(db), SYMBOL, CATEGORY, day(1).isoformat(),
-                  str(work / "out"), str(max(3, ctx.scale.runs))], parse_json=True)
+                  str(work / "out"), str(ctx.scale.export_runs)], parse_json=True)
     ours, copy = stats(result.data["ours"]), stats(result.data["copy"])
     ratio = ours.median / copy.median
     ctx.note("export", f"`export_days` of one day: {ours.show()}; DuckDB `COPY (same rows, same order) TO "

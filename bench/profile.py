@@ -49,21 +49,27 @@ def profile(ctx: Context, top: int = 12) -> list[Row]:
     return []
 
 
+_WRAPPERS = {"_count"}  # thin helpers around DuckDB calls: their caller names the statement
+
+
 def _label(frames: list[str]) -> str:
     """The deepest frame of our own code, with its source line; start-up imports get one label."""
     ours = None
-    for frame in frames:
-        match = _FRAME.match(frame.strip())
-        if not match:
-            continue
+    parsed = [m for m in (_FRAME.match(f.strip()) for f in frames) if m]
+    for match in parsed:
         path = match["file"]
         if any(part in path for part in _OURS) and "site-packages" not in path \
-                and not path.endswith("store/db.py"):  # the thin DuckDB wrapper: name its caller
+                and not path.endswith("store/db.py") and match["func"] not in _WRAPPERS:
             ours = match
+    if parsed and ((parsed[-1]["func"].endswith("wait") and "threading" in parsed[-1]["file"])
+                   or (parsed[-1]["func"] == "_worker" and parsed[-1]["file"].endswith("thread.py"))):
+        return "a thread waiting on a lock or queue (an idle worker, or the parser ahead of staging)"
     if ours is None:
         if any("<module>" in f or "_find_and_load" in f for f in frames):
             return "interpreter start-up: imports (duckdb, pyarrow, aiohttp, pydantic...)"
-        return "outside our code (event loop, threads' own frames)"
+        last = parsed[-1] if parsed else None
+        where = f"{Path(last['file']).name} {last['func']}" if last else "native frames"
+        return f"outside our code ({where})"
     path = ours["file"]
     rel = next((path[path.index(p):] for p in _OURS if p in path), path)
     source = linecache.getline(str(ROOT / rel), int(ours["line"])).strip()

@@ -115,11 +115,18 @@ def write_results(path: Path, *, rows: list[Row], details: dict[str, list[str]],
             ("- Each tool run is `bybit-backfill ...` in a fresh process (wall time includes interpreter "
              "start-up; peak RSS is that process's `ru_maxrss` from `wait4`, forked by a small launcher). "
              "Tool runs and their floor or peer alternate, so a slow moment of the machine hits both."),
-            (f"- {scale.runs} run(s) per figure; figures show the median with min-max. Before each run the "
-             f"harness waits until other processes leave the machine idle: {quiet}.")]
+            (f"- {scale.runs} runs per figure ({scale.short_runs} for the busy day, 12 h and warm figures, "
+             f"{scale.export_runs} for export; the 30-day build once); figures show the median with "
+             f"min-max. Before each run the harness waits until other processes leave the machine idle: "
+             f"{quiet}.")]
     out += [f"- {line}" for line in setup]
     out += [""]
     out += ["## Results", "", *_table(rows), ""]
+    out += [("Figures within ~5% of their goal (the 12 h run, day 30 against day 1) have come out on "
+             "either side of it from one full run to the next on this shared 2-core VM: the harness "
+             "waits for an idle machine before each run, but cannot stop another process from "
+             "starting during one. Floors and peers run interleaved with the tool, so ratios move "
+             "less than absolute times."), ""]
     missed = [r for r in rows if r.ok is False]
     if missed:
         out += ["## Goals missed", ""]

@@ -39,6 +39,8 @@ class Scale:
 
     trades_per_day: int = BUSY
     runs: int = 3
+    short_runs: int = 5         # the ~3 s single-day figures (busy day, 12 h, warm) get more runs
+    export_runs: int = 7        # export and its COPY, alternating in one process
     week_days: int = 7
     scale_days: int = 30
     exec_days: int = 728        # 104 windows of 7 days
@@ -46,7 +48,8 @@ class Scale:
 
 
 FULL = Scale()
-QUICK = Scale(trades_per_day=20_000, runs=1, week_days=3, scale_days=4, exec_days=56, fills_per_day=60)
+QUICK = Scale(trades_per_day=20_000, runs=1, short_runs=1, export_runs=3, week_days=3, scale_days=4,
+              exec_days=56, fills_per_day=60)
 
 
 def day(n: int) -> date:

@@ -125,6 +125,7 @@ class _Run:
     cache_dir: Path | None = None
     id_mode: str = "tick"
     exported: list[ExportedRows] = field(default_factory=list)
+    exporter: _Exporter | None = None
 
     def add(self, result: IngestResult) -> None:
         self.totals = self.totals + result
@@ -150,21 +151,27 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
     summary.days_in_range = len(all_days)
     missing = uncovered(store, category, symbol, start_us, end_us)
     summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
-    if missing:
-        async with contextlib.AsyncExitStack() as stack:
-            if client is None:
-                client = await stack.enter_async_context(BybitClient(config))
-            scratch = Path(work_dir) if work_dir else Path(stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="bybit-backfill-")))
-            stack.enter_context(_memory_limit(store, REFRESH_MEMORY_LIMIT))
-            try:
-                await _fetch_missing(run, client, missing, scratch)
-            finally:
-                _copy_stats(summary, client)
-    gaps = [g for g in find_gaps(store, category, symbol, start_us, end_us)]
-    summary.gaps = _with_reasons(gaps, run.reasons)
-    with store.atomic():
-        record_open_gaps(store, category, symbol, start_us, end_us, summary.gaps)
+    # The last day's file may still be written in the background while the gaps are recorded.
+    run.exporter = _Exporter(run) if cache_dir is not None and missing else None
+    try:
+        if missing:
+            async with contextlib.AsyncExitStack() as stack:
+                if client is None:
+                    client = await stack.enter_async_context(BybitClient(config))
+                scratch = Path(work_dir) if work_dir else Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="bybit-backfill-")))
+                stack.enter_context(_memory_limit(store, REFRESH_MEMORY_LIMIT))
+                try:
+                    await _fetch_missing(run, client, missing, scratch)
+                finally:
+                    _copy_stats(summary, client)
+        gaps = [g for g in find_gaps(store, category, symbol, start_us, end_us)]
+        summary.gaps = _with_reasons(gaps, run.reasons)
+        with store.atomic():
+            record_open_gaps(store, category, symbol, start_us, end_us, summary.gaps)
+    finally:
+        if run.exporter is not None:
+            await run.exporter.close()
     if cache_dir is not None:
         stale = days_needing_export(store, category=category, symbol=symbol, cache_dir=cache_dir,
                                     days=_exportable_days(store, category, symbol, all_days),
@@ -255,31 +262,27 @@ async def _ingest_archive_days(run: _Run, archive: ArchiveSource, plan: RefreshP
     def on_bytes(count: int) -> None:
         run.progress(Progress("bytes", bytes=count))
 
-    exporter = _Exporter(run) if run.cache_dir is not None else None
-    try:
-        async for day, item in archive.fetch_days(run.category, run.symbol, plan.archive_days,
-                                                  on_bytes=on_bytes):
-            if item is None:
-                run.reasons.append(_day_gap(day, f"the archive file for {day} is listed but answered "
-                                                 "404; rerun later"))
-                continue
-            if isinstance(item, ArchiveError):
-                _day_failed(run, day, item)
-                continue
-            try:
-                staging = await asyncio.get_running_loop().run_in_executor(None, _stage_file, run, day, item)
-                _commit_day(run, day, staging, url=item.url)
-            except ArchiveError as error:
-                _day_failed(run, day, error)
-                continue
-            finally:
-                with contextlib.suppress(OSError):
-                    os.remove(item.path)
-            if exporter is not None:
-                exporter.submit(day)
-    finally:
+    exporter = run.exporter
+    async for day, item in archive.fetch_days(run.category, run.symbol, plan.archive_days,
+                                              on_bytes=on_bytes):
+        if item is None:
+            run.reasons.append(_day_gap(day, f"the archive file for {day} is listed but answered "
+                                             "404; rerun later"))
+            continue
+        if isinstance(item, ArchiveError):
+            _day_failed(run, day, item)
+            continue
+        try:
+            staging = await asyncio.get_running_loop().run_in_executor(None, _stage_file, run, day, item)
+            _commit_day(run, day, staging, url=item.url)
+        except ArchiveError as error:
+            _day_failed(run, day, error)
+            continue
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(item.path)
         if exporter is not None:
-            await exporter.close()
+            exporter.submit(day)
 
 
 STAGE_ROWS = 1 << 18  # ~260k rows per staging INSERT: small appends cost DuckDB its parallelism

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -94,8 +95,9 @@ def open_killed(db: Path) -> Store | None:
         return None
     try:
         return Store.open(db, read_only=True)
-    except StoreError as error:  # killed while the first migration ran: said clearly, fixed by a rerun
-        assert "schema version 0" in str(error) and "run `bybit-backfill refresh`" in str(error)
+    except StoreError as error:  # killed between migrations: said clearly, fixed by a rerun
+        assert re.search(r"schema version \d+, this release needs", str(error)), error
+        assert "run `bybit-backfill refresh`" in str(error)
         return None
 
 
