@@ -1,8 +1,9 @@
 """Stream-parse one daily archive file (gzip CSV) into Arrow batches in `TRADE_SCHEMA`.
 
 This is the hot path of a backfill (a busy day is 1.5M rows), so it stays columnar end to end:
-pyarrow's streaming CSV reader on a gzip input stream, only the needed columns, and vectorized
-compute for every conversion. Two conversions must be exact:
+pyarrow's streaming CSV reader, only the needed columns, and vectorized compute for every
+conversion. The gzip layer is ISA-L's (`isal`): it inflates a day in half the time zlib takes,
+and inflating was the largest single cost of a day. Two conversions must be exact:
 
 * time: the string timestamp becomes integer microseconds by string surgery, never through a
   float (seconds with 4 decimals, `1741910443.7357`, would otherwise drift by a microsecond): drop
@@ -26,10 +27,12 @@ from collections.abc import Iterator
 from datetime import date
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from isal import igzip, isal_zlib
 
 from . import arrowconst
 from .errors import ArchiveError
@@ -38,9 +41,12 @@ from .models import TRADE_SCHEMA, Category, Source
 LINEAR_COLUMNS = ("timestamp", "symbol", "side", "size", "price", "tickDirection", "trdMatchID",
                   "grossValue", "homeNotional", "foreignNotional")
 SPOT_COLUMNS = ("id", "timestamp", "price", "volume", "side")
-DEFAULT_BLOCK_SIZE = 1 << 20  # ~8k rows per batch: the store groups them; bigger blocks only cost memory
+# ~16k rows per batch: the store groups them. The CSV reader pays a fixed cost per block, so 1 MB
+# blocks cost a tenth more time; bigger blocks than 2 MB gain nothing and hold more memory.
+DEFAULT_BLOCK_SIZE = 2 << 20
 _MAX_SPOT_ID = 10**10          # 10 digits after the YYYYMMDD prefix
-_READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError)
+_ISAL_ERROR = cast("type[Exception]", isal_zlib.error)  # its stub declares an instance, not the class
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, _ISAL_ERROR, ValueError, UnicodeDecodeError)
 
 
 class ArchiveFormat(str, Enum):
@@ -71,16 +77,17 @@ def archive_rows(path: Path | str, category: Category | str, symbol: str, day: d
     try:
         fmt = _read_format(Path(path), day)
         convert = _derivatives_batch if fmt is ArchiveFormat.DERIVATIVES else _spot_batch
-        reader = pacsv.open_csv(
-            pa.input_stream(str(path), compression="gzip"),
-            # One thread: it was as fast on small blocks and holds far less memory in flight (the
-            # store parses in a thread of its own, beside DuckDB's staging).
-            read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
-            convert_options=_convert_options(fmt),
-        )
-        for batch in reader:
-            if batch.num_rows:
-                yield convert(batch, category.value, symbol, day)
+        with _inflate(path) as inflated:
+            reader = pacsv.open_csv(
+                pa.PythonFile(inflated, mode="r"),
+                # One thread: as fast here and far less memory in flight (the store parses in a
+                # thread of its own, beside DuckDB's staging; pyarrow reads ahead in another).
+                read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+                convert_options=_convert_options(fmt),
+            )
+            for batch in reader:
+                if batch.num_rows:
+                    yield convert(batch, category.value, symbol, day)
     except ArchiveError:
         raise
     except _READ_ERRORS as exc:
@@ -93,8 +100,12 @@ def read_archive(path: Path | str, category: Category | str, symbol: str, day: d
     return pa.Table.from_batches(batches, schema=TRADE_SCHEMA)
 
 
+def _inflate(path: Path | str) -> BinaryIO:
+    return cast(BinaryIO, igzip.open(path, "rb"))  # type: ignore[no-untyped-call]  # isal: no annotations
+
+
 def _read_format(path: Path, day: date) -> ArchiveFormat:
-    with pa.input_stream(str(path), compression="gzip") as stream:
+    with _inflate(path) as stream:
         head = stream.read(64 << 10)
     line = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
     if not line:

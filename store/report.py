@@ -8,13 +8,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from store import daily
 from store.db import Store
 from store.export import CACHE_SCHEMA
 
 STATUS_SQL = """
     WITH t AS (
-        SELECT category, symbol, count(*) AS rows, min(time_us) AS first_us, max(time_us) AS last_us
-        FROM trades GROUP BY ALL
+        SELECT category, symbol, sum(trades) AS rows, min(first_us) AS first_us, max(last_us) AS last_us
+        FROM day_summary GROUP BY ALL
     ),
     c AS (
         SELECT category, symbol, count(DISTINCT start_us) FILTER (WHERE source = 'archive') AS days,
@@ -78,7 +79,8 @@ EXPORT_COUNTS_SQL = """
 
 
 def verify(store: Store) -> VerifyReport:
-    """No duplicate key; archive coverage is whole days matching their rows; exports match the store."""
+    """No duplicate key; archive coverage is whole days matching their rows; exports and the daily
+    summary match the store."""
     report = VerifyReport()
     report.add("no duplicate trade keys", [f"{s} {i} stored {n} times"
                                            for _, s, i, n in store.query(DUPLICATE_KEYS_SQL)])
@@ -87,6 +89,7 @@ def verify(store: Store) -> VerifyReport:
     report.add("archive days hold what their files held", [
         f"{s} {d}: file {e}, store {n}" for _, s, d, e, n in store.query(DAY_COUNTS_SQL)])
     report.add("exports match the store", _export_problems(store))
+    report.add("the daily summary matches the trades", daily.mismatches(store))
     return report
 
 

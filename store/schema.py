@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from store import daily
 from store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -132,7 +133,18 @@ _V2 = [
     "COMMENT ON TABLE exports IS 'Parquet cache files written, with their row counts'",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+# Version 3 keeps a per-day summary with the trades, so `daily` reads a row a day, not every trade.
+_V3 = [
+    daily.CREATE_TABLE_SQL,
+    "COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: recomputed "
+    "from trades by every ingest, in its transaction'",
+    "COMMENT ON COLUMN day_summary.notional IS 'sum(price * qty): vwap = notional / volume'",
+    daily.FILL_ALL_SQL,
+    daily.DAILY_VIEW_SQL,
+    "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
