@@ -2,11 +2,15 @@
 
 Each command builds `Settings`, calls one library function and renders its result. Library errors
 become one line on stderr and exit code 2 in exactly one place (`_Group.invoke`).
+
+Each command imports the library modules it calls, inside its function: pydantic, DuckDB, pyarrow,
+aiohttp and the refresh machinery then load only when a command needs them, so `--help`, `--version`
+and the read-only commands start fast. Module level stays click and the error classes
+(`tests/test_startup.py` checks this).
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -14,20 +18,16 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from fetch.errors import BackfillError, InputError
-from store import Settings, Store
-from store.coverage import find_gaps
-from store.executions import refresh_executions
-from store.export import export_days
-from store.plan import days_touching, resolve_range
-from store.refresh import Progress, RefreshSummary, refresh
-from store.report import run_sql, status, verify
+
+if TYPE_CHECKING:
+    from store.refresh import Progress, RefreshSummary
+    from store.settings import Settings
 
 log = logging.getLogger("context.backfill")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,10 +37,19 @@ EXIT_INTERRUPTED = 130
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("bybit-backfill")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`click.version_option`'s output, but the installed version is looked up only when asked for."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"bybit-backfill, version {_version()}", color=ctx.color)
+        ctx.exit()
 
 
 class _Group(click.Group):
@@ -109,7 +118,8 @@ def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="bybit-backfill")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs of the context.backfill logger.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
@@ -123,6 +133,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
         bybit-backfill demo
         bybit-backfill refresh BTCUSDT --start 2024-01-01 --end 2024-01-08
     """
+    from store.settings import Settings
+
     interactive = sys.stderr.isatty()
     _configure_logging(ctx, logging.DEBUG if verbose else (logging.WARNING if interactive else logging.INFO))
     ctx.ensure_object(dict)
@@ -210,6 +222,12 @@ def refresh_command(ctx: click.Context, symbol: str, category: str, start: str |
         bybit-backfill refresh BTCUSDT --start 2024-01-01 --end 2024-01-08
         bybit-backfill refresh ETHUSDT --days 3 --json
     """
+    import asyncio
+
+    from store.db import Store
+    from store.plan import resolve_range
+    from store.refresh import refresh
+
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
     export_to = None if no_export or not settings.backfill_cache_enabled else (
@@ -247,6 +265,12 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
     Example:
         bybit-backfill executions --start 2024-01-01 --end 2024-03-01
     """
+    import asyncio
+
+    from store.db import Store
+    from store.executions import refresh_executions
+    from store.plan import resolve_range
+
     settings = _settings(ctx)
     config = settings.fetch_config()
     if not config.credentials.present:
@@ -279,6 +303,9 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
     Example:
         bybit-backfill status BTCUSDT
     """
+    from store.db import Store
+    from store.report import status
+
     with Store.open(_db_path(ctx, db), read_only=True) as store:
         rows = status(store, symbol)
     if as_json:
@@ -306,6 +333,10 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
     Example:
         bybit-backfill gaps BTCUSDT --start 2024-01-01 --end 2024-01-08 --min-silence 60
     """
+    from store.coverage import find_gaps
+    from store.db import Store
+    from store.plan import resolve_range
+
     start_us, end_us = resolve_range(start, end, days, _now())
     with Store.open(_db_path(ctx, db), read_only=True) as store:
         found = find_gaps(store, category, symbol.upper(), start_us, end_us, min_silence)
@@ -337,6 +368,10 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
     Example:
         bybit-backfill export BTCUSDT --start 2024-01-01 --end 2024-01-08 --cache-dir ./cache
     """
+    from store.db import Store
+    from store.export import export_days
+    from store.plan import days_touching, resolve_range
+
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
     wanted: list[date] = days_touching([(start_us, end_us)])
@@ -361,6 +396,8 @@ def sql_command(ctx: click.Context, query: str, fmt: str, db: Path | None) -> No
     Example:
         bybit-backfill sql "SELECT * FROM daily ORDER BY day"
     """
+    from store.report import run_sql
+
     names, rows = run_sql(_db_path(ctx, db), query)
     if fmt == "json":
         _print_json([dict(zip(names, row)) for row in rows])
@@ -385,6 +422,9 @@ def verify_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
     Example:
         bybit-backfill verify
     """
+    from store.db import Store
+    from store.report import verify
+
     with Store.open(_db_path(ctx, db), read_only=True) as store:
         report = verify(store)
     if as_json:

@@ -7,17 +7,28 @@ Knows nothing of DuckDB and never reads the environment: build a `FetchConfig` a
         days = await ArchiveSource(client, work_dir).list_days("linear", "BTCUSDT")
 """
 
-from .archive import ArchiveFile, ArchiveSource, archive_path
-from .breaker import BreakerState, CircuitBreaker
-from .client import BybitClient, ClientStats
-from .config import BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy, Timeouts
-from .errors import (ArchiveError, AuthError, BackfillError, BadResponse, CircuitOpen, ClockSkew,
-                     ExchangeError, InputError, IpBanned, ParameterError, RateLimited, ServerError,
-                     Terminal, Transient, TransportError)
-from .executions import ExecutionSource, Window, plan_windows
-from .models import TRADE_SCHEMA, Category, Execution, LimitStatus, RecentTail, Source, Trade, trades_to_table
-from .parse import archive_rows, read_archive
-from .rest import RecentTradeSource
+# Importing the package is cheap: each public name is imported from its submodule on first access
+# (PEP 562), so `from fetch.errors import InputError` or `fetch.config` never loads the client and
+# its HTTP stack. The `TYPE_CHECKING` imports show mypy and IDEs the same names eagerly.
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .archive import ArchiveFile, ArchiveSource, archive_path
+    from .breaker import BreakerState, CircuitBreaker
+    from .client import BybitClient, ClientStats
+    from .config import BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy, Timeouts
+    from .errors import (ArchiveError, AuthError, BackfillError, BadResponse, CircuitOpen, ClockSkew,
+                         ExchangeError, InputError, IpBanned, ParameterError, RateLimited, ServerError,
+                         Terminal, Transient, TransportError)
+    from .executions import ExecutionSource, Window, plan_windows
+    from .models import (TRADE_SCHEMA, Category, Execution, LimitStatus, RecentTail, Source, Trade,
+                         trades_to_table)
+    from .parse import archive_rows, read_archive
+    from .rest import RecentTradeSource
 
 __all__ = [
     "ArchiveError", "ArchiveFile", "ArchiveSource", "AuthError", "BackfillError", "BadResponse",
@@ -28,3 +39,33 @@ __all__ = [
     "Source", "TRADE_SCHEMA", "Terminal", "Timeouts", "Trade", "Transient", "TransportError", "Window",
     "archive_path", "archive_rows", "plan_windows", "read_archive", "trades_to_table",
 ]
+
+_EXPORTS = {
+    "archive": ("ArchiveFile", "ArchiveSource", "archive_path"),
+    "breaker": ("BreakerState", "CircuitBreaker"),
+    "client": ("BybitClient", "ClientStats"),
+    "config": ("BreakerPolicy", "Credentials", "Endpoints", "FetchConfig", "RateLimits", "RetryPolicy",
+               "Timeouts"),
+    "errors": ("ArchiveError", "AuthError", "BackfillError", "BadResponse", "CircuitOpen", "ClockSkew",
+               "ExchangeError", "InputError", "IpBanned", "ParameterError", "RateLimited", "ServerError",
+               "Terminal", "Transient", "TransportError"),
+    "executions": ("ExecutionSource", "Window", "plan_windows"),
+    "models": ("TRADE_SCHEMA", "Category", "Execution", "LimitStatus", "RecentTail", "Source", "Trade",
+               "trades_to_table"),
+    "parse": ("archive_rows", "read_archive"),
+    "rest": ("RecentTradeSource",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first access and keep the name (PEP 562)."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

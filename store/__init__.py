@@ -1,14 +1,26 @@
 """The DuckDB store: schema, ingest with SQL dedup, coverage and gaps, refresh, export, history API."""
 
-from store.coverage import Gap, find_gaps
-from store.db import Store
-from store.errors import ExportError, NotADatabase, StoreError, StoreLocked
-from store.executions import ExecutionsSummary, refresh_executions
-from store.export import CACHE_SCHEMA, cache_path, export_days
-from store.history import BybitConnectorHistory, TradeTick, create_history_provider, read_cache, tick_id
-from store.plan import resolve_range
-from store.refresh import Progress, RefreshSummary, refresh
-from store.settings import Settings
+# Importing the package is cheap: each public name is imported from its submodule on first access
+# (PEP 562), so read-only users (`store.db`, `store.report`) never load the refresh machinery or the
+# fetch client. The `TYPE_CHECKING` imports show mypy and IDEs the same names eagerly.
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from store.coverage import Gap, find_gaps
+    from store.db import Store
+    from store.errors import ExportError, NotADatabase, StoreError, StoreLocked
+    from store.executions import ExecutionsSummary, refresh_executions
+    from store.export import CACHE_SCHEMA, cache_path, export_days
+    from store.history import BybitConnectorHistory, TradeTick, create_history_provider, read_cache, tick_id
+    from store.plan import resolve_range
+    from store.refresh import Progress, RefreshSummary, refresh
+    from store.settings import Settings
 
 __all__ = [
     "BybitConnectorHistory", "CACHE_SCHEMA", "ExecutionsSummary", "ExportError", "Gap", "NotADatabase",
@@ -16,3 +28,42 @@ __all__ = [
     "cache_path", "create_history_provider", "export_days", "find_gaps", "read_cache", "refresh",
     "refresh_executions", "resolve_range", "tick_id",
 ]
+
+_EXPORTS = {
+    "coverage": ("Gap", "find_gaps"),
+    "db": ("Store",),
+    "errors": ("ExportError", "NotADatabase", "StoreError", "StoreLocked"),
+    "executions": ("ExecutionsSummary", "refresh_executions"),
+    "export": ("CACHE_SCHEMA", "cache_path", "export_days"),
+    "history": ("BybitConnectorHistory", "TradeTick", "create_history_provider", "read_cache", "tick_id"),
+    "plan": ("resolve_range",),
+    "refresh": ("Progress", "RefreshSummary", "refresh"),
+    "settings": ("Settings",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first access and keep the name (PEP 562)."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(ModuleType):
+    """`store.refresh` is the function, as it was with eager imports, even after the import system
+    binds the loaded submodule `store.refresh` on the package."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _MODULE_OF:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

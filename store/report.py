@@ -6,11 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from store import daily
 from store.db import Store
-from store.export import CACHE_SCHEMA
 
 STATUS_SQL = """
     WITH t AS (
@@ -94,6 +91,10 @@ def verify(store: Store) -> VerifyReport:
 
 
 def _export_problems(store: Store) -> list[str]:
+    import pyarrow.parquet as pq  # only `verify` reads parquet: `sql` and `status` start without pyarrow
+
+    from store.export import CACHE_SCHEMA
+
     problems = []
     for _category, symbol, day, path, rows, stored in store.query(EXPORT_COUNTS_SQL):
         target = Path(path)
