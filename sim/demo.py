@@ -34,7 +34,7 @@ def demo_config(days: int, trades_per_day: int, now: datetime) -> SimConfig:
 def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
              echo: Callable[[str], None] = print) -> None:
     from store import Settings, Store
-    from store.export import cache_path
+    from store.cache_dir import cache_path
     from store.plan import day_start_us
     from store.refresh import refresh
     from store.report import run_sql

@@ -12,11 +12,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from store.cache_dir import cache_path
     from store.coverage import Gap, find_gaps
     from store.db import Store
     from store.errors import ExportError, NotADatabase, StoreError, StoreLocked
     from store.executions import ExecutionsSummary, refresh_executions
-    from store.export import CACHE_SCHEMA, cache_path, export_days
+    from store.export import CACHE_SCHEMA, export_days
     from store.history import BybitConnectorHistory, TradeTick, create_history_provider, read_cache, tick_id
     from store.plan import resolve_range
     from store.refresh import Progress, RefreshSummary, refresh
@@ -30,11 +31,12 @@ __all__ = [
 ]
 
 _EXPORTS = {
+    "cache_dir": ("cache_path",),
     "coverage": ("Gap", "find_gaps"),
     "db": ("Store",),
     "errors": ("ExportError", "NotADatabase", "StoreError", "StoreLocked"),
     "executions": ("ExecutionsSummary", "refresh_executions"),
-    "export": ("CACHE_SCHEMA", "cache_path", "export_days"),
+    "export": ("CACHE_SCHEMA", "export_days"),
     "history": ("BybitConnectorHistory", "TradeTick", "create_history_provider", "read_cache", "tick_id"),
     "plan": ("resolve_range",),
     "refresh": ("Progress", "RefreshSummary", "refresh"),

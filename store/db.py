@@ -36,7 +36,9 @@ def _write_lock(path: str) -> threading.RLock:
         return _WRITE_LOCKS.setdefault(os.path.realpath(path), threading.RLock())
 
 
-def _translate(error: duckdb.Error, path: str) -> StoreError:
+def _translate(error: duckdb.Error, path: str) -> StoreError | KeyboardInterrupt:
+    if isinstance(error, duckdb.InterruptException):  # Ctrl-C inside a statement: the user's, not ours
+        return KeyboardInterrupt()
     text = str(error)
     if "Conflicting lock" in text or "Could not set lock" in text:
         return StoreLocked(path)
@@ -136,6 +138,8 @@ class Store:
         try:
             cursor = self.connection.execute(sql)
             return [d[0] for d in cursor.description or []], cursor.fetchall()
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
         except duckdb.Error as error:
             raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
 

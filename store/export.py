@@ -3,9 +3,8 @@
 `{cache_dir}/backfill_YYYY-MM-DD.parquet`: T int64 epoch ms, i string, p float64, q float64,
 s string buy/sell, m bool (all nullable fields, as pyarrow writes them); sorted by time. A file is
 written to a hidden temp name in the same directory and `os.replace`d, so a reader globbing
-`backfill_*.parquet` never sees half a file. The `exports` table remembers which symbol owns a
-directory's files: two symbols in one directory would silently overwrite each other's days, so that
-is refused.
+`backfill_*.parquet` never sees half a file. Which files are current and which symbol owns a
+directory is `store.cache_dir`'s bookkeeping; this module writes.
 
 DuckDB writes the file itself (`COPY (query) TO`, in parallel: a third faster than fetching the rows
 as Arrow and writing them with pyarrow). Two details keep the format exact:
@@ -22,9 +21,7 @@ as Arrow and writing them with pyarrow). Two details keep the format exact:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -33,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store.cache_dir import cache_path, check_cache_dir, check_owner, record_export, temp_prefix
 from store.db import Store
 from store.errors import ExportError, StoreError
 from store.plan import day_start_us
@@ -45,10 +43,6 @@ CACHE_SCHEMA = pa.schema([
     pa.field("s", pa.string()),
     pa.field("m", pa.bool_()),
 ])
-
-
-def cache_path(cache_dir: Path, day: date) -> Path:
-    return Path(cache_dir) / f"backfill_{day.isoformat()}.parquet"
 
 
 def day_rows_sql(id_mode: str) -> str:
@@ -87,80 +81,12 @@ class ExportedDay:
     rows: int
 
 
-def _owner(store: Store, path: Path) -> tuple[str, str] | None:
-    row = store.query_one("SELECT category, symbol FROM exports WHERE path = ? "
-                          "ORDER BY exported_at DESC LIMIT 1", [str(path)])
-    return (str(row[0]), str(row[1])) if row else None
-
-
-def check_cache_dir(cache_dir: Path) -> Path:
-    """Create the directory and prove it writable before any work starts; remove the temp files a
-    killed run left behind."""
-    directory = Path(cache_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-", delete=True)
-        probe.close()
-    except OSError as error:
-        raise ExportError(f"cannot write to the cache dir {directory}: {error.strerror or error}; "
-                          "choose another --cache-dir / BACKFILL_CACHE_DIR") from None
-    _remove_orphan_temps(directory)
-    return directory
-
-
-# `.backfill_2024-01-02.parquet.<pid>.<random>.tmp`, and DuckDB's own `tmp_` copy of it while COPY runs.
-_TEMP_NAME = re.compile(r"^(?:tmp_)?\.backfill_\d{4}-\d{2}-\d{2}\.parquet\.(\d+)\.[^./]+\.tmp$")
-
-
-def _temp_prefix(target: Path) -> str:
-    return f".{target.name}.{os.getpid()}."
-
-
-def _remove_orphan_temps(directory: Path) -> None:
-    """Temp files whose writing process is gone (killed mid-write); a live writer's are kept."""
-    for path in directory.iterdir():
-        match = _TEMP_NAME.match(path.name)
-        if match is None or _alive(int(match[1])):
-            continue
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process: alive
-        return True
-    return True
-
-
-def check_owner(store: Store, target: Path, category: str, symbol: str) -> None:
-    """Refuse to overwrite a file another symbol exported into the same directory."""
-    owner = _owner(store, target)
-    if owner is not None and owner != (category, symbol):
-        raise ExportError(f"{target} belongs to {owner[1]} ({owner[0]}); give each symbol its own "
-                          "--cache-dir (the file name carries no symbol)")
-
-
-def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str) -> None:
-    """Before any work: refuse a directory that already holds another symbol's files."""
-    directory = Path(cache_dir).resolve()
-    for path, owner_category, owner_symbol in store.query(
-            "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?",
-            [category, symbol]):
-        if Path(path).resolve().parent == directory:
-            raise ExportError(f"{cache_dir} holds {owner_symbol} ({owner_category}) files; give each "
-                              "symbol its own --cache-dir (the file name carries no symbol)")
-
-
 def write_day(store: Store, *, category: str, symbol: str, day: date, target: Path,
               id_mode: str = "tick") -> int:
     """Write one day's file atomically (temp file, then rename); returns its rows. Only reads the
     store, so it may run on a cursor of its own while the store ingests the next day."""
     params = [category, symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target), suffix=".tmp")
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target), suffix=".tmp")
     os.close(handle)
     temp = Path(temp_name)
     try:
@@ -181,14 +107,6 @@ def write_day(store: Store, *, category: str, symbol: str, day: date, target: Pa
     return rows
 
 
-def record_export(store: Store, *, category: str, symbol: str, day: date, target: Path, rows: int,
-                  id_mode: str) -> None:
-    if not store.read_only:
-        store.execute("DELETE FROM exports WHERE path = ?", [str(target)])
-        store.execute("INSERT INTO exports (category, symbol, day, path, rows, id_mode) "
-                      "VALUES (?, ?, ?, ?, ?, ?)", [category, symbol, day, str(target), rows, id_mode])
-
-
 def export_day(store: Store, *, category: str, symbol: str, day: date, cache_dir: Path,
                id_mode: str = "tick") -> ExportedDay:
     target = cache_path(cache_dir, day)
@@ -197,24 +115,6 @@ def export_day(store: Store, *, category: str, symbol: str, day: date, cache_dir
     record_export(store, category=category, symbol=symbol, day=day, target=target, rows=rows,
                   id_mode=id_mode)
     return ExportedDay(day, target, rows)
-
-
-def days_needing_export(store: Store, *, category: str, symbol: str, days: list[date],
-                        cache_dir: Path, id_mode: str) -> list[date]:
-    """Days whose file is missing or whose recorded row count differs from the store's."""
-    stale = []
-    for day in days:
-        target = cache_path(cache_dir, day)
-        row = store.query_one("SELECT rows, id_mode FROM exports WHERE path = ? AND category = ? "
-                              "AND symbol = ?", [str(target), category, symbol])
-        stored = store.query_one("SELECT count(*) FROM trades WHERE category = ? AND symbol = ? AND "
-                                 "time_us >= ? AND time_us < ?",
-                                 [category, symbol, day_start_us(day),
-                                  day_start_us(day + timedelta(days=1))])
-        count = int(stored[0]) if stored else 0
-        if row is None or not target.exists() or int(row[0]) != count or row[1] != id_mode:
-            stale.append(day)
-    return stale
 
 
 def export_days(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from fetch import BybitClient, FetchConfig, RecentTradeSource
 from fetch.errors import AuthError, InputError
+from store.cache_dir import cache_path
 from store.coverage import dt_to_us, us_to_dt
 from store.db import Store
-from store.export import cache_path
 from store.plan import days_touching
 from store.refresh import RefreshSummary, refresh
 from store.settings import Settings

@@ -136,8 +136,8 @@ _V2 = [
 # Version 3 keeps a per-day summary with the trades, so `daily` reads a row a day, not every trade.
 _V3 = [
     daily.CREATE_TABLE_SQL,
-    "COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: recomputed "
-    "from trades by every ingest, in its transaction'",
+    ("COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: "
+     "recomputed from trades by every ingest, in its transaction'"),
     "COMMENT ON COLUMN day_summary.notional IS 'sum(price * qty): vwap = notional / volume'",
     daily.FILL_ALL_SQL,
     daily.DAILY_VIEW_SQL,

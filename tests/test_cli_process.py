@@ -52,7 +52,7 @@ def test_ctrl_c_keeps_finished_days_rolls_back_the_current_one_and_says_rerun(si
         time.sleep(1.0)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
-        assert process.returncode == 130
+        assert process.returncode == 130, err[-2000:]
         assert "interrupted" in err and "rerun" in err
         with Store.open(tmp_path / "c.duckdb", read_only=True) as store:
             assert verify(store).ok

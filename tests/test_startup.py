@@ -21,7 +21,8 @@ import store
 from store.db import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ["aiohttp", "fetch.client", "fetch.transport", "store.refresh", "store.executions", "store.history"]
+HEAVY = ["aiohttp", "fetch.client", "fetch.transport", "store.refresh", "store.pipeline", "store.executions",
+         "store.history"]
 
 RUN_COMMANDS = """
 import json, sys
@@ -34,9 +35,10 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-def loaded_after(code: str, tmp_path: Path, *args: str) -> set[str]:
+def loaded_after(code: str, tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None) -> set[str]:
     """The modules a fresh interpreter has imported after running `code` (which prints them as JSON)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           **(extra_env or {})}
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
@@ -100,3 +102,15 @@ def test_lazy_names_are_the_real_objects_mypy_sees(package: ModuleType) -> None:
         assert getattr(package, name) is getattr(importlib.import_module(module), name), name
     assert set(package.__all__) <= set(dir(package))
     assert not hasattr(package, "no_such_name")
+
+
+def test_a_refresh_of_a_covered_range_loads_neither_the_network_stack_nor_pyarrow(sim_thread, tmp_path: Path) -> None:
+    db, cache = str(tmp_path / "s.duckdb"), str(tmp_path / "cache")
+    env = {"BYBIT_REST_BASE_URL": sim_thread.url, "BYBIT_ARCHIVE_BASE_URL": sim_thread.url,
+           "BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""}
+    refresh = ["refresh", "BTCUSDT", "--start", "2024-01-02", "--end", "2024-01-04", "--db", db, "--cache-dir", cache]
+    cold = loaded_after(RUN_COMMANDS, tmp_path, json.dumps([refresh]), extra_env=env)
+    warm = loaded_after(RUN_COMMANDS, tmp_path, json.dumps([refresh]), extra_env=env)
+    assert "aiohttp" in cold, "the first run did fetch"
+    assert "store.refresh" in warm
+    assert sorted(warm & {"aiohttp", "fetch.client", "fetch.transport", "store.pipeline", "pyarrow"}) == []

@@ -184,7 +184,7 @@ KILL_INSIDE_THE_THIRD_TRANSACTION = """
 import importlib, os, signal
 
 def _dying(name, source):
-    module = importlib.import_module(name)  # `store.refresh` the attribute is the function
+    module = importlib.import_module(name)
     real, seen = module.add_coverage, []
     def add_coverage(*args, **kwargs):
         if kwargs.get("source") == source:
@@ -194,7 +194,7 @@ def _dying(name, source):
         return real(*args, **kwargs)
     module.add_coverage = add_coverage
 
-_dying("store.refresh", "archive")
+_dying("store.pipeline", "archive")
 _dying("store.executions", "executions")
 """
 
