@@ -1,0 +1,50 @@
+"""The fetch pipeline's hand-over between the event loop and its staging thread (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fetch.archive import ArchiveFile
+from sim import archive as sim_archive
+from sim.config import SimConfig
+from store.db import Store
+from store.pipeline import Run, _staged
+from store.summary import RefreshSummary
+from storeutil import day
+
+
+async def test_a_cancelled_refresh_waits_for_its_staging_thread_before_using_the_connection(
+        sim_config: SimConfig, tmp_path: Path) -> None:
+    spec = replace(next(m for m in sim_config.markets if m.symbol == "BTCUSDT" and m.category == "linear"),
+                   trades_per_day=300_000)
+    path, _ = await asyncio.to_thread(sim_archive.ensure_file, sim_config, spec, day(1))
+    item = ArchiveFile(day(1), path, "file", path.stat().st_size)
+    with Store.open(tmp_path / "s.duckdb") as store:
+        run = Run(store, "linear", "BTCUSDT", 0, 1, lambda _: None, RefreshSummary("linear", "BTCUSDT", "", ""))
+        appending = threading.Event()
+
+        def trace(sql: str, _params: object) -> None:
+            """In the worker: about to append a batch (the statement follows this pause)."""
+            if "INSERT INTO incoming" in sql and not appending.is_set():
+                appending.set()
+                time.sleep(0.2)
+
+        store.tracer = trace
+        staging = asyncio.ensure_future(_staged(run, day(1), item))
+        while not appending.is_set():
+            await asyncio.sleep(0.005)
+        staging.cancel()  # Ctrl-C just as the worker starts an INSERT on the store's connection
+        with pytest.raises(asyncio.CancelledError):
+            await staging
+        # What a cancelled run's cleanup does next, for as long as the worker could still be staging:
+        # DuckDB refuses a connection that a thread is still using.
+        for _ in range(400):
+            assert store.query_one("SELECT 42") == (42,)
+            await asyncio.sleep(0.002)
+        assert run.stopping.is_set()
