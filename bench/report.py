@@ -13,36 +13,38 @@ from .util import Quiet, Row
 ANALYSIS: dict[str, str] = {
     "busy day": (
         "Why: in-process the tool is within a few percent of the floor; the rest is interpreter start-up "
-        "(imports of aiohttp, pydantic, pyarrow, duckdb: ~0.5 s against ~0.15 s for the floor's "
-        "`import duckdb`). Close it: lazy imports in `cli.py`, or a resident process."),
+        "(pyarrow, duckdb, pydantic and, once something is missing, aiohttp: ~0.35 s against ~0.15 s "
+        "for the floor's `import duckdb`). Close it: a resident process."),
     "export": (
         "Why: `write_day` is the same DuckDB COPY plus a schema check and a rename; a miss is noise on "
         "a 0.4 s figure. Close it: nothing left in our code."),
     "the guide's 12 h": (
         "Why: coverage is whole archive days, so 12 hours cost what a whole busy day costs: download, "
-        "parse and stage 1.5M rows (~0.9 s), insert them into the compressed table (~0.6 s), export the "
-        "day (~0.4 s), plus ~0.55 s of interpreter start-up. Both cores are busy in each step, so the "
-        "run is CPU-bound. Close it: less work per row (see the week below), or lazy imports in the CLI "
-        "(its start-up is a fifth of the run)."),
+        "parse and stage 1.5M rows, insert them into the compressed table, export the day, plus "
+        "interpreter start-up. Both cores are busy in each step, so the run is CPU-bound. Close it: "
+        "less work per row (see the week below)."),
     "warm cache": "Why: the warm path is three small SQL queries; a miss is start-up noise.",
     "week (7 busy days): time": (
-        "Why: the tool does more work per day than the peer, and the week is CPU-bound. Per day: parsing "
-        "~1.0 CPU-s (gzip), staging with the 63-bit tick ids (md5 per trade) ~0.65, the repeat check "
-        "and the ±1-day window match ~0.3, the insert into the compressed table ~1.1 (0.5 for the "
-        "36-character ids, 0.4 for the four low-cardinality VARCHAR columns), the export ~0.7: ~3.7 "
-        "CPU-s against ~2.4 for the single-threaded peer, which keeps no store. The pipeline keeps both "
-        "cores ~90% busy (one day parsed and staged while the previous one is exported on a second "
-        "DuckDB cursor), so it runs at ~1.9-2.2 s a day. Close it: less work per row, e.g. trade ids "
-        "stored as UUID (16 bytes) where they are UUIDs and category/symbol/source out of the per-row "
-        "columns (schema changes), or more cores (every stage but gzip scales)."),
+        "Why: the tool does more work per day than the peer, and the week is CPU-bound on two cores. "
+        "Per day: inflating and parsing ~0.85 CPU-s (ISA-L gzip; zlib took ~0.7 s more), staging with "
+        "the 63-bit tick ids (md5 per trade) ~0.5, the repeat check and the ±1-day window match ~0.2, "
+        "the insert into the compressed table ~1.1 (0.5 of it for the 36-character ids, ~0.2 for the "
+        "low-cardinality VARCHAR columns), the daily summary ~0.1, the export ~0.75: ~3.6 CPU-s "
+        "against ~2.5 for the single-threaded peer, which keeps no store, no ids and no summary. The "
+        "pipeline keeps both cores ~90% busy, so it runs at ~1.9 s a day; 0.7x needs ~1.75 s, i.e. "
+        "~3.1 CPU-s a day. Close it: store UUID trade ids as UUID (16 bytes, saves ~0.3 CPU-s of "
+        "insert) and side/source/category as ENUMs (~0.2), both schema changes; or more cores "
+        "(every stage but gzip scales)."),
     "week (7 busy days): peak RSS": (
-        "Why: ingesting through DuckDB means a day staged in a DuckDB table (~120 MB), DuckDB's insert "
-        "and sort working memory and its block cache (capped at 1 GB during a refresh); even the floor, "
-        "DuckDB reading one day into a table, peaks near two thirds of the peer (see Details). The "
-        "peer is lean because pandas 3 keeps strings in Arrow. Close it: no whole-day staging (stream "
-        "the rows into the store and fold repeated ids afterwards in the same transaction), and a lower "
-        "memory limit at some cost in speed (320 MB instead of 1 GB: about -35% RSS, +15% time on 3 "
-        "days)."),
+        "Why: the peak is DuckDB's working memory, not its block cache: staging a day (~+300 MB over "
+        "the ~135 MB of an idle process) and above all the export, whose sort of the day's 1.5M rows "
+        "plus the parquet writer take ~+400 MB on their own (measured alone; with a 200 MB memory "
+        "limit still +200 MB, at 1.8x the time, as DuckDB spills). Lowering the refresh's memory "
+        "limit from 1 GB to 128-256 MB left the 3-day peak unchanged (~0.9 GB). Even the floor, "
+        "DuckDB alone reading one day into a table and writing it, peaks near 0.6x the peer (see "
+        "Details): 1/3 is below what DuckDB itself needs at this size. Close it: stream the ingest "
+        "(no whole-day staging) and export from rows stored in time order without a sort, under a "
+        "tight memory limit; each costs speed, the week's other goal."),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
         "of latency jitter absorbed); a miss means event-loop stalls. Close it: check that nothing "
@@ -54,18 +56,15 @@ ANALYSIS: dict[str, str] = {
         "export from the bigger file (~0.15 s). A multi-day refresh pays it once (the days 2-29 run "
         "in Details). Close it: refresh many days per process (the normal use), or a "
         "DuckDB fix; the ±1-day window match itself stays ~0.1 s."),
-    "scale: peak RSS": "Why: DuckDB's block cache; lower REFRESH_MEMORY_LIMIT in store/refresh.py.",
+    "scale: peak RSS": "Why: DuckDB's block cache; lower REFRESH_MEMORY_LIMIT in store/pipeline.py.",
     "scale: `status`": (
-        "Why: ~0.3 s of query (count, min, max over 45M rows) plus ~0.55 s of CLI start-up, which "
-        "imports the whole fetch stack even for read-only commands. Close it: lazy imports in `cli.py` "
-        "and `store/__init__.py`."),
-    "scale: `gaps`": "Why: CLI start-up plus ~0.2 s of SQL. Close it: lazy imports in `cli.py`.",
+        "Why: `status` reads `day_summary` and `coverage` (a row a day), so a miss is start-up "
+        "(pydantic and duckdb imports, ~0.25 s) or machine noise."),
+    "scale: `gaps`": (
+        "Why: the gap SQL scans the range's trades for silences (~0.2 s at 30 days) plus start-up. "
+        "Close it: keep per-bucket first/last times at ingest, as `day_summary` does for days."),
     "scale: `per-day VWAP`": (
-        "Why: the README's `daily` query scans 45M rows computing eight aggregates a day: ~0.5 s on two "
-        "cores, plus ~0.55 s of CLI start-up (`sql` imports aiohttp, pydantic and the fetch stack it "
-        "never uses). Close it: lazy imports for the read-only commands (~0.25 s) and a per-day summary "
-        "kept at ingest time (each refresh knows exactly which days changed), so the view reads 30 rows "
-        "instead of 45M."),
+        "Why: the `daily` view reads `day_summary` (a row a day), so a miss is start-up or noise."),
 }
 
 _SECTIONS = [("busy", "Busy day ingest"), ("serve", "The emulator is not the bottleneck"),
