@@ -26,15 +26,16 @@ ANALYSIS: dict[str, str] = {
     "warm cache": "Why: the warm path is three small SQL queries; a miss is start-up noise.",
     "week (7 busy days): time": (
         "Why: the tool does more work per day than the peer, and the week is CPU-bound on two cores. "
-        "Per day: inflating and parsing ~0.85 CPU-s (ISA-L gzip; zlib took ~0.7 s more), staging with "
+        "Per day: inflating and parsing ~0.85 CPU-s (ISA-L gzip; with zlib it was ~0.5 more), staging with "
         "the 63-bit tick ids (md5 per trade) ~0.5, the repeat check and the ±1-day window match ~0.2, "
         "the insert into the compressed table ~1.1 (0.5 of it for the 36-character ids, ~0.2 for the "
         "low-cardinality VARCHAR columns), the daily summary ~0.1, the export ~0.75: ~3.6 CPU-s "
-        "against ~2.5 for the single-threaded peer, which keeps no store, no ids and no summary. The "
-        "pipeline keeps both cores ~90% busy, so it runs at ~1.9 s a day; 0.7x needs ~1.75 s, i.e. "
-        "~3.1 CPU-s a day. Close it: store UUID trade ids as UUID (16 bytes, saves ~0.3 CPU-s of "
-        "insert) and side/source/category as ENUMs (~0.2), both schema changes; or more cores "
-        "(every stage but gzip scales)."),
+        "against ~2.5 for the single-threaded peer, which keeps no store, no ids and no summary. With "
+        "both cores ~85-90% busy it runs at ~2.2 s a day; 0.7x of this peer needs ~1.85 s, i.e. "
+        "~3.2 CPU-s a day. Measured levers: side/source/category as ENUMs save ~0.2 CPU-s of insert "
+        "(a schema change); UUID ids stored as UUID save ~0.37 of insert but proving each id "
+        "canonical before the cast costs ~0.5 at staging (a net loss); the rest is DuckDB's own insert "
+        "and sort. Close it: more cores (every stage but gzip scales), or a leaner store format."),
     "week (7 busy days): peak RSS": (
         "Why: the peak is DuckDB's working memory, not its block cache: staging a day (~+300 MB over "
         "the ~135 MB of an idle process) and above all the export, whose sort of the day's 1.5M rows "
