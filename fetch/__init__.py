@@ -13,8 +13,9 @@ Knows nothing of DuckDB and never reads the environment: build a `FetchConfig` a
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_names
 
 if TYPE_CHECKING:
     from .archive import ArchiveFile, ArchiveSource, archive_path
@@ -55,17 +56,4 @@ _EXPORTS = {
     "parse": ("archive_rows", "read_archive"),
     "rest": ("RecentTradeSource",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's submodule on first access and keep the name (PEP 562)."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())

@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from fetch._lazy import lazy_names
 
 if TYPE_CHECKING:
     from store.cache_dir import cache_path
@@ -42,20 +43,7 @@ _EXPORTS = {
     "refresh": ("Progress", "RefreshSummary", "refresh"),
     "settings": ("Settings",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's submodule on first access and keep the name (PEP 562)."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
 
 
 class _Package(ModuleType):
@@ -63,7 +51,7 @@ class _Package(ModuleType):
     binds the loaded submodule `store.refresh` on the package."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _MODULE_OF:
+        if isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}" and name in __all__:
             value = getattr(value, name)
         super().__setattr__(name, value)
 
