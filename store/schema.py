@@ -10,6 +10,7 @@ grows insert time day after day, while the anti-join stays flat. `verify` re-che
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from store import daily
@@ -145,6 +146,7 @@ _V3 = [
 ]
 
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+log = logging.getLogger("context.backfill")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -182,6 +184,8 @@ def migrate(store: Store) -> int:
     if version > SCHEMA_VERSION:
         raise StoreError(f"{store.path} has schema version {version}, newer than this release "
                          f"({SCHEMA_VERSION}); upgrade bybit-backfill")
+    if 0 < version < SCHEMA_VERSION:  # an earlier release's file: say why this open takes a moment
+        log.info("upgrading %s from schema version %d to %d", store.path, version, SCHEMA_VERSION)
     for number in range(version + 1, SCHEMA_VERSION + 1):
         with store.atomic():
             if current_version(store) >= number:  # another thread of this process applied it meanwhile

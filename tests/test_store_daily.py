@@ -106,7 +106,8 @@ def test_verify_reports_a_summary_that_disagrees_with_the_trades(store: Store) -
     assert "1970-01-02" in detail and "trades say 1 rows, the summary 2" in detail
 
 
-def test_a_version_2_file_gains_a_summary_of_the_trades_it_already_holds(tmp_path: Path) -> None:
+def test_a_version_2_file_gains_a_summary_of_the_trades_it_already_holds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "v2.duckdb"
     old = Store.open(path, migrate=False)
     old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, "
@@ -119,6 +120,7 @@ def test_a_version_2_file_gains_a_summary_of_the_trades_it_already_holds(tmp_pat
     old.execute("INSERT INTO trades SELECT category, symbol, trade_id, 0, time_us, price, qty, side, "
                 "side = 'sell', is_block_trade, source FROM rows")
     old.close()
-    with Store.open(path) as upgraded:
+    with caplog.at_level("INFO", logger="context.backfill"), Store.open(path) as upgraded:
         assert upgraded.query_one("SELECT count(*) FROM daily")[0] == 5
         same_rows(upgraded)
+    assert "from schema version 2 to 3" in caplog.text
