@@ -91,6 +91,18 @@ async def test_exported_parquet_has_the_cache_schema_and_the_stores_rows(sim, st
     assert again.files_exported == 0, "unchanged days are not rewritten"
 
 
+async def test_a_covered_range_rewrites_a_deleted_day_file_without_a_request(sim, store, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(3)), us(day(5)), cache_dir=cache)
+    gone = cache / f"backfill_{day(4).isoformat()}.parquet"
+    gone.unlink()
+    before = total_requests(sim.state)
+    again = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(3)), us(day(5)), cache_dir=cache)
+    assert total_requests(sim.state) == before and again.days_fetched == 0
+    assert again.files_exported == 1
+    assert pq.read_table(gone).num_rows == expected_count(sim.config, "BTCUSDT", day(4))
+
+
 async def test_exporting_a_second_symbol_into_the_same_dir_is_refused(sim, store, tmp_path) -> None:
     from store.errors import ExportError
 
