@@ -32,12 +32,13 @@ ANALYSIS: dict[str, str] = {
         "low-cardinality VARCHAR columns), the daily summary ~0.1, the export ~0.75: ~3.6 CPU-s "
         "against ~2.5 for the single-threaded peer, which keeps no store, no ids and no summary. With "
         "both cores ~85-90% busy it runs at ~2.2 s a day; 0.7x of this peer needs ~1.85 s, i.e. "
-        "~3.2 CPU-s a day. Measured levers: side/source/category as ENUMs save ~0.2 CPU-s of insert "
-        "(a schema change); UUID ids stored as UUID save ~0.37 of insert but proving each id "
+        "~3.2 CPU-s a day. Measured levers: side and source as ENUMs save ~0.2 CPU-s of a lone insert, "
+        "but in the whole pipeline the difference stayed within run-to-run noise (4 days, 3 "
+        "alternating runs each); UUID ids stored as UUID save ~0.37 of insert but proving each id "
         "canonical before the cast costs ~0.5 at staging (a net loss); the rest is DuckDB's own insert "
         "and sort. Both cores are ~87% busy over the week (25.8 CPU-s in 14.9 s, measured with "
         "/proc): staging the next day on a second connection while a day commits could lift that to "
-        "~95% (~-8%). Together with the ENUMs that reaches ~0.72-0.75x, so the goal needs more cores "
+        "~95% (~-8%). That would reach ~0.76x, so the goal needs more cores "
         "(every stage but gzip scales) or a leaner store format than exact ids kept per row."),
     "week (7 busy days): peak RSS": (
         "Why: the peak is DuckDB's working memory, not its block cache: staging a day (~+300 MB over "
