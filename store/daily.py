@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from store.coverage import DAY_US
+
 if TYPE_CHECKING:
     from store.db import Store
-
-DAY_US = 86_400_000_000
 
 # One statement builds a summary from any `trades` filter: the migration runs it over every row,
 # an ingest over the days it touched.

@@ -30,10 +30,10 @@ import pyarrow.compute as pc
 
 from fetch import arrowconst
 from fetch.models import TRADE_SCHEMA
+from store.coverage import DAY_US
 from store.daily import resummarize
 from store.db import Store
 
-DAY_US = 86_400_000_000
 _ARROW_NAME = "incoming_arrow"
 _VALUES = "(time_us, price, qty, is_sell)"  # is_sell orders as side does: buy < sell
 
@@ -209,28 +209,35 @@ class Staging:
 
 def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, int] | None = None,
                   skip_archive_covered: bool = False) -> IngestResult:
-    """Fold, match and insert what `staging` holds; call inside `store.atomic()`."""
-    category, symbol, received = staging.category, staging.symbol, staging.received
+    """Fold, match and insert what `staging` holds; call inside `store.atomic()`. The days whose
+    rows changed (REST rows dropped, rows added) get their summary recomputed once, at the end."""
+    category, symbol = staging.category, staging.symbol
     replaced = 0
     if replace_rest is not None:
         replaced = _count(store, drop_rest_rows_sql(), [category, symbol, *replace_rest])
-        if replaced:
-            resummarize(store, category, symbol, *replace_rest)
+    result, inserted = _match_and_insert(store, staging, skip_archive_covered)
+    changed = ([replace_rest] if replace_rest is not None and replaced else []) + ([inserted] if inserted else [])
+    if changed:
+        resummarize(store, category, symbol, min(a for a, _ in changed), max(b for _, b in changed))
+    return IngestResult(result.received, result.added, result.duplicates, result.conflicts, replaced)
+
+
+def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool,
+                      ) -> tuple[IngestResult, tuple[int, int] | None]:
+    """The counts, and the time span of the rows inserted (None when none were)."""
+    category, symbol, received, source = staging.category, staging.symbol, staging.received, staging.source
     if received == 0:
-        return IngestResult(0, 0, 0, 0, replaced)
-    source = staging.source
+        return EMPTY, None
     conflicts = _fold(store, category, symbol, source)
     skipped = _count(store, drop_archive_covered_sql(), [category, symbol]) if skip_archive_covered else 0
     low, high = store.query_one("SELECT min(time_us), max(time_us) FROM incoming") or (None, None)
     if low is None:
-        return IngestResult(received, 0, received - conflicts, conflicts, replaced)
+        return IngestResult(received, 0, received - conflicts, conflicts), None
     store.execute(existing_sql(), [category, symbol, low - DAY_US, high + DAY_US + 1])
     conflicts += _count(store, stored_conflicts_sql(), [category, symbol, source])
     added = _count(store, insert_sql(), [category, symbol, source])
-    if added:
-        resummarize(store, category, symbol, low, high + 1)
     duplicates = received - added - conflicts - skipped
-    return IngestResult(received, added, duplicates + skipped, conflicts, replaced)
+    return IngestResult(received, added, duplicates + skipped, conflicts), ((low, high + 1) if added else None)
 
 
 def _fold(store: Store, category: str, symbol: str, source: str | None) -> int:

@@ -11,8 +11,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from fetch.errors import InputError
 from store.coverage import dt_to_us, us_to_dt
 
-DAY_US = 86_400_000_000
-
 
 def day_start_us(day: date) -> int:
     return dt_to_us(datetime.combine(day, time(), tzinfo=UTC))
