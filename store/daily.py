@@ -17,11 +17,16 @@ if TYPE_CHECKING:
 
 # One statement builds a summary from any `trades` filter: the migration runs it over every row,
 # an ingest over the days it touched.
+# `fingerprint` (rows : xor of tick ids : sum of times) changes whenever the day's set of trades does,
+# even when its row count does not (e.g. REST rows giving way to archive rows): exports and the lake
+# compare it with the fingerprint each file was written from.
 _SUMMARY_SELECT = """
     SELECT category, symbol, CAST(make_timestamp(time_us) AS DATE) AS day, count(*) AS trades,
            min(time_us) AS first_us, max(time_us) AS last_us, min(price) AS low, max(price) AS high,
            arg_min(price, time_us) AS open, arg_max(price, time_us) AS close, sum(qty) AS volume,
-           sum(price * qty) AS notional, sum(CASE WHEN side = 'buy' THEN qty ELSE 0 END) AS taker_buy_volume
+           sum(price * qty) AS notional, sum(CASE WHEN side = 'buy' THEN qty ELSE 0 END) AS taker_buy_volume,
+           bit_xor(tick_id) AS id_xor, sum(time_us)::HUGEINT AS time_sum,
+           count(*) || ':' || bit_xor(tick_id) || ':' || sum(time_us)::HUGEINT AS fingerprint
     FROM trades {where}
     GROUP BY ALL"""
 
@@ -39,7 +44,10 @@ CREATE_TABLE_SQL = """
         close            DOUBLE  NOT NULL,
         volume           DOUBLE  NOT NULL,
         notional         DOUBLE  NOT NULL,
-        taker_buy_volume DOUBLE  NOT NULL
+        taker_buy_volume DOUBLE  NOT NULL,
+        id_xor           BIGINT  NOT NULL,
+        time_sum         HUGEINT NOT NULL,
+        fingerprint      VARCHAR NOT NULL
     )"""
 
 FILL_ALL_SQL = "INSERT INTO day_summary " + _SUMMARY_SELECT.format(where="")
@@ -81,6 +89,7 @@ MISMATCHES_SQL = f"""
     WHERE t.trades IS DISTINCT FROM s.trades OR t.first_us IS DISTINCT FROM s.first_us
        OR t.last_us IS DISTINCT FROM s.last_us OR t.low IS DISTINCT FROM s.low
        OR t.high IS DISTINCT FROM s.high
+       OR t.fingerprint IS DISTINCT FROM s.fingerprint
        OR abs(t.volume - s.volume) > 1e-9 * greatest(abs(t.volume), 1)
     ORDER BY 3"""
 

@@ -145,7 +145,32 @@ _V3 = [
     "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# Version 4: coverage is evidence. Each day's summary carries a content fingerprint; each export
+# records the fingerprint and size of the file it wrote; executions coverage names its exec type.
+_V4 = [
+    "DROP VIEW daily",
+    "DROP TABLE day_summary",
+    daily.CREATE_TABLE_SQL,
+    ("COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: "
+     "recomputed from trades by every ingest, in its transaction'"),
+    "COMMENT ON COLUMN day_summary.notional IS 'sum(price * qty): vwap = notional / volume'",
+    "COMMENT ON COLUMN day_summary.id_xor IS 'bit_xor of the day''s tick ids'",
+    "COMMENT ON COLUMN day_summary.time_sum IS 'sum of the day''s time_us'",
+    ("COMMENT ON COLUMN day_summary.fingerprint IS 'trades:id_xor:time_sum, changes whenever the "
+     "day''s set of trades does'"),
+    daily.FILL_ALL_SQL,
+    daily.DAILY_VIEW_SQL,
+    "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
+    "ALTER TABLE exports ADD COLUMN fingerprint VARCHAR",
+    "ALTER TABLE exports ADD COLUMN size_bytes BIGINT",
+    "COMMENT ON COLUMN exports.fingerprint IS 'day_summary.fingerprint of the rows the file was written from'",
+    "COMMENT ON COLUMN exports.size_bytes IS 'Size of the file as written, in bytes'",
+    "ALTER TABLE coverage ADD COLUMN exec_type VARCHAR",
+    ("COMMENT ON COLUMN coverage.exec_type IS 'executions coverage: the execType filter it was fetched "
+     "with (NULL: every type); NULL for trades'"),
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 log = logging.getLogger("context.backfill")
 SCHEMA_VERSION = len(MIGRATIONS)
 
