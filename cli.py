@@ -76,6 +76,18 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+def _symbol(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Every command spells a symbol as Bybit does (BTCUSDT), whatever was typed."""
+    from fetch.symbols import normalize_symbol
+
+    if value is None:
+        return None
+    try:
+        return normalize_symbol(value)
+    except BackfillError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def _db_option(f: F) -> F:
     return click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="DuckDB store file [default: BACKFILL_DB_PATH or ./bybit_backfill.duckdb]")(f)
@@ -202,7 +214,7 @@ def _render_summary(summary: RefreshSummary) -> None:
 
 
 @main.command("refresh")
-@click.argument("symbol")
+@click.argument("symbol", callback=_symbol)
 @_category_option
 @_range_options
 @click.option("--no-export", is_flag=True, help="Do not write the daily parquet files.")
@@ -250,7 +262,7 @@ def refresh_command(ctx: click.Context, symbol: str, category: str, start: str |
 
 @main.command("executions")
 @_category_option
-@click.option("--symbol", default=None, help="Only this symbol (default: all).")
+@click.option("--symbol", default=None, callback=_symbol, help="Only this symbol (default: all).")
 @click.option("--exec-type", default=None, help="Only this execType, e.g. Trade or Funding.")
 @_range_options
 @_db_option
@@ -292,7 +304,7 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
 
 
 @main.command("status")
-@click.argument("symbol", required=False)
+@click.argument("symbol", required=False, callback=_symbol)
 @_db_option
 @_json_option
 @click.pass_context
@@ -317,7 +329,7 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
 
 
 @main.command("gaps")
-@click.argument("symbol")
+@click.argument("symbol", callback=_symbol)
 @_category_option
 @_range_options
 @click.option("--min-silence", type=float, default=None,
@@ -350,7 +362,7 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
 
 
 @main.command("export")
-@click.argument("symbol")
+@click.argument("symbol", callback=_symbol)
 @_category_option
 @_range_options
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -16,8 +16,9 @@ and inflating was the largest single cost of a day. Two conversions must be exac
 Constants come from `arrowconst` (built from raw buffers): converting any Python value would make
 pyarrow import pandas, when installed, for ~0.2 s of every refresh.
 
-Every failure of the file (unknown header, truncated gzip, malformed row, bad number) becomes one
-`ArchiveError` naming the day, translated here and nowhere else.
+Every failure of the file (unknown header, truncated gzip, malformed row, bad number, no rows at all,
+a row of another day or symbol, a price or size that is not a positive number) becomes one
+`ArchiveError` naming the day and, for a bad row, its line; translated here and nowhere else.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from isal import igzip, isal_zlib
 from . import arrowconst
 from .errors import ArchiveError
 from .models import TRADE_SCHEMA, Category, Source
+from .plausible import first_implausible_row
 
 LINEAR_COLUMNS = ("timestamp", "symbol", "side", "size", "price", "tickDirection", "trdMatchID",
                   "grossValue", "homeNotional", "foreignNotional")
@@ -44,6 +46,8 @@ SPOT_COLUMNS = ("id", "timestamp", "price", "volume", "side")
 # ~16k rows per batch: the store groups them. The CSV reader pays a fixed cost per block, so 1 MB
 # blocks cost a tenth more time; bigger blocks than 2 MB gain nothing and hold more memory.
 DEFAULT_BLOCK_SIZE = 2 << 20
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DAY_US = 86_400_000_000
 _MAX_SPOT_ID = 10**10          # 10 digits after the YYYYMMDD prefix
 _ISAL_ERROR = cast("type[Exception]", isal_zlib.error)  # its stub declares an instance, not the class
 _READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, _ISAL_ERROR, ValueError, UnicodeDecodeError)
@@ -85,13 +89,39 @@ def archive_rows(path: Path | str, category: Category | str, symbol: str, day: d
                 read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
                 convert_options=_convert_options(fmt),
             )
+            line = 2  # the file's line of the batch's first row (line 1 is the header)
             for batch in reader:
                 if batch.num_rows:
-                    yield convert(batch, category.value, symbol, day)
+                    converted = convert(batch, category.value, symbol, day)
+                    _check_rows(batch, converted, path, symbol, day, line)
+                    yield converted
+                line += batch.num_rows
+            if line == 2:
+                raise _bad_file(path, symbol, day, "an empty archive file (a header and no trades): "
+                                "Bybit may still be writing it")
     except ArchiveError:
         raise
     except _READ_ERRORS as exc:
         raise _bad_file(path, symbol, day, f"truncated or malformed ({_reason(exc)})") from exc
+
+
+def _check_rows(raw: pa.RecordBatch, batch: pa.RecordBatch, path: Path | str, symbol: str, day: date,
+                line: int) -> None:
+    """Every row must belong to the file's day and symbol, with sane values: one row of another
+    day would be stored and exported into that day's file, one of another market into this one's."""
+    start_us = (day.toordinal() - _EPOCH_ORDINAL) * _DAY_US
+    bad = first_implausible_row(
+        symbols=raw.column("symbol") if "symbol" in raw.schema.names else None, symbol=symbol,
+        sides=batch.column("side"), prices=batch.column("price"), qtys=batch.column("qty"),
+        times_us=batch.column("time_us"), not_before_us=start_us, not_after_us=start_us + _DAY_US)
+    if bad is not None:
+        index, why = bad
+        raise _bad_file(path, symbol, day, f"not {symbol}'s {day.isoformat()}: line {line + index}: {why} "
+                        f"({_row_text(raw, index)})")
+
+
+def _row_text(raw: pa.RecordBatch, index: int) -> str:
+    return ",".join(str(raw.column(name)[index].as_py()) for name in raw.schema.names)[:200]
 
 
 def read_archive(path: Path | str, category: Category | str, symbol: str, day: date) -> pa.Table:
@@ -120,7 +150,7 @@ def _read_format(path: Path, day: date) -> ArchiveFormat:
 
 def _convert_options(fmt: ArchiveFormat) -> pacsv.ConvertOptions:
     if fmt is ArchiveFormat.DERIVATIVES:
-        types = {"timestamp": pa.string(), "side": pa.string(), "size": pa.float64(),
+        types = {"timestamp": pa.string(), "symbol": pa.string(), "side": pa.string(), "size": pa.float64(),
                  "price": pa.float64(), "trdMatchID": pa.string()}
     else:
         types = {"id": pa.string(), "timestamp": pa.string(), "price": pa.float64(),
@@ -184,9 +214,7 @@ def _scaled_int_fixed_point(text: pa.Array, decimals: int) -> pa.Array | None:
 
 def _assemble(batch: pa.RecordBatch, category: str, symbol: str, ids: pa.Array, time_us: pa.Array,
               qty: pa.Array) -> pa.RecordBatch:
-    side = pc.utf8_lower(batch.column("side"))
-    if not pc.all(pc.is_in(side, value_set=arrowconst.string_array(("buy", "sell")))).as_py():
-        raise ValueError("a row's side is neither Buy nor Sell")
+    side = pc.utf8_lower(batch.column("side"))  # checked with the rest of the row (`_check_rows`)
     n = batch.num_rows
     return pa.RecordBatch.from_arrays([
         pa.repeat(arrowconst.string(category), n),

@@ -32,3 +32,9 @@ def string(value: str) -> pa.Scalar:
 def int64(value: int) -> pa.Scalar:
     """A pa.int64() scalar."""
     return pa.Array.from_buffers(pa.int64(), 1, [None, pa.py_buffer(struct.pack("<q", value))])[0]
+
+
+@functools.lru_cache(maxsize=256)
+def float64(value: float) -> pa.Scalar:
+    """A pa.float64() scalar."""
+    return pa.Array.from_buffers(pa.float64(), 1, [None, pa.py_buffer(struct.pack("<d", value))])[0]

@@ -171,6 +171,11 @@ class BybitClient:
                             "cannot be fetched without a valid key; fix the key and run again",
                             ret_code=exc.ret_code, status=exc.status, endpoint=path) from None
 
+    def exchange_now_ms(self) -> int:
+        """The exchange's clock as this client knows it: local time plus the last synced offset (call
+        `sync_clock` first where it matters: a client clock running ahead must not cover the future)."""
+        return int(self._clock() * 1000) + self.clock_offset_ms
+
     async def sync_clock(self) -> int:
         """Learn `clock_offset_ms` (server minus local) from /v5/market/time; returns it."""
         before = self._clock()

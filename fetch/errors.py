@@ -13,6 +13,7 @@ The root lives here, in the lowest layer, so `store/` and `cli.py` can extend it
     │   └── ServerError                5xx, 10000, 10016                            (Transient)
     ├── TransportError                 timeouts, resets, refused connections        (Transient)
     ├── BadResponse                    non-JSON or malformed body                   (Transient)
+    ├── Implausible(source)            parses, but cannot be true (time, symbol, price) (Terminal)
     ├── CircuitOpen                    the breaker refuses to send                  (Terminal)
     ├── ArchiveError(day)              a daily file is missing, truncated, malformed (Terminal)
     └── StoreError (store/errors.py)   StoreLocked, NotADatabase, ExportError
@@ -86,6 +87,16 @@ class TransportError(BackfillError, Transient):
 
 class BadResponse(BackfillError, Transient):
     """The answer could not be read (not JSON, missing fields)."""
+
+
+class Implausible(BackfillError, Terminal):
+    """A well-formed answer that cannot be true: a trade of another symbol, timed before Bybit
+    existed or after the exchange's now, with a price or size that is not a positive number. Nothing
+    of such an answer is stored or counted as coverage; asking again is pointless."""
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class CircuitOpen(BackfillError, Terminal):

@@ -9,9 +9,10 @@ between the archive and `oldest_us` is a gap the caller reports, never papers ov
 from __future__ import annotations
 
 from .client import BybitClient
-from .errors import InputError, ParameterError
-from .models import Category, RecentTail
+from .errors import Implausible, InputError, ParameterError
+from .models import Category, RecentTail, Trade
 from .parse import parse_recent_trades
+from .plausible import CLOCK_SKEW_US, EARLIEST_US, first_implausible
 
 RECENT_TRADE_PATH = "/v5/market/recent-trade"
 
@@ -23,7 +24,11 @@ class RecentTradeSource:
         self.client = client
 
     async def fetch(self, category: Category | str, symbol: str, limit: int | None = None) -> RecentTail:
-        """The newest `limit` trades (default: the category's maximum), sorted by (time, id)."""
+        """The newest `limit` trades (default: the category's maximum), sorted by (time, id).
+
+        Raises `Implausible` when any row cannot be true (another symbol, a time before Bybit existed
+        or past the exchange's clock as the client knows it, a price or size that is not positive):
+        a tail is only worth its coverage if every row of it is believable."""
         cat = Category(category)
         limit = cat.recent_trade_max if limit is None else limit
         if not 1 <= limit <= cat.recent_trade_max:
@@ -38,9 +43,20 @@ class RecentTradeSource:
                                  ret_code=exc.ret_code, status=exc.status, endpoint=RECENT_TRADE_PATH) from None
         trades = sorted(parse_recent_trades(result, category=cat.value, symbol=symbol),
                         key=lambda t: (t.time_us, t.trade_id))
+        _check_plausible(trades, cat, symbol, self.client.exchange_now_ms() * 1000)
         return RecentTail(
             trades=tuple(trades),
             oldest_us=trades[0].time_us if trades else None,
             newest_us=trades[-1].time_us if trades else None,
             limit=limit,
         )
+
+
+def _check_plausible(trades: list[Trade], category: Category, symbol: str, now_us: int) -> None:
+    bad = first_implausible(trades, symbol=symbol, not_before_us=EARLIEST_US,
+                            not_after_us=now_us + CLOCK_SKEW_US)
+    if bad is not None:
+        _, trade, why = bad
+        raise Implausible(f"recent-trade for {symbol} ({category.value}) answered a trade that cannot be "
+                          f"true (execId {trade.trade_id!r}: {why}); nothing of this answer is stored, "
+                          "and the span it would have covered stays a gap", source="recent-trade")

@@ -57,15 +57,19 @@ class Gap:
 
 def add_coverage(store: Store, *, category: str, symbol: str, source: str, start_us: int, end_us: int,
                  added_rows: int, file_rows: int | None = None, expected_rows: int | None = None,
-                 detail: str | None = None) -> None:
+                 detail: str | None = None, exec_type: str | None = None) -> None:
+    """Record [start_us, end_us) as complete; call inside the transaction that stored its rows."""
+    if end_us <= start_us:
+        raise ValueError(f"empty coverage interval [{start_us}, {end_us})")
     store.execute(
         "INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, "
-        "added_rows, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows, detail])
+        "added_rows, detail, exec_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows, detail, exec_type])
 
 
 def uncovered_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
-    """Range [?, ?) minus the union of coverage intervals of (category, symbol, sources)."""
+    """Range [?, ?) minus the union of coverage intervals of (category, symbol, sources) fetched for
+    every exec type or for the one asked (?: NULL asks for every type, which only the former give)."""
     placeholders = ", ".join("?" for _ in sources)
     return f"""
         WITH params AS (SELECT ?::BIGINT AS lo, ?::BIGINT AS hi),
@@ -73,6 +77,7 @@ def uncovered_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
             SELECT greatest(c.start_us, p.lo) AS s, least(c.end_us, p.hi) AS e
             FROM coverage c, params p
             WHERE c.category = ? AND c.symbol = ? AND c.source IN ({placeholders})
+              AND (c.exec_type IS NULL OR c.exec_type = ?)
               AND c.end_us > p.lo AND c.start_us < p.hi
         ),
         marked AS (
@@ -93,8 +98,8 @@ def uncovered_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
 
 
 def uncovered(store: Store, category: str, symbol: str, start_us: int, end_us: int,
-              sources: tuple[str, ...] = TRADE_SOURCES) -> list[tuple[int, int]]:
-    rows = store.query(uncovered_sql(sources), [start_us, end_us, category, symbol, *sources])
+              sources: tuple[str, ...] = TRADE_SOURCES, exec_type: str | None = None) -> list[tuple[int, int]]:
+    rows = store.query(uncovered_sql(sources), [start_us, end_us, category, symbol, *sources, exec_type])
     return [(int(a), int(b)) for a, b in rows]
 
 

@@ -8,6 +8,7 @@ small) makes a repeated window harmless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import pyarrow as pa
 
 from fetch import BybitClient, ExecutionSource, FetchConfig
 from fetch.models import Execution
+from fetch.symbols import normalize_symbol
 from store.coverage import add_coverage, uncovered, us_to_dt
 from store.db import Store
 
@@ -57,8 +59,13 @@ def _as_table(executions: list[Execution]) -> pa.Table:
     return pa.table({name: [getattr(e, name) for e in executions] for name in _EXECUTION_COLUMNS})
 
 
+def clip_to(intervals: list[tuple[int, int]], now_us: int) -> list[tuple[int, int]]:
+    """The parts of `intervals` before `now_us`."""
+    return [(a, min(b, now_us)) for a, b in intervals if a < now_us]
+
+
 def store_window(store: Store, executions: list[Execution], *, category: str, symbol: str,
-                 start_us: int, end_us: int) -> int:
+                 start_us: int, end_us: int, exec_type: str | None = None) -> int:
     """Insert one window's fills and mark the window covered, atomically; returns rows added."""
     with store.atomic():
         added = 0
@@ -70,7 +77,7 @@ def store_window(store: Store, executions: list[Execution], *, category: str, sy
             finally:
                 store.unregister("incoming_executions")
         add_coverage(store, category=category, symbol=symbol, source="executions", start_us=start_us,
-                     end_us=end_us, added_rows=added, file_rows=len(executions))
+                     end_us=end_us, added_rows=added, file_rows=len(executions), exec_type=exec_type)
     return added
 
 
@@ -80,14 +87,14 @@ async def refresh_executions(store: Store, config: FetchConfig, start_us: int, e
                              ) -> ExecutionsSummary:
     """Fetch the fills of [start, end) that the store lacks; windows already covered are skipped."""
     began = time.monotonic()
-    key = symbol.upper() if symbol else ALL_SYMBOLS
+    symbol = normalize_symbol(symbol) if symbol else None
+    key = symbol or ALL_SYMBOLS
     summary = ExecutionsSummary(category, key, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat())
-    missing = uncovered(store, category, key, start_us, end_us, sources=("executions",))
+    missing = uncovered(store, category, key, start_us, end_us, sources=("executions",), exec_type=exec_type)
     if missing:
-        if client is None:
-            async with BybitClient(config) as own_client:
-                await _crawl(store, own_client, missing, summary, category, key, symbol, exec_type)
-        else:
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(BybitClient(config))
             await _crawl(store, client, missing, summary, category, key, symbol, exec_type)
     summary.elapsed_s = time.monotonic() - began
     return summary
@@ -98,14 +105,18 @@ async def _crawl(store: Store, client: BybitClient, missing: list[tuple[int, int
                  exec_type: str | None) -> None:
     source = ExecutionSource(client)
     try:
-        for start_us, end_us in missing:
+        # A window is covered only up to the exchange's now: a local clock running ahead must not
+        # mark the fills of the next hour as known to be none.
+        await client.sync_clock()
+        now_us = client.exchange_now_ms() * 1000
+        for start_us, end_us in clip_to(missing, now_us):
             async for (w_start_ms, w_end_ms), executions in source.fetch(
                     category, start_us // 1000, -(-end_us // 1000), symbol=symbol, exec_type=exec_type):
                 # In a worker thread: a commit (with its fsync) on the event loop would stall every
                 # request in flight for its duration, which cost ~7% of the allowed request rate.
                 added = await asyncio.to_thread(store_window, store, executions, category=category,
                                                 symbol=key, start_us=max(start_us, w_start_ms * 1000),
-                                                end_us=min(end_us, w_end_ms * 1000))
+                                                end_us=min(end_us, w_end_ms * 1000), exec_type=exec_type)
                 summary.windows_fetched += 1
                 summary.rows_added += added
                 summary.duplicates_skipped += len(executions) - added

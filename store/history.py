@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from fetch import BybitClient, FetchConfig, RecentTradeSource
 from fetch.errors import AuthError, InputError
+from fetch.symbols import normalize_symbol
 from store.cache_dir import cache_path
 from store.coverage import dt_to_us, us_to_dt
 from store.db import Store
@@ -83,7 +84,7 @@ class BybitConnectorHistory:
                  symbol: str | None = None, category: str | None = None) -> None:
         self.settings = settings or Settings()
         self.fetch_config = fetch_config or self.settings.fetch_config()
-        self.symbol = (symbol or self.settings.bybit_symbol).upper()
+        self.symbol = normalize_symbol(symbol or self.settings.bybit_symbol)
         self.category = category or self.settings.bybit_category
         self.last_summary: RefreshSummary | None = None
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 from fetch.archive import ArchiveSource
 from fetch.archive_csv import archive_rows
 from fetch.client import BybitClient
-from fetch.errors import ArchiveError
+from fetch.errors import ArchiveError, Implausible
 from fetch.models import RecentTail, trades_to_table
 from fetch.rest import RecentTradeSource
 from store.cache_dir import cache_path, check_dir_owner, check_owner, days_needing_export, record_export
@@ -70,6 +70,7 @@ class Run:
     exported: list[ExportedRows] = field(default_factory=list)
     exporter: Exporter | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
+    implausible: int = 0
 
     def add(self, result: IngestResult) -> None:
         self.totals = self.totals + result
@@ -88,7 +89,7 @@ async def fetch_missing(run: Run, config: FetchConfig, missing: list[tuple[int, 
         try:
             await _fetch_missing(run, client, missing, scratch)
         finally:
-            _copy_stats(run.summary, client)
+            _copy_stats(run.summary, client, run.implausible)
 
 
 # DuckDB keeps every block it wrote cached up to its memory limit: across a 30-day refresh that
@@ -123,7 +124,7 @@ def _memory_limit(store: Store, limit: str) -> Iterator[None]:
         store.execute(f"SET memory_limit = '{before}'")  # DuckDB's own rendering, matched by _SIZE
 
 
-def _copy_stats(summary: RefreshSummary, client: BybitClient) -> None:
+def _copy_stats(summary: RefreshSummary, client: BybitClient, implausible: int) -> None:
     stats = client.stats
     summary.requests = stats.requests
     summary.retries = stats.retries
@@ -131,6 +132,8 @@ def _copy_stats(summary: RefreshSummary, client: BybitClient) -> None:
     if summary.days_failed:  # unusable files fail at parse time, past the client's counters
         summary.errors_by_type["ArchiveError"] = (summary.errors_by_type.get("ArchiveError", 0)
                                                   + len(summary.days_failed))
+    if implausible:  # so are answers that parse but cannot be true
+        summary.errors_by_type["Implausible"] = summary.errors_by_type.get("Implausible", 0) + implausible
     summary.breaker_openings = stats.breaker_openings
     summary.peak_throttle = stats.peak_throttle
     summary.bytes_downloaded = stats.bytes_downloaded
@@ -146,13 +149,23 @@ async def _fetch_missing(run: Run, client: BybitClient, missing: list[tuple[int,
     for item in plan.unfetchable:
         run.reasons.append(_day_gap(item.day, item.reason))
     # The tail is asked for before any day is written: a REST host that refuses the symbol (10001)
-    # or keeps answering garbage stops the run with the store as it was. It is stored last.
-    tail = await RecentTradeSource(client).fetch(run.category, run.symbol) if plan.tail else None
+    # or keeps answering garbage stops the run with the store as it was. It is stored last. An
+    # answer that parses but cannot be true is refused whole: its span stays a gap with the reason.
+    tail, now_us = None, 0
+    if plan.tail:
+        await client.sync_clock()  # coverage never reaches past the exchange's own now
+        now_us = client.exchange_now_ms() * 1000
+        try:
+            tail = await RecentTradeSource(client).fetch(run.category, run.symbol)
+        except Implausible as error:
+            log.warning("%s", error)
+            run.implausible += 1
+            run.reasons += [_day_gap(day, str(error)) for day in plan.unpublished]
     if run.cache_dir is not None:  # after the symbol is known good: that error says more
         check_dir_owner(run.store, run.cache_dir, run.category, run.symbol)
     await _ingest_archive_days(run, archive, plan)
     if tail is not None:
-        _ingest_tail(run, tail, plan)
+        _ingest_tail(run, tail, plan, now_us)
 
 
 async def _ingest_archive_days(run: Run, archive: ArchiveSource, plan: RefreshPlan) -> None:
@@ -347,17 +360,28 @@ class Exporter:
             self.cursor.close()
 
 
-def _ingest_tail(run: Run, tail: RecentTail, plan: RefreshPlan) -> None:
+def tail_coverage(tail: RecentTail, start_us: int, end_us: int, now_us: int) -> tuple[int, int] | None:
+    """The span a recent-trade answer proves complete, within the request and the exchange's now.
+
+    Trades sharing the oldest timestamp may be cut by the limit, and more may share the newest one
+    after the answer: only what lies strictly between them is complete, and of that only the part
+    that was asked for (rows outside the request are not stored, so they cannot be vouched for)."""
+    if tail.oldest_us is None or tail.newest_us is None:
+        return None
+    low, high = max(tail.oldest_us + 1, start_us), min(tail.newest_us, end_us, now_us)
+    return (low, high) if high > low else None
+
+
+def _ingest_tail(run: Run, tail: RecentTail, plan: RefreshPlan, now_us: int) -> None:
     """recent-trade's newest trades: complete from the oldest returned one up to the request."""
     trades = [t for t in tail.trades if run.start_us <= t.time_us < run.end_us]
+    span = tail_coverage(tail, run.start_us, run.end_us, now_us)
     with run.store.atomic():
         result = ingest_batch(run.store, trades_to_table(trades), category=run.category,
                               symbol=run.symbol, skip_archive_covered=True)
-        if tail.oldest_us is not None and tail.newest_us is not None:
-            # Trades sharing the oldest timestamp may be cut by the limit, and more may share the
-            # newest one after the answer: cover strictly between them, nothing is assumed beyond.
+        if span is not None:
             add_coverage(run.store, category=run.category, symbol=run.symbol, source="rest",
-                         start_us=tail.oldest_us + 1, end_us=tail.newest_us, added_rows=result.added,
+                         start_us=span[0], end_us=span[1], added_rows=result.added,
                          file_rows=len(tail.trades), detail=f"recent-trade limit {tail.limit}")
     run.add(result)
     run.summary.tail_rows = len(trades)

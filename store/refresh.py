@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fetch.symbols import normalize_symbol
 from store.cache_dir import check_cache_dir, days_needing_export
 from store.coverage import Gap, find_gaps, record_open_gaps, uncovered, us_to_dt
 from store.db import Store
@@ -43,7 +44,7 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
                   work_dir: Path | None = None) -> RefreshSummary:
     """Fetch what [start_us, end_us) lacks, export touched days, and say what could not be had."""
     began = time.monotonic()
-    symbol = symbol.upper()
+    symbol = normalize_symbol(symbol)
     report = progress or _noop
     summary = RefreshSummary(category, symbol, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat())
     if cache_dir is not None:

@@ -15,6 +15,7 @@ from fetch.parse import archive_rows, read_archive, sniff_header
 from fetch.archive_csv import ArchiveFormat
 
 DAY = date(2025, 3, 14)
+NOV_14 = date(2023, 11, 14)  # the day of 1700000000
 LINEAR = "timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,homeNotional,foreignNotional"
 
 
@@ -27,11 +28,11 @@ def write(tmp_path: Path, text: str, name: str = "f.csv.gz") -> Path:
 def test_linear_without_rpi_gives_exact_microseconds(tmp_path: Path) -> None:
     path = write(tmp_path, LINEAR + "\n"
                  "1741910443.7357,BTCUSDT,Buy,0.001,83000.5,PlusTick,aa-1,8.3e+06,0.001,83.0005\n"
-                 "1651449601,BTCUSDT,Sell,2,38000,MinusTick,aa-2,7600000000,2,76000\n"
+                 "1741910401,BTCUSDT,Sell,2,38000,MinusTick,aa-2,7600000000,2,76000\n"
                  "1741910443.0001,BTCUSDT,Sell,0.5,83000,ZeroMinusTick,aa-3,4.15E+09,0.5,41500\n")
     table = read_archive(path, "linear", "BTCUSDT", DAY)
     assert table.schema == TRADE_SCHEMA
-    assert table.column("time_us").to_pylist() == [1741910443735700, 1651449601000000, 1741910443000100]
+    assert table.column("time_us").to_pylist() == [1741910443735700, 1741910401000000, 1741910443000100]
     assert table.column("trade_id").to_pylist() == ["aa-1", "aa-2", "aa-3"]
     assert table.column("side").to_pylist() == ["buy", "sell", "sell"]
     assert table.column("qty").to_pylist() == [0.001, 2.0, 0.5]
@@ -94,26 +95,27 @@ def test_spot_uses_milliseconds_and_derives_day_prefixed_ids(tmp_path: Path) -> 
 
 
 def test_spot_ids_of_different_days_never_collide(tmp_path: Path) -> None:
-    text = "id,timestamp,price,volume,side,rpi\n1,1704153600123,1,1,buy,0\n"
-    day1 = read_archive(write(tmp_path, text, "a.gz"), "spot", "BTCUSDT", date(2024, 1, 2))
-    day2 = read_archive(write(tmp_path, text, "b.gz"), "spot", "BTCUSDT", date(2024, 1, 3))
+    first = "id,timestamp,price,volume,side,rpi\n1,1704153600123,1,1,buy,0\n"
+    second = "id,timestamp,price,volume,side,rpi\n1,1704240000123,1,1,buy,0\n"
+    day1 = read_archive(write(tmp_path, first, "a.gz"), "spot", "BTCUSDT", date(2024, 1, 2))
+    day2 = read_archive(write(tmp_path, second, "b.gz"), "spot", "BTCUSDT", date(2024, 1, 3))
     assert day1.column("trade_id")[0] != day2.column("trade_id")[0]
 
 
 def test_rows_in_any_order_are_all_kept_as_they_come(tmp_path: Path) -> None:
     rows = ["1700000003,S,Buy,1,1,T,c,1,1,1", "1700000001,S,Sell,1,1,T,a,1,1,1", "1700000002,S,Buy,1,1,T,b,1,1,1"]
-    table = read_archive(write(tmp_path, LINEAR + "\n" + "\n".join(rows) + "\n"), "linear", "S", DAY)
+    table = read_archive(write(tmp_path, LINEAR + "\n" + "\n".join(rows) + "\n"), "linear", "S", NOV_14)
     assert table.column("trade_id").to_pylist() == ["c", "a", "b"]
 
 
 def test_identical_rows_with_different_ids_are_distinct_trades(tmp_path: Path) -> None:
     rows = "1700000001.5,S,Buy,1,1,T,x1,1,1,1\n1700000001.5,S,Buy,1,1,T,x2,1,1,1\n"
-    assert read_archive(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", DAY).num_rows == 2
+    assert read_archive(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", NOV_14).num_rows == 2
 
 
 def test_batches_stream_in_trade_schema(tmp_path: Path) -> None:
-    rows = "".join(f"{1700000000 + k}.5,S,Buy,1,{k},T,id{k},1,1,1\n" for k in range(20000))
-    batches = list(archive_rows(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", DAY, block_size=64 << 10))
+    rows = "".join(f"{1699920000 + k}.5,S,Buy,1,{k + 1},T,id{k},1,1,1\n" for k in range(20000))
+    batches = list(archive_rows(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", NOV_14, block_size=64 << 10))
     assert len(batches) > 1
     assert all(isinstance(b, pa.RecordBatch) and b.schema == TRADE_SCHEMA for b in batches)
     assert sum(b.num_rows for b in batches) == 20000
@@ -149,7 +151,7 @@ def test_truncated_gzip_is_an_archive_error_for_that_day(tmp_path: Path) -> None
 ])
 def test_malformed_rows_are_archive_errors(tmp_path: Path, row: str) -> None:
     with pytest.raises(ArchiveError):
-        read_archive(write(tmp_path, LINEAR + "\n" + row + "\n"), "linear", "S", DAY)
+        read_archive(write(tmp_path, LINEAR + "\n" + row + "\n"), "linear", "S", NOV_14)
 
 
 @pytest.mark.parametrize("content", [b"", b"not gzip at all"])
@@ -174,3 +176,42 @@ def test_spot_id_out_of_range_is_an_archive_error(tmp_path: Path) -> None:
 ])
 def test_header_sniffing(header: str, fmt: ArchiveFormat | None) -> None:
     assert sniff_header(header) is fmt
+
+
+# --- rows that parse but cannot be this file's trades ---------------------------------------------
+
+GOOD_ROW = "1699920001.5,S,Buy,1,100,T,ok-1,1,1,1"
+
+
+@pytest.mark.parametrize("row,why", [
+    ("1700006400.5,S,Buy,1,100,T,x,1,1,1", "the time lies outside"),        # the next day
+    ("1699919999.9,S,Buy,1,100,T,x,1,1,1", "the time lies outside"),        # the day before
+    ("1699920002,OTHER,Buy,1,100,T,x,1,1,1", "the symbol is not S"),        # another market
+    ("1699920002,S,Buy,1,0,T,x,1,1,1", "the price is not"),                 # price 0
+    ("1699920002,S,Buy,1,-5,T,x,1,1,1", "the price is not"),                # negative price
+    ("1699920002,S,Buy,1,nan,T,x,1,1,1", "the price is not"),               # NaN
+    ("1699920002,S,Buy,inf,100,T,x,1,1,1", "the size is not"),              # infinite size
+    ("1699920002,S,Buy,0,100,T,x,1,1,1", "the size is not"),                # size 0
+])
+def test_a_row_of_another_day_symbol_or_with_bad_values_fails_the_day_naming_its_line(
+        tmp_path: Path, row: str, why: str) -> None:
+    text = LINEAR + "\n" + GOOD_ROW + "\n" + GOOD_ROW.replace("ok-1", "ok-2") + "\n" + row + "\n"
+    with pytest.raises(ArchiveError) as caught:
+        read_archive(write(tmp_path, text), "linear", "S", NOV_14)
+    message = str(caught.value)
+    assert why in message and "line 4" in message and "2023-11-14" in message
+    assert caught.value.day == "2023-11-14"
+
+
+def test_a_spot_row_of_another_day_fails_the_day(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,timestamp,price,volume,side\n1,1704153600123,1,1,buy\n2,1704240000000,1,1,buy\n")
+    with pytest.raises(ArchiveError, match="line 3: the time lies outside"):
+        read_archive(path, "spot", "BTCUSDT", date(2024, 1, 2))
+
+
+@pytest.mark.parametrize("header", [LINEAR, LINEAR + ",RPI", "id,timestamp,price,volume,side"])
+def test_a_header_only_file_is_an_empty_archive_file_never_a_day_of_zero_trades(
+        tmp_path: Path, header: str) -> None:
+    with pytest.raises(ArchiveError, match="empty archive file"):
+        read_archive(write(tmp_path, header + "\n"), "spot" if header.startswith("id") else "linear", "S",
+                     NOV_14)
