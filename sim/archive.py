@@ -6,7 +6,9 @@ the bottleneck of a benchmark. Files are immutable and keyed by everything that 
 bytes, and are published with temp file + `os.replace`, so several processes may share a cache
 directory safely.
 
-Fault variants (`shuffle`, `drift`, `dup`) are just other cached files of the same day.
+Fault variants are just other cached files of the same day: `shuffle`, `drift`, `dup` are generated
+by SQL; the hostile ones (`wrong_day`, `header_only`, `foreign_symbol`, `zero_price`, `nan_price`,
+`negative_qty`, `reuse_id`) rewrite the plain file line by line (`hostile_lines`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import threading
 import uuid
 import zlib
+from collections.abc import Callable
 from datetime import date, timedelta
 from html import escape
 from pathlib import Path
@@ -23,7 +26,13 @@ from pathlib import Path
 from .config import MarketSpec, SimConfig
 from .market import FORMAT_VERSION, GOLDEN, DayModel, connection, core_sql, value_columns_sql
 
-VARIANTS = ("shuffle", "drift", "dup")  # shuffled rows, renamed/reordered header, next day's head
+SQL_VARIANTS = ("shuffle", "drift", "dup")  # shuffled rows, renamed/reordered header, next day's head
+# Files that parse but cannot be the day's trades: every row a day late, no rows, one row of another
+# market, one row priced 0 or NaN, one row of negative size, one id of a trade three days earlier.
+HOSTILE_VARIANTS = ("wrong_day", "header_only", "foreign_symbol", "zero_price", "nan_price",
+                    "negative_qty", "reuse_id")
+VARIANTS = SQL_VARIANTS + HOSTILE_VARIANTS
+REUSED_ID_DAYS_BACK = 3
 DUP_ROWS = 10
 GZIP_LEVEL = 1
 
@@ -151,8 +160,70 @@ def ensure_file(config: SimConfig, spec: MarketSpec, day: date,
         if path.exists():
             return path, False
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_file(archive_sql(DayModel(config.seed, spec, day), variant), path)
+        hostile = sorted(set(variant) & set(HOSTILE_VARIANTS))
+        if hostile:
+            plain, _ = ensure_file(config, spec, day, variant - set(hostile))
+            donor = None
+            if "reuse_id" in hostile:
+                donor, _ = ensure_file(config, spec, day - timedelta(days=REUSED_ID_DAYS_BACK))
+            _rewrite(plain, path, lambda lines: hostile_lines(lines, hostile, spec, _first_id(donor)))
+        else:
+            write_file(archive_sql(DayModel(config.seed, spec, day), variant), path)
     return path, True
+
+
+def _read_lines(path: Path) -> list[str]:
+    return zlib.decompress(path.read_bytes(), 31).decode().splitlines()
+
+
+def _first_id(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    header, first = _read_lines(path)[:2]
+    names = header.split(",")
+    column = "trdMatchID" if "trdMatchID" in names else "id"
+    return first.split(",")[names.index(column)]
+
+
+def hostile_lines(lines: list[str], hostile: list[str], spec: MarketSpec, donor_id: str | None) -> list[str]:
+    """The plain file's lines made hostile: pure, so a test can say exactly what was served."""
+    header, rows = lines[0], [row.split(",") for row in lines[1:]]
+    names = header.split(",")
+    spot = spec.category == "spot"
+    col = {name: names.index(name) for name in names}
+    middle = len(rows) // 2
+    for kind in hostile:
+        if kind == "header_only":
+            rows = []
+        elif kind == "wrong_day":
+            for row in rows:  # a day later: seconds (derivatives) or milliseconds (spot)
+                stamp = row[col["timestamp"]]
+                whole, _, frac = stamp.partition(".")
+                shifted = str(int(whole) + (86_400_000 if spot else 86_400))
+                row[col["timestamp"]] = shifted + (f".{frac}" if frac else "")
+        elif kind == "foreign_symbol" and not spot:
+            rows[middle][col["symbol"]] = "XYZUSDT"
+        elif kind == "zero_price":
+            rows[middle][col["price"]] = "0"
+        elif kind == "nan_price":
+            rows[middle][col["price"]] = "nan"
+        elif kind == "negative_qty":
+            rows[middle][col["volume" if spot else "size"]] = "-1"
+        elif kind == "reuse_id" and donor_id is not None:
+            rows[middle][col["id" if spot else "trdMatchID"]] = donor_id
+    return [header] + [",".join(row) for row in rows]
+
+
+def _rewrite(src: Path, dst: Path, transform: Callable[[list[str]], list[str]]) -> None:
+    """`dst` = gzip(transform(lines of src)), published atomically."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        data = ("\n".join(transform(_read_lines(src))) + "\n").encode()
+        tmp.write_bytes(packer.compress(data) + packer.flush())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_file(sql: str, path: Path) -> None:

@@ -9,7 +9,10 @@ Response kinds act on any request: `latency` (value = ms), `http_500`, `http_502
 `drop` (headers and half the body, then the connection is closed), `malformed_json`, `http_403`
 (starts the IP ban on /v5 paths).
 Archive kinds act on archive file downloads only: `truncate_gzip`, `drift_header`,
-`shuffle_rows`, `dup_across_days`.
+`shuffle_rows`, `dup_across_days`, and the hostile files `wrong_day`, `header_only`,
+`foreign_symbol`, `zero_price`, `nan_price`, `negative_qty`, `reuse_id` (see `sim.archive`).
+Recent-trade kinds bend one row of a recent-trade answer: `recent_seconds`, `recent_future`,
+`recent_foreign_symbol`, `recent_zero_price`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ from datetime import date
 
 RESPONSE_KINDS = ("latency", "http_500", "http_502", "http_503", "ret_10016", "ret_10006",
                   "ret_10001_empty", "drop", "malformed_json", "http_403")
-ARCHIVE_KINDS = ("truncate_gzip", "drift_header", "shuffle_rows", "dup_across_days")
-KINDS = RESPONSE_KINDS + ARCHIVE_KINDS
-ARCHIVE_VARIANT = {"drift_header": "drift", "shuffle_rows": "shuffle", "dup_across_days": "dup"}
+HOSTILE_ARCHIVE_KINDS = ("wrong_day", "header_only", "foreign_symbol", "zero_price", "nan_price",
+                         "negative_qty", "reuse_id")
+ARCHIVE_KINDS = ("truncate_gzip", "drift_header", "shuffle_rows", "dup_across_days") + HOSTILE_ARCHIVE_KINDS
+# recent-trade answers that parse but cannot be true: one row timed in seconds, one in 2100, one of
+# another symbol, one priced 0.
+RECENT_KINDS = ("recent_seconds", "recent_future", "recent_foreign_symbol", "recent_zero_price")
+KINDS = RESPONSE_KINDS + ARCHIVE_KINDS + RECENT_KINDS
+ARCHIVE_VARIANT = {"drift_header": "drift", "shuffle_rows": "shuffle", "dup_across_days": "dup",
+                   **{kind: kind for kind in HOSTILE_ARCHIVE_KINDS}}
 DEFAULT_VALUE = {"latency": 100.0, "ret_10006": 200.0}
 
 
@@ -53,6 +62,8 @@ class Fault:
         if self.times == 0:
             return False
         if self.kind in ARCHIVE_KINDS and not req.archive_file:
+            return False
+        if self.kind in RECENT_KINDS and not req.path.startswith("/v5/market/recent-trade"):
             return False
         if self.path is not None and not req.path.startswith(self.path):
             return False

@@ -15,7 +15,7 @@ from aiohttp import web
 from .archive import ensure_file, file_name, index_html, is_published, parse_file_name, published_days
 from .auth import verify
 from .config import MarketSpec
-from .faults import ARCHIVE_KINDS, ARCHIVE_VARIANT
+from .faults import ARCHIVE_KINDS, ARCHIVE_VARIANT, RECENT_KINDS
 from .fills import ParamError, expected_fills, paginate, resolve_window
 from .market import recent_trades
 from .state import FILE_PATH_KEY, MIX_KEY, STATE_KEY, SimState, raw_query, request_info
@@ -76,7 +76,24 @@ async def recent_trade(request: web.Request) -> web.Response:
     items = [{"execId": t.exec_id, "symbol": spec.symbol, "price": t.price, "size": t.size, "side": t.side,
               "time": str(t.time_us // 1000), "isBlockTrade": False, "isRPITrade": t.is_rpi, "seq": str(t.seq)}
              for t in trades]
+    for fault in state.faults.take(request_info(request), RECENT_KINDS):
+        _bend(items, fault.kind)
     return envelope(state, 0, "OK", {"category": category, "list": items})
+
+
+def _bend(items: list[dict[str, Any]], kind: str) -> None:
+    """One row of the answer made untrue (the middle one), as a hostile exchange would."""
+    if not items:
+        return
+    row = items[len(items) // 2]
+    if kind == "recent_seconds":
+        row["time"] = str(int(row["time"]) // 1000)
+    elif kind == "recent_future":
+        row["time"] = "4102444800000"  # 2100-01-01
+    elif kind == "recent_foreign_symbol":
+        row["symbol"] = "XYZUSDT"
+    elif kind == "recent_zero_price":
+        row["price"] = "0"
 
 
 async def execution_list(request: web.Request) -> web.Response:

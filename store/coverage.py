@@ -128,50 +128,48 @@ def silences(store: Store, category: str, symbol: str, start_us: int, end_us: in
     return [(int(a), int(b)) for a, b in rows]
 
 
-def newest_archive_days_sql() -> str:
-    """The newest archive coverage row of each interval in range, with what its file held."""
+def count_mismatches_sql() -> str:
+    """Archive days in [?, ?) whose stored rows (from `day_summary`, a row a day) differ from the
+    distinct ids the day's newest file held. Archive coverage is whole UTC days (`verify` checks)."""
     return """
-        SELECT start_us, end_us, expected_rows FROM coverage
-        WHERE category = ? AND symbol = ? AND source = 'archive' AND expected_rows IS NOT NULL
-          AND end_us > ? AND start_us < ?
-        QUALIFY row_number() OVER (PARTITION BY start_us ORDER BY fetched_at DESC) = 1
-        ORDER BY start_us"""
-
-
-def rows_per_day_sql() -> str:
-    """Stored rows per UTC day (epoch-day number) in [?, ?): one scan, however many days."""
-    return """
-        SELECT time_us // 86400000000 AS epoch_day, count(*) FROM trades
-        WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
-        GROUP BY epoch_day"""
-
-
-def rows_between_sql() -> str:
-    return "SELECT count(*) FROM trades WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?"
+        WITH newest AS (
+            SELECT start_us, end_us, expected_rows FROM coverage
+            WHERE category = ? AND symbol = ? AND source = 'archive' AND expected_rows IS NOT NULL
+              AND end_us > ? AND start_us < ?
+            QUALIFY row_number() OVER (PARTITION BY start_us ORDER BY fetched_at DESC) = 1
+        )
+        SELECT n.start_us, n.end_us, n.expected_rows, coalesce(s.trades, 0) AS stored
+        FROM newest n LEFT JOIN day_summary s
+          ON s.category = ? AND s.symbol = ? AND s.day = CAST(make_timestamp(n.start_us) AS DATE)
+        WHERE n.expected_rows <> coalesce(s.trades, 0)
+        ORDER BY n.start_us"""
 
 
 def count_mismatches(store: Store, category: str, symbol: str, start_us: int,
                      end_us: int) -> list[tuple[int, int, int, int]]:
-    """Archive days whose stored rows differ from the distinct ids their file held for the day.
+    """(start_us, end_us, expected, stored) of every archive day whose store disagrees with its file."""
+    rows = store.query(count_mismatches_sql(), [category, symbol, start_us, end_us, category, symbol])
+    return [(int(a), int(b), int(e), int(n)) for a, b, e, n in rows]
 
-    Archive coverage is whole UTC days (`verify` checks it), so rows are counted per day in one
-    grouped scan; a correlated count per interval was decorrelated by DuckDB into a join over the
-    whole table (2 s at 45M rows). Any other interval is counted on its own."""
-    days = store.query(newest_archive_days_sql(), [category, symbol, start_us, end_us])
-    if not days:
-        return []
-    low, high = min(int(d[0]) for d in days), max(int(d[1]) for d in days)
-    per_day = {int(k): int(n) for k, n in store.query(rows_per_day_sql(), [category, symbol, low, high])}
-    found = []
-    for a, b, expected in ((int(a), int(b), int(e)) for a, b, e in days):
-        if a % DAY_US == 0 and b - a == DAY_US:
-            stored = per_day.get(a // DAY_US, 0)
+
+def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
+    """What a refresh must fetch in [start, end): the uncovered spans, and the archive days whose
+    stored rows disagree with their file (a day the store cannot vouch for is not complete)."""
+    spans = uncovered(store, category, symbol, start_us, end_us)
+    spans += [(max(a, start_us), min(b, end_us)) for a, b, _, _ in
+              count_mismatches(store, category, symbol, start_us, end_us)]
+    return merge_spans(spans)
+
+
+def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint union of half-open spans."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
         else:
-            row = store.query_one(rows_between_sql(), [category, symbol, a, b])
-            stored = int(row[0]) if row else 0
-        if stored != expected:
-            found.append((a, b, expected, stored))
-    return found
+            merged.append((a, b))
+    return merged
 
 
 def record_open_gaps(store: Store, category: str, symbol: str, start_us: int, end_us: int,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from fetch.symbols import normalize_symbol
 from store.cache_dir import check_cache_dir, days_needing_export
-from store.coverage import Gap, find_gaps, record_open_gaps, uncovered, us_to_dt
+from store.coverage import Gap, find_gaps, record_open_gaps, unverified, us_to_dt
 from store.db import Store
 from store.plan import days_touching
 from store.summary import Progress, ProgressCallback, RefreshSummary
@@ -51,7 +51,7 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
         check_cache_dir(cache_dir)
     all_days = days_touching([(start_us, end_us)])
     summary.days_in_range = len(all_days)
-    missing = uncovered(store, category, symbol, start_us, end_us)
+    missing = unverified(store, category, symbol, start_us, end_us)
     summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
     run: Run | None = None
     try:

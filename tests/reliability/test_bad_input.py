@@ -164,7 +164,7 @@ CASES = [
     Bad("recent-trade refusing the symbol (10001, empty list)", ["refresh", "BTCUSDT", *TODAY],
         ["rejected symbol 'BTCUSDT'", "check the symbol exists in that category"], refuses_the_symbol),
     Bad("an API base URL that is not Bybit's API", ["refresh", "BTCUSDT", *TODAY],
-        ["HTTP 404 on /v5/market/recent-trade", "check that BYBIT_REST_BASE_URL"],
+        ["HTTP 404 on /v5/market/", "check that BYBIT_REST_BASE_URL"],
         env={"BYBIT_REST_BASE_URL": "{url}/trading"}),
     Bad("an API host that refuses connections", ["refresh", "BTCUSDT", *TODAY],
         ["could not connect", "check the network and the base URLs"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -210,7 +211,10 @@ def index(folder: str, names: list[str]) -> bytes:
 
 def run_recorded(store: Store, pages: dict[str, bytes], symbol: str, category: str, end: datetime,
                  cache: Path) -> Callable[[], list[str]]:
-    transport = Recorded(pages)
+    now_ms = int(time.time() * 1000)
+    clock = {"/v5/market/time": json.dumps({"retCode": 0, "retMsg": "OK", "time": now_ms, "result": {
+        "timeSecond": str(now_ms // 1000), "timeNano": str(now_ms * 1_000_000)}}).encode()}
+    transport = Recorded({**clock, **pages})
     config = FetchConfig(endpoints=Endpoints("http://recorded", "http://recorded"),
                          retry=RetryPolicy(max_retries=0))
 

@@ -3,8 +3,8 @@ still ends with exactly the exchange's trades (or fills) in the store, each once
 coverage and summary counters that say what happened.
 
 A refresh here covers 2024-01-08 .. 2024-01-10 12:00 of BTCUSDT (linear, 2000 trades a day): two
-archive days plus today's REST tail, i.e. four requests when nothing goes wrong (the archive index,
-two day files, recent-trade). Waits are test-sized (backoff from 10 ms, 0.2 s breaker cooldowns); the
+archive days plus today's REST tail, i.e. five requests when nothing goes wrong (the archive index,
+two day files, the exchange's clock, recent-trade). Waits are test-sized (backoff from 10 ms, 0.2 s breaker cooldowns); the
 ten-minute IP ban runs on a fake clock shared by the emulator and the client.
 """
 
@@ -39,7 +39,7 @@ TAIL = "/v5/market/recent-trade"
 EXECUTIONS = "/v5/execution/list"
 INDEX = "/trading/BTCUSDT/"          # a prefix of every file too: `times=1` hits the index, asked first
 FILE_8 = "/trading/BTCUSDT/BTCUSDT2024-01-08"
-FAULT_FREE_REQUESTS = 4              # index, two day files, recent-trade
+FAULT_FREE_REQUESTS = 5              # index, two day files, /v5/market/time, recent-trade
 
 
 @pytest.fixture
@@ -130,7 +130,8 @@ async def test_an_ip_ban_opens_the_breaker_and_nothing_is_sent_for_ten_minutes_t
             summary = await refresh(store, config, "BTCUSDT", us(day(8)), NOW_US, client=client)
     # The ban lasts exactly the cooldown, so a request sent during it would show as a second 403.
     api = [(path, status) for path, _, status in sim.state.log if path.startswith("/v5/")]
-    assert api == [(TAIL, 403), (TAIL, 200)], "one refused request, then the single probe after the ban"
+    assert api == [("/v5/market/time", 200), (TAIL, 403), (TAIL, 200)], \
+        "the clock, one refused request, then the single probe after the ban"
     assert sim.state.bans == 1 and sim.state.forbidden == 1
     assert sum(fake_clock.sleeps) >= 600.0
     assert summary.breaker_openings == 1 and summary.errors_by_type == {"IpBanned": 1}
@@ -163,7 +164,7 @@ async def test_an_ip_ban_in_a_signed_crawl_stops_all_traffic_until_the_cooldown_
 
 @pytest.mark.parametrize("skew_ms, recv_window_ms", [(3000, 2000), (-3000, 5000)],
                          ids=["server ahead by 3 s", "server behind by 3 s"])
-async def test_a_10002_clock_skew_is_resynced_and_the_signed_crawl_completes(
+async def test_a_skewed_exchange_clock_is_learned_first_and_the_signed_crawl_completes(
         sim_config, store: Store, skew_ms: int, recv_window_ms: int) -> None:
     # Bybit accepts server - recv_window <= ts < server + 1000: a server 3 s ahead is refused only with
     # a recv_window under 3 s, a server 3 s behind always.
@@ -175,8 +176,10 @@ async def test_a_10002_clock_skew_is_resynced_and_the_signed_crawl_completes(
         async with BybitClient(config) as client:
             summary = await refresh_executions(store, config, start, end, client=client)
             assert abs(client.clock_offset_ms - skew_ms) < 1000
-    # Both windows were in flight with the stale clock: two 10002s, and one resync serves them both.
-    assert summary.errors_by_type == {"ClockSkew": 2} and summary.retries == 0
+    # The crawl learns the exchange's clock before its first signed request (it also bounds the
+    # coverage by it), so no request goes out with a stale clock: no 10002 at all. The 10002 ->
+    # resync -> retry-once flow itself is pinned in tests/test_fetch_client_fake.py.
+    assert summary.errors_by_type == {} and summary.retries == 0
     assert sim.state.requests["/v5/market/time"] == 1
     stored = stored_fill_ids(store)
     assert len(stored) == len(set(stored)) and set(stored) == fill_ids(sim.config, start, end)
@@ -259,15 +262,18 @@ async def test_rows_out_of_order_are_stored_and_exported_in_time_order(sim, stor
     assert times == sorted(times) and len(times) == expected_count(sim.config, "BTCUSDT", day(8))
 
 
-async def test_the_same_trade_in_two_days_files_is_stored_once_and_counted_as_a_duplicate(
+async def test_a_days_file_holding_the_next_days_trades_fails_that_day_and_the_rerun_completes_it(
         sim, store: Store) -> None:
     sim.state.faults.add("dup_across_days", day=day(8))  # day 8's file ends with day 9's first 10 trades
     summary = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(8)), NOW_US)
     assert sim.state.faults.fired["dup_across_days"] == 1
-    assert summary.duplicates_skipped == 10 and summary.conflicts == 0 and summary.days_failed == []
+    assert summary.days_failed == ["2024-01-08"] and summary.conflicts == 0
+    [gap] = [g for g in summary.gaps if g.start_us == us(day(8))]
+    assert "the time lies outside" in gap.reason and "line " in gap.reason
+    assert archive_days(store, "BTCUSDT") == [day(9)]
+    again = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(8)), NOW_US)
+    assert again.days_fetched == 1 and again.days_failed == []
     assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(8), NOW_US)
-    again = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(9)), us(day(10)))
-    assert again.requests == 0 and again.rows_added == 0
 
 
 async def test_10001_with_an_empty_list_on_recent_trade_is_an_error_never_no_trades(sim,

@@ -70,14 +70,15 @@ async def run_everything(config: SimConfig, db: Path, *, faults: bool) -> Outcom
 
 
 def minimum_requests(config: SimConfig) -> int:
-    """What a fault-free run must send: per market the index, 30 day files and recent-trade; per
-    category and 7-day window one execution page per 100 fills (at least one)."""
+    """What a fault-free run must send: per market the index, 30 day files, the exchange's clock and
+    recent-trade; per category one clock read and, per 7-day window, one execution page per 100
+    fills (at least one)."""
     pages = 0
     for category in ("linear", "inverse"):
         for low, high in plan_windows(FILLS[0] // 1000, FILLS[1] // 1000):
             fills = len(expected_fills(config, low, high, category=category))  # endTime is inclusive
             pages += max(1, -(-fills // 100))
-    return len(MARKETS) * (1 + 30 + 1) + pages
+    return len(MARKETS) * (1 + 30 + 1 + 1) + 2 + pages
 
 
 async def test_thirty_days_under_five_percent_transient_faults_store_everything_once(
