@@ -426,18 +426,28 @@ def sql_command(ctx: click.Context, query: str, fmt: str, db: Path | None) -> No
 @main.command("verify")
 @_db_option
 @_json_option
+@click.option("--repair", is_flag=True, help="First drop what the store cannot back (implausible trades with "
+              "the coverage of their spans, coverage claiming the impossible), so the next refresh fetches "
+              "it again; then check.")
 @click.pass_context
-def verify_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
-    """Integrity checks: unique keys, coverage matching rows, exports matching the store.
+def verify_command(ctx: click.Context, db: Path | None, as_json: bool, repair: bool) -> None:
+    """Integrity checks: unique keys, coverage backed by rows, plausible trades, exports matching the store.
 
     \b
     Example:
         bybit-backfill verify
+        bybit-backfill verify --repair && bybit-backfill refresh BTCUSDT --start 2024-01-01
     """
     from store.db import Store
+    from store.report import repair as repair_store
     from store.report import verify
 
-    with Store.open(_db_path(ctx, db), read_only=True) as store:
+    with Store.open(_db_path(ctx, db), read_only=not repair) as store:
+        if repair:
+            repaired = repair_store(store)
+            if not as_json:
+                click.echo(f"repaired: {repaired.coverage_rows} coverage rows and {repaired.trades} trades "
+                           "dropped; `refresh` fetches those spans again")
         report = verify(store)
     if as_json:
         _print_json(report.as_dict())

@@ -75,9 +75,34 @@ EXPORT_COUNTS_SQL = """
     FROM exports e ORDER BY e.day"""
 
 
+# A coverage row may not claim time before Bybit existed, nor past the moment it was written
+# (plus a minute of clock slack): either means it was derived from an answer that was not true.
+_EARLIEST_US = 1_514_764_800_000_000  # 2018-01-01, fetch.plausible.EARLIEST_US
+_SLACK_US = 60_000_000
+
+UNBACKED_COVERAGE_SQL = """
+    SELECT category, symbol, source, start_us, end_us FROM coverage
+    WHERE end_us <= start_us OR start_us < ? OR end_us > epoch_us(fetched_at) + ?
+       OR (source = 'archive' AND coalesce(expected_rows, 1) = 0)
+    ORDER BY category, symbol, start_us"""
+
+IMPLAUSIBLE_TRADES_SQL = """
+    SELECT category, symbol, trade_id, time_us, price, qty FROM trades
+    WHERE time_us < ? OR time_us > epoch_us(now()) + ? OR NOT (price > 0 AND isfinite(price))
+       OR NOT (qty > 0 AND isfinite(qty)) OR side NOT IN ('buy', 'sell') OR symbol <> upper(symbol)
+    LIMIT 10"""
+
+UNNORMALIZED_SYMBOLS_SQL = """
+    SELECT DISTINCT 'coverage', symbol FROM coverage WHERE symbol <> upper(symbol)
+    UNION ALL SELECT DISTINCT 'executions', symbol FROM executions WHERE symbol <> upper(symbol)"""
+
+_REPAIR = "run `bybit-backfill verify --repair`, then `bybit-backfill refresh` over the range"
+
+
 def verify(store: Store) -> VerifyReport:
-    """No duplicate key; archive coverage is whole days matching their rows; exports and the daily
-    summary match the store."""
+    """No duplicate key; coverage only where the store can back it; archive coverage is whole days
+    matching their rows; stored trades are plausible; exports and the daily summary match the store.
+    Each failure says which command repairs it."""
     report = VerifyReport()
     report.add("no duplicate trade keys", [f"{s} {i} stored {n} times"
                                            for _, s, i, n in store.query(DUPLICATE_KEYS_SQL)])
@@ -85,9 +110,67 @@ def verify(store: Store) -> VerifyReport:
                                                       store.query(PARTIAL_DAYS_SQL)])
     report.add("archive days hold what their files held", [
         f"{s} {d}: file {e}, store {n}" for _, s, d, e, n in store.query(DAY_COUNTS_SQL)])
+    report.add("coverage claims nothing before Bybit existed, nothing past when it was fetched, no empty "
+               "archive day", [f"{s} {src} [{_iso(a)}, {_iso(b)}): {_REPAIR}"
+                               for _, s, src, a, b in store.query(UNBACKED_COVERAGE_SQL, [_EARLIEST_US, _SLACK_US])])
+    report.add("stored trades are plausible (time, price, size, side, symbol)", [
+        f"{s} {i} at {_iso(t)} price {p} size {q}: {_REPAIR}"
+        for _, s, i, t, p, q in store.query(IMPLAUSIBLE_TRADES_SQL, [_EARLIEST_US, _SLACK_US])])
+    report.add("symbols are spelled as Bybit does", [
+        f"{table}: {symbol!r}: {_REPAIR}" for table, symbol in store.query(UNNORMALIZED_SYMBOLS_SQL)])
     report.add("exports match the store", _export_problems(store))
     report.add("the daily summary matches the trades", daily.mismatches(store))
     return report
+
+
+def _iso(value_us: int) -> str:
+    from store.coverage import us_to_dt
+
+    try:
+        return us_to_dt(int(value_us)).isoformat()
+    except (OverflowError, ValueError):
+        return f"{value_us} µs"
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    coverage_rows: int
+    trades: int
+
+
+REPAIR_STATEMENTS = (
+    # Coverage of the days holding implausible trades goes first (the trades name the days) ...
+    """DELETE FROM coverage c WHERE EXISTS (
+           SELECT 1 FROM trades t
+           WHERE t.category = c.category AND t.symbol = c.symbol AND t.time_us >= c.start_us
+             AND t.time_us < c.end_us
+             AND (t.time_us < ? OR t.time_us > epoch_us(now()) + ? OR NOT (t.price > 0 AND isfinite(t.price))
+                  OR NOT (t.qty > 0 AND isfinite(t.qty)) OR t.side NOT IN ('buy', 'sell')))""",
+    """DELETE FROM trades
+       WHERE time_us < ? OR time_us > epoch_us(now()) + ? OR NOT (price > 0 AND isfinite(price))
+          OR NOT (qty > 0 AND isfinite(qty)) OR side NOT IN ('buy', 'sell')""",
+    # ... then every coverage row the store cannot back, and the archive days whose rows disagree
+    # with their file (the next refresh fetches them again).
+    """DELETE FROM coverage
+       WHERE end_us <= start_us OR start_us < ? OR end_us > epoch_us(fetched_at) + ?
+          OR (source = 'archive' AND coalesce(expected_rows, 1) = 0)""",
+)
+
+
+def repair(store: Store) -> Repaired:
+    """Drop what the store cannot back, in one transaction: implausible trades with the coverage of
+    their spans, and coverage that claims the impossible. Nothing true is lost: every span dropped
+    is fetched again by the next `refresh`, which checks what it gets."""
+    from store import daily
+
+    counts = []
+    with store.atomic():
+        for statement in REPAIR_STATEMENTS:
+            row = store.query_one(statement, [_EARLIEST_US, _SLACK_US])
+            counts.append(int(row[0]) if row and row[0] is not None else 0)
+        store.execute("DELETE FROM day_summary")
+        store.execute(daily.FILL_ALL_SQL)
+    return Repaired(coverage_rows=counts[0] + counts[2], trades=counts[1])
 
 
 def _export_problems(store: Store) -> list[str]:

@@ -212,3 +212,39 @@ async def test_a_client_clock_ahead_of_the_exchange_never_covers_the_future(sim,
     newest_end = max(b for _, b in coverage_rows(store, "executions"))
     assert newest_end <= int(time.time() * 1_000_000) + 60_000_000, "covered no further than the exchange's now"
     assert newest_end < local_now_us - HOUR_US
+
+
+# --- verify: passes only when the store is true, and says how to repair it ----------------------
+
+async def test_verify_fails_on_coverage_an_older_release_derived_from_a_bad_answer_and_repair_mends_it(
+        sim, store: Store, tmp_path: Path) -> None:
+    """What the seconds-instead-of-ms answer did before: a rest coverage row from 1970 to the tail,
+    and the implausible trade stored. `verify` says so; `--repair` drops both; the next refresh
+    fetches the days the row had hidden."""
+    from click.testing import CliRunner
+
+    import cli
+
+    config = sim_fetch_config(sim.url)
+    await refresh(store, config, "BTCUSDT", us(day(8)), NOW_US)
+    with store.atomic():
+        store.execute("INSERT INTO coverage (category, symbol, source, start_us, end_us, added_rows) "
+                      "VALUES ('linear', 'BTCUSDT', 'rest', 1704067000000, ?, 1)", [NOW_US - HOUR_US])
+        store.execute("INSERT INTO trades SELECT category, symbol, 'bogus-1', tick_id + 1, 1704067000000, price, "
+                      "qty, side, is_buyer_maker, is_block_trade, 'rest' FROM trades LIMIT 1")
+    path = store.path
+    store.close()
+    runner = CliRunner()
+    checked = runner.invoke(cli.main, ["verify", "--db", path])
+    assert checked.exit_code == 1
+    assert "FAIL  coverage claims nothing before Bybit existed" in checked.output
+    assert "FAIL  stored trades are plausible" in checked.output and "bogus-1" in checked.output
+    assert "verify --repair" in checked.output
+    repaired = runner.invoke(cli.main, ["verify", "--repair", "--db", path])
+    assert repaired.exit_code == 0, repaired.output
+    assert "1 trades dropped" in repaired.output
+    with Store.open(path) as again:
+        past = await refresh(again, config, "BTCUSDT", us(day(2)), us(day(4)))
+        assert past.days_fetched == 2
+        assert verify(again).ok
+        assert again.query_one("SELECT count(*) FROM trades WHERE trade_id = 'bogus-1'") == (0,)
