@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -23,7 +24,7 @@ from store.coverage import dt_to_us, us_to_dt
 from store.db import Store
 from store.plan import days_touching
 from store.refresh import RefreshSummary, refresh
-from store.settings import Settings
+from store.service_settings import settings_from
 
 log = logging.getLogger("context.backfill")
 
@@ -80,13 +81,40 @@ def _ticks_from_rows(rows: list[tuple]) -> list[TradeTick]:  # type: ignore[type
 class BybitConnectorHistory:
     """`iterate_trades`, `backfill_with_cache` and `test_single_window` over the Bybit store."""
 
-    def __init__(self, settings: Settings | None = None, *, fetch_config: FetchConfig | None = None,
+    def __init__(self, settings: Any = None, *, fetch_config: FetchConfig | None = None,
                  symbol: str | None = None, category: str | None = None) -> None:
-        self.settings = settings or Settings()
+        """`settings` may be ours, None (the environment), or the context service's own settings
+        object: any object whose attributes carry our settings' names (`store.service_settings`)."""
+        self.settings = settings_from(settings)
         self.fetch_config = fetch_config or self.settings.fetch_config()
         self.symbol = normalize_symbol(symbol or self.settings.bybit_symbol)
         self.category = category or self.settings.bybit_category
         self.last_summary: RefreshSummary | None = None
+
+    @property
+    def test_mode(self) -> bool:
+        """The service asks `hasattr(provider, "test_mode") and provider.test_mode`."""
+        return self.settings.context_backfill_test_mode
+
+    @property
+    def cache_enabled(self) -> bool:
+        """The service asks `hasattr(provider, "cache_enabled") and provider.cache_enabled`."""
+        return self.settings.backfill_cache_enabled
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.settings.backfill_cache_dir
+
+    def _warn_gaps(self) -> None:
+        """One WARNING per call when the range is not complete: what is returned is what the store has."""
+        summary = self.last_summary
+        if summary is None or not summary.gaps:
+            return
+        first = summary.gaps[0]
+        more = f" (and {len(summary.gaps) - 1} more)" if len(summary.gaps) > 1 else ""
+        log.warning("Bybit history of %s %s is incomplete: %s gap %s .. %s: %s%s; returning what the store "
+                    "has (see last_summary.gaps)", self.category, self.symbol, first.kind,
+                    first.start.isoformat(), first.end.isoformat(), first.reason, more)
 
     async def _refresh(self, start: datetime, end: datetime, export: bool) -> Store:
         store = Store.open(self.settings.backfill_db_path)
@@ -109,6 +137,7 @@ class BybitConnectorHistory:
             return
         _check_range(start, end)
         store = await self._refresh(start, end, export=False)
+        self._warn_gaps()
         try:
             end_us = dt_to_us(end)
             rows = store.query(_FIRST_PAGE_SQL, [self.category, self.symbol, dt_to_us(start), end_us,
@@ -133,6 +162,7 @@ class BybitConnectorHistory:
             return [tick async for tick in self.iterate_trades(start, end)]
         store = await self._refresh(start, end, export=True)
         store.close()
+        self._warn_gaps()
         return read_cache(self.settings.backfill_cache_dir, start, end)
 
     async def test_single_window(self) -> list[TradeTick]:
@@ -174,9 +204,10 @@ def read_cache(cache_dir: Path, start: datetime, end: datetime) -> list[TradeTic
     return ticks
 
 
-def create_history_provider(settings: Settings | None = None) -> BybitConnectorHistory:
-    """Pick the provider named by DATA_SOURCE; this package serves 'bybit'."""
-    settings = settings or Settings()
+def create_history_provider(settings: Any = None) -> BybitConnectorHistory:
+    """Pick the provider named by DATA_SOURCE; this package serves 'bybit'. Takes our settings or
+    the service's own settings object, like `BybitConnectorHistory`."""
+    settings = settings_from(settings)
     if settings.data_source.lower() != "bybit":
         raise InputError(f"DATA_SOURCE={settings.data_source!r} is not served by bybit-backfill; "
                          "set DATA_SOURCE=bybit")
