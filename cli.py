@@ -436,6 +436,95 @@ def verify_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
         ctx.exit(1)
 
 
+class _LakeGroup(click.Group):
+    """`lake DEST ...` writes (the default subcommand); `lake verify DEST` checks."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["write", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group("lake", cls=_LakeGroup)
+def lake_group() -> None:
+    """A hive-partitioned parquet lake of the store (local dir or s3://bucket/prefix).
+
+    \b
+    Example:
+        bybit-backfill lake ./lake --symbol BTCUSDT --start 2024-01-01 --end 2024-02-01
+        bybit-backfill lake s3://bucket/bybit
+        bybit-backfill lake verify ./lake
+    """
+
+
+def _render_lake(report: Any) -> None:
+    rows = sum(w.rows for w in report.written)
+    click.echo(f"lake {report.uri}: {len(report.written)} partitions written ({rows:,} rows), "
+               f"{report.unchanged} unchanged, {len(report.skipped)} skipped")
+    for category, symbol, day, reason in report.skipped:
+        click.echo(f"  skipped {category} {symbol} {day.isoformat()}: {reason}")
+
+
+@lake_group.command("write")
+@click.argument("dest")
+@click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable; default: all).")
+@click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), default=None,
+              help="Only this category (default: all).")
+@click.option("--start", default=None, help="First day (inclusive), YYYY-MM-DD UTC.")
+@click.option("--end", default=None, help="Last day (exclusive), YYYY-MM-DD UTC.")
+@_db_option
+@_json_option
+@click.pass_context
+def lake_write_command(ctx: click.Context, dest: str, symbols: tuple[str, ...], category: str | None,
+                       start: str | None, end: str | None, db: Path | None, as_json: bool) -> None:
+    """Write every complete stored day whose partition is missing or out of date.
+
+    \b
+    Example:
+        bybit-backfill lake ./lake --symbol BTCUSDT --start 2024-01-01
+    """
+    import os
+
+    from store.db import Store
+    from store.lake import open_location, write_lake
+    from store.plan import parse_when
+
+    now = _now()
+    first = parse_when(start, now).date() if start else date(2000, 1, 1)
+    stop = parse_when(end, now).date() if end else None
+    location = open_location(dest, os.environ)
+    with Store.open(_db_path(ctx, db), read_only=True) as store:
+        report = write_lake(store, location, categories=[category] if category else None,
+                            symbols=list(symbols) or None, first=first, stop=stop)
+    _print_json(report.as_dict()) if as_json else _render_lake(report)
+
+
+@lake_group.command("verify")
+@click.argument("dest")
+@_json_option
+@click.pass_context
+def lake_verify_command(ctx: click.Context, dest: str, as_json: bool) -> None:
+    """Check every partition's rows and fingerprint against its manifest; exit 1 when one is wrong.
+
+    \b
+    Example:
+        bybit-backfill lake verify s3://bucket/bybit
+    """
+    import os
+
+    from store.lake import open_location, verify_lake
+
+    report = verify_lake(open_location(dest, os.environ))
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for line in report.failures:
+            click.echo(f"FAIL  {line}")
+        click.echo(f"{'ok  ' if report.ok else 'FAIL'}  {report.checked} partitions checked in {report.uri}")
+    if not report.ok:
+        ctx.exit(EXIT_PARTIAL)
+
+
 @main.command("demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=Path("demo-data"), show_default=True, help="Where the demo store and cache go.")
