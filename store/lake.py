@@ -117,10 +117,15 @@ class Location:
 
 
 def s3_options(environ: Mapping[str, str]) -> dict[str, Any]:
-    """S3FileSystem arguments from the standard AWS variables. Keys, session token and region are
-    read by the AWS SDK itself; `AWS_ENDPOINT_URL` (an S3-compatible store: MinIO, R2, Ceph...)
-    is not, so it is turned into `endpoint_override` + `scheme` here."""
+    """S3FileSystem arguments from the standard AWS variables of `environ` (without keys there, the
+    AWS SDK's own chain applies: profiles, instance roles). The SDK does not read `AWS_ENDPOINT_URL`
+    (an S3-compatible store: MinIO, R2, Ceph...), so it becomes `endpoint_override` + `scheme`."""
     options: dict[str, Any] = {}
+    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
+        options["access_key"] = environ["AWS_ACCESS_KEY_ID"]
+        options["secret_key"] = environ["AWS_SECRET_ACCESS_KEY"]
+        if environ.get("AWS_SESSION_TOKEN"):
+            options["session_token"] = environ["AWS_SESSION_TOKEN"]
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         split = urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
