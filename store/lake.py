@@ -412,7 +412,7 @@ def _listing(location: Location) -> dict[str, set[str]]:
     for info in infos:
         if info.type != pafs.FileType.File:
             continue
-        relative = info.path[len(prefix):] if info.path.startswith(prefix) else info.path
+        relative = info.path.removeprefix(prefix)
         directory, _, name = relative.rpartition("/")
         found.setdefault(directory, set()).add(name)
     return found

@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from storeutil import day
 
 import cli
 from store.lake import DATA_NAME, partition_dir
-from storeutil import day
 
 
 @pytest.fixture

@@ -14,8 +14,19 @@ import pytest
 from storeutil import day, sim_fetch_config, us
 
 from store import Store, refresh
-from store.lake import (DATA_NAME, LAKE_SCHEMA, MANIFEST_NAME, fingerprint, needs_write, open_location,
-                        parse_partition_dir, partition_dir, s3_options, verify_lake, write_lake)
+from store.lake import (
+    DATA_NAME,
+    LAKE_SCHEMA,
+    MANIFEST_NAME,
+    fingerprint,
+    needs_write,
+    open_location,
+    parse_partition_dir,
+    partition_dir,
+    s3_options,
+    verify_lake,
+    write_lake,
+)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import itertools
 from datetime import date
 from pathlib import Path
 
@@ -16,8 +17,15 @@ from fetch.instruments import InstrumentSource, parse_instruments, statuses_for
 from sim import MarketSpec, SimConfig, running_sim
 from store import Store
 from store.lake import DATA_NAME, MANIFEST_NAME, Manifest, open_location, verify_lake
-from store.market import (Shard, WorkItem, cache_dir_for, check_cache_template, refresh_market, shard_of,
-                          work_items)
+from store.market import (
+    Shard,
+    WorkItem,
+    cache_dir_for,
+    check_cache_template,
+    refresh_market,
+    shard_of,
+    work_items,
+)
 
 
 @pytest.fixture
@@ -69,7 +77,7 @@ def _days(item: WorkItem) -> list[date]:
 def test_a_shards_days_are_merged_into_contiguous_refreshes_clipped_to_the_range() -> None:
     start, end = us(day(1)) + 3_600_000_000, us(day(20)) + 60_000_000
     items = work_items("linear", ["BTCUSDT"], start, end, Shard(1, 2))
-    assert items and all(a.end_us < b.start_us for a, b in zip(items, items[1:])), "runs never touch"
+    assert items and all(a.end_us < b.start_us for a, b in itertools.pairwise(items)), "runs never touch"
     assert min(i.start_us for i in items) >= start and max(i.end_us for i in items) <= end
     assert work_items("linear", ["A", "B"], start, end) == [WorkItem("A", start, end), WorkItem("B", start, end)]
 
@@ -97,22 +105,20 @@ def test_instruments_pages_parse_and_statuses_are_understood() -> None:
 
 # ---- against the emulator ----------------------------------------------------------------------
 
-async def test_instruments_info_lists_the_category_by_status_across_pages(sim_cache_dir) -> None:
-    async with running_sim(market_config(sim_cache_dir, count=12)) as sim:
-        async with BybitClient(sim_fetch_config(sim.url)) as client:
-            source = InstrumentSource(client)
-            import fetch.instruments as instruments
+async def test_instruments_info_lists_the_category_by_status_across_pages(sim_cache_dir, monkeypatch) -> None:
+    from fetch import instruments
 
-            old = instruments.PAGE_LIMIT
-            instruments.PAGE_LIMIT = 5  # three pages of trading symbols
-            try:
-                trading = [i.symbol for i in await source.list("linear")]
-            finally:
-                instruments.PAGE_LIMIT = old
-            closed = [i.symbol for i in await source.list("linear", ("Closed",))]
-            everything = [i.symbol for i in await source.list("linear", statuses_for("all"))]
+    monkeypatch.setattr(instruments, "PAGE_LIMIT", 5)  # three pages of trading symbols
+    async with running_sim(market_config(sim_cache_dir, count=12)) as sim, \
+            BybitClient(sim_fetch_config(sim.url)) as client:
+        source = InstrumentSource(client)
+        trading = [i.symbol for i in await source.list("linear")]
+        closed = [i.symbol for i in await source.list("linear", ("Closed",))]
+        everything = [i.symbol for i in await source.list("linear", statuses_for("all"))]
+        pages = [q for path, q, _ in sim.state.log if path == "/v5/market/instruments-info"]
     assert trading == [f"S{k:02d}USDT" for k in range(12)]
     assert closed == ["OLDUSDT"] and everything == sorted(trading + closed)
+    assert sum("status=Trading" in q for q in pages) == 3 + 3, "12 symbols, 5 a page, asked twice"
 
 
 async def test_a_whole_market_refresh_equals_the_ground_truth_per_symbol(sim_cache_dir, store, tmp_path) -> None:
