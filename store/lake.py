@@ -29,6 +29,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -326,13 +327,24 @@ INCOMPLETE = "not complete in this store (coverage does not vouch for the whole 
 
 def write_partition(store: Store, location: Location, day: StoredDay) -> Written:
     """Write one partition from the store: data file, then manifest (see the module docstring)."""
+    return _write_table(location, day, day_table(store, day.category, day.symbol, day.day))
+
+
+def _write_table(location: Location, day: StoredDay, table: pa.Table) -> Written:
     directory = location.path(partition_dir(day.category, day.symbol, day.day))
-    table = day_table(store, day.category, day.symbol, day.day)
     size = _put(location, directory, DATA_NAME, table)
     manifest = Manifest(day.category, day.symbol, day.day.isoformat(), DATA_NAME, table.num_rows,
                         day.fingerprint, size, datetime.now(UTC).isoformat(timespec="seconds"))
     _put(location, directory, MANIFEST_NAME, manifest.to_json())
     return Written(day.category, day.symbol, day.day, table.num_rows, f"{directory}/{DATA_NAME}")
+
+
+# On S3 each manifest read and each PUT is a round trip of tens of milliseconds: over years of
+# hundreds of symbols, done one by one, they would dominate. Manifests are read `READERS` at once;
+# partitions are written by `WRITERS` threads while the next day's rows are queried, with at most
+# `WRITERS` tables (each one day in memory) waiting.
+READERS = 16
+WRITERS = 2
 
 
 def write_lake(store: Store, location: Location, *, categories: Sequence[str] | None = None,
@@ -344,18 +356,33 @@ def write_lake(store: Store, location: Location, *, categories: Sequence[str] | 
     if first >= stop:
         raise InputError(f"start {first} is not before end {stop}: the end is exclusive")
     report = LakeReport(location.uri)
-    days = stored_days(store, categories=categories, symbols=symbols, first=first, stop=stop)
-    for (category, symbol), group in _by_market(days).items():
+    candidates = []
+    for (category, symbol), group in _by_market(stored_days(store, categories=categories, symbols=symbols,
+                                                            first=first, stop=stop)).items():
         incomplete = incomplete_days(store, category, symbol, [d.day for d in group])
         for day in group:
             if day.day in incomplete:
                 report.skipped.append((category, symbol, day.day, INCOMPLETE))
-                continue
-            manifest = read_manifest(location, category, symbol, day.day)
-            if not needs_write(manifest.fingerprint if manifest else None, day.fingerprint):
-                report.unchanged += 1
-                continue
-            report.written.append(write_partition(store, location, day))
+            else:
+                candidates.append(day)
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="bybit-lake-read") as readers:
+        manifests = list(readers.map(lambda d: read_manifest(location, d.category, d.symbol, d.day),
+                                     candidates))
+    stale = []
+    for day, manifest in zip(candidates, manifests, strict=True):
+        if needs_write(manifest.fingerprint if manifest else None, day.fingerprint):
+            stale.append(day)
+        else:
+            report.unchanged += 1
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="bybit-lake-write") as writers:
+        pending: list[Future[Written]] = []
+        for day in stale:
+            while len(pending) >= WRITERS:
+                report.written.append(pending.pop(0).result())
+            table = day_table(store, day.category, day.symbol, day.day)
+            pending.append(writers.submit(_write_table, location, day, table))
+        for future in pending:
+            report.written.append(future.result())
     return report
 
 
