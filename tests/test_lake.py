@@ -169,3 +169,44 @@ async def test_verify_fails_on_a_tampered_partition(sim, store, tmp_path) -> Non
 def test_verify_of_an_empty_lake_checks_nothing(tmp_path) -> None:
     report = verify_lake(open_location(str(tmp_path / "nothing")))
     assert report.ok and report.checked == 0
+
+
+async def test_a_crash_between_data_and_manifest_is_reported_then_repaired(sim, store, tmp_path,
+                                                                           monkeypatch) -> None:
+    await filled(sim, store)
+    location = open_location(str(tmp_path / "lake"))
+    write_lake(store, location)
+    with store.atomic():  # the store learns of a change to 2024-01-03 ...
+        store.execute("DELETE FROM trades WHERE trade_id = (SELECT max(trade_id) FROM trades WHERE "
+                      "symbol = 'BTCUSDT' AND time_us >= ? AND time_us < ?)", [us(day(3)), us(day(4))])
+        from store.daily import resummarize
+        resummarize(store, "linear", "BTCUSDT", us(day(3)), us(day(4)))
+    import store.lake as lake_module
+
+    real_put = lake_module._put
+
+    def crash_on_manifest(location, directory, name, payload):
+        if name == MANIFEST_NAME:
+            raise lake_module.LakeError("killed")
+        return real_put(location, directory, name, payload)
+
+    monkeypatch.setattr(lake_module, "_put", crash_on_manifest)
+    with pytest.raises(lake_module.LakeError):
+        write_lake(store, location)  # ... and the update dies after the data file, before the manifest
+    monkeypatch.setattr(lake_module, "_put", real_put)
+    broken = verify_lake(location)
+    assert not broken.ok and "date=2024-01-03" in broken.failures[0]
+    repaired = write_lake(store, location)
+    assert [(w.symbol, w.day) for w in repaired.written] == [("BTCUSDT", day(3))]
+    assert verify_lake(location).ok
+
+
+async def test_verify_fails_on_a_partition_without_its_manifest(sim, store, tmp_path) -> None:
+    await filled(sim, store)
+    lake = tmp_path / "lake"
+    location = open_location(str(lake))
+    write_lake(store, location)
+    (lake / partition_dir("linear", "ETHUSDT", day(3)) / MANIFEST_NAME).unlink()
+    (lake / partition_dir("linear", "ETHUSDT", day(4)) / ".part-0.parquet.1.x.tmp").write_bytes(b"half")
+    report = verify_lake(location)
+    assert report.failures == [f"{location.uri}/{partition_dir('linear', 'ETHUSDT', day(3))}: no {MANIFEST_NAME}"]
