@@ -126,7 +126,7 @@ def figure(notes: list[str], *, symbols: int = SYMBOLS, trades: int = TRADES, ru
              f"{f_wall.show()}, inside {f_inner.show()}")
         ratio = wall.median / f_wall.median
         rows.append(Row(f"{symbols} small symbols x 1 day ({expected:,} trades), `refresh --all`",
-                        "<= 1.5x DuckDB read_csv of the 200 files", f"{wall.show()} (--concurrency {best}) "
+                        f"<= 1.5x DuckDB read_csv of the {symbols} files", f"{wall.show()} (--concurrency {best}) "
                         f"vs floor {f_wall.show()}", fmt_ratio(ratio), ratio <= 1.5))
         whole = _refresh_all(sim.url, work / "whole.duckdb", simhost.day(1), WHOLE_DAYS, best,
                              "--cache-dir", str(work / "cache" / "{symbol}"), "--lake", str(work / "lake"))
