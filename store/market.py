@@ -9,9 +9,9 @@ once, and adds nothing to how a day is fetched or stored. What it adds:
   threads at once); the store already serializes write transactions within the process
   (`Store.atomic`), so concurrent symbols interleave their downloads and parsing, not their commits;
 * sharding: `--shard K/N` keeps the (symbol, day) pairs that `shard_of` gives to K, a stable hash
-  (not Python's salted `hash()`), so N machines with N stores split a market without talking to
-  each other and fill one lake; the days a machine keeps are merged into contiguous runs, one
-  refresh each;
+  (not Python's salted `hash()`) of the symbol and the day's 7-day block, so N machines with N
+  stores split a market without talking to each other and fill one lake; the days a machine keeps
+  are merged into contiguous runs, one refresh each;
 * the lake: after each piece, its complete days are written to the lake (`store.lake`), so a run
   that stops half-way has still published what it finished.
 """
@@ -71,9 +71,19 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+# Days are dealt in blocks of this many consecutive days (aligned on the epoch, so the same on every
+# machine): each refresh of a symbol lists its archive index once, so dealing single days would make
+# a machine of N >= 2 list it about once per day; a block makes that once per week, and 500 symbols
+# still spread evenly.
+SHARD_BLOCK_DAYS = 7
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
 def shard_of(category: str, symbol: str, day: date, count: int) -> int:
-    """The shard (1..count) owning (category, symbol, day): the same on every machine and Python."""
-    digest = hashlib.sha256(f"{category}|{symbol}|{day.isoformat()}".encode()).digest()
+    """The shard (1..count) owning (category, symbol, day): a sha256 of the symbol and the day's
+    block, the same on every machine and Python version (never the salted `hash()`)."""
+    block = (day.toordinal() - _EPOCH_ORDINAL) // SHARD_BLOCK_DAYS
+    digest = hashlib.sha256(f"{category}|{symbol}|{block}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 
 

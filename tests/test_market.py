@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import itertools
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -54,7 +54,7 @@ def test_a_shard_is_read_as_k_of_n_and_bad_ones_are_refused() -> None:
 
 def test_shard_assignment_is_a_stable_hash_that_splits_every_day_once() -> None:
     assert shard_of("linear", "BTCUSDT", date(2024, 1, 1), 4) == shard_of("linear", "BTCUSDT", date(2024, 1, 1), 4)
-    pinned = [shard_of("linear", "BTCUSDT", date(2024, 1, d), 3) for d in range(1, 8)]
+    pinned = [shard_of("linear", "BTCUSDT", date(2024, 1, 1) + timedelta(days=7 * w), 3) for w in range(7)]
     assert pinned == PINNED, "the assignment must never change: machines of different versions share a lake"
     symbols = [f"S{k}" for k in range(20)]
     start, end = us(day(1)), us(day(31))
@@ -65,7 +65,15 @@ def test_shard_assignment_is_a_stable_hash_that_splits_every_day_once() -> None:
     assert all(len(p) > len(whole) / 6 for p in parts), "each machine gets a fair share"
 
 
-PINNED = [3, 2, 3, 1, 2, 2, 3]  # sha256("linear|BTCUSDT|2024-01-0d")[:8] mod 3 + 1
+PINNED = [2, 1, 1, 3, 2, 2, 3]  # sha256("linear|BTCUSDT|<7-day block>")[:8] mod 3 + 1, weekly from 2024-01-01
+
+
+def test_the_days_of_one_seven_day_block_share_a_shard() -> None:
+    for symbol in ("BTCUSDT", "ETHUSDT", "S01USDT"):
+        owners = [shard_of("linear", symbol, date(2024, 1, 4) + timedelta(days=k), 5) for k in range(7)]
+        assert len(set(owners)) == 1, "2024-01-04 starts an epoch-aligned block of 7 days"
+    items = work_items("linear", ["BTCUSDT"], us(date(2024, 1, 4)), us(date(2024, 3, 28)), Shard(1, 2))
+    assert all((i.end_us - i.start_us) % (7 * 86_400_000_000) == 0 for i in items), "whole blocks"
 
 
 def _days(item: WorkItem) -> list[date]:
