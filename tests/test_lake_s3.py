@@ -70,3 +70,18 @@ async def test_the_lake_on_s3_reads_back_like_the_store_and_verifies(sim, store,
     pq.write_table(tampered, target, filesystem=location.filesystem)
     failed = verify_lake(location)
     assert not failed.ok and len(failed.failures) == 2 and "date=2024-01-03" in failed.failures[0]
+
+
+async def test_the_cli_writes_and_verifies_an_s3_lake_from_the_aws_variables(sim, s3_env, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    import cli
+
+    with Store.open(tmp_path / "cli.duckdb") as store:
+        await refresh(store, sim_fetch_config(sim.url), "ETHUSDT", us(day(3)), us(day(5)))
+    env = {**s3_env, "BACKFILL_DB_PATH": str(tmp_path / "cli.duckdb")}
+    runner = CliRunner()
+    written = runner.invoke(cli.main, ["lake", f"s3://{BUCKET}/cli"], env=env, catch_exceptions=False)
+    assert written.exit_code == 0 and "2 partitions written" in written.stdout
+    checked = runner.invoke(cli.main, ["lake", "verify", f"s3://{BUCKET}/cli"], env=env, catch_exceptions=False)
+    assert checked.exit_code == 0 and "2 partitions checked" in checked.stdout
