@@ -88,6 +88,10 @@ def _symbol(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(error)) from None
 
 
+def _symbols(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(str(_symbol(ctx, param, value)) for value in values)
+
+
 def _db_option(f: F) -> F:
     return click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="DuckDB store file [default: BACKFILL_DB_PATH or ./bybit_backfill.duckdb]")(f)
@@ -214,25 +218,38 @@ def _render_summary(summary: RefreshSummary) -> None:
 
 
 @main.command("refresh")
-@click.argument("symbol", callback=_symbol)
+@click.argument("symbols", nargs=-1, callback=_symbols)
 @_category_option
 @_range_options
 @click.option("--no-export", is_flag=True, help="Do not write the daily parquet files.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where backfill_YYYY-MM-DD.parquet go [default: BACKFILL_CACHE_DIR].")
+              help="Where backfill_YYYY-MM-DD.parquet go [default: BACKFILL_CACHE_DIR]; a template with "
+                   "{symbol} and {category} for several symbols, e.g. 'cache/{symbol}'.")
 @click.option("--wait-lock", type=float, default=0.0, help="Seconds to wait for another writer.")
+@click.option("--all", "all_symbols", is_flag=True, help="Every symbol of the category (instruments-info).")
+@click.option("--status", default="Trading", show_default=True,
+              help="With --all: Trading, Closed (delisted symbols keep their archive) or all.")
+@click.option("--shard", default=None, help="K/N: only the (symbol, day) pairs machine K of N owns.")
+@click.option("--concurrency", type=int, default=4, show_default=True, help="Symbols refreshed at once.")
+@click.option("--lake", default=None, help="Keep this lake (directory or s3://bucket/prefix) current.")
 @_db_option
 @_json_option
 @click.pass_context
-def refresh_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
-                    days: float | None, no_export: bool, cache_dir: Path | None, wait_lock: float,
-                    db: Path | None, as_json: bool) -> None:
+def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str, start: str | None,
+                    end: str | None, days: float | None, no_export: bool, cache_dir: Path | None,
+                    wait_lock: float, all_symbols: bool, status: str, shard: str | None, concurrency: int,
+                    lake: str | None, db: Path | None, as_json: bool) -> None:
     """Make the store complete over a range: archive days, then the REST tail; export; report.
+
+    Several symbols, or --all of a category, are refreshed a few at once and summed up in one table;
+    --shard K/N splits that work across N machines (each with its own store) filling one --lake.
 
     \b
     Example:
         bybit-backfill refresh BTCUSDT --start 2024-01-01 --end 2024-01-08
         bybit-backfill refresh ETHUSDT --days 3 --json
+        bybit-backfill refresh BTCUSDT ETHUSDT --days 7 --cache-dir 'cache/{symbol}'
+        bybit-backfill refresh --all --shard 1/4 --start 2024-01-01 --no-export --lake s3://bucket/bybit
     """
     import asyncio
 
@@ -242,6 +259,19 @@ def refresh_command(ctx: click.Context, symbol: str, category: str, start: str |
 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
+    if all_symbols == bool(symbols):
+        raise InputError("give the symbols to refresh, or --all for every symbol of the category (not both)")
+    if len(symbols) > 1 or all_symbols or shard is not None:
+        _refresh_many(ctx, symbols, start_us, end_us, category=category, no_export=no_export,
+                      cache_dir=cache_dir, wait_lock=wait_lock, status=status, shard=shard,
+                      concurrency=concurrency, lake=lake, db=db, as_json=as_json)
+        return
+    symbol = symbols[0]
+    if cache_dir is not None and "{" in str(cache_dir):
+        from store.market import cache_dir_for, check_cache_template
+
+        check_cache_template(str(cache_dir), 1)
+        cache_dir = cache_dir_for(str(cache_dir), category, symbol)
     export_to = None if no_export or not settings.backfill_cache_enabled else (
         cache_dir or settings.backfill_cache_dir)
     progress = _ProgressLine(ctx.obj["interactive"] and not as_json)
@@ -252,12 +282,90 @@ def refresh_command(ctx: click.Context, symbol: str, category: str, start: str |
                                           id_mode=settings.backfill_export_id, progress=progress))
         finally:
             progress.close()
-    _print_json(summary.as_dict()) if as_json else _render_summary(summary)
+    lake_report = _single_lake(ctx, store_path=_db_path(ctx, db), lake=lake, category=category,
+                               symbol=symbol, start_us=start_us, end_us=end_us)
+    if as_json:
+        _print_json({**summary.as_dict(), **({"lake": lake_report.as_dict()} if lake_report else {})})
+    else:
+        _render_summary(summary)
+        if lake_report is not None:
+            _render_lake(lake_report)
     if summary.days_failed:
         failed = ", ".join(summary.days_failed)
         click.echo(f"error: {len(summary.days_failed)} archive day(s) failed ({failed}): the other days "
                    "are stored; rerun the same command to fetch them again", err=True)
         ctx.exit(EXIT_PARTIAL)
+
+
+def _single_lake(ctx: click.Context, *, store_path: Path, lake: str | None, category: str, symbol: str,
+                 start_us: int, end_us: int) -> Any:
+    """`refresh SYMBOL --lake DEST`: the refreshed days into the lake, after the refresh."""
+    if lake is None:
+        return None
+    import os
+    from datetime import timedelta
+
+    from store.db import Store
+    from store.lake import open_location, write_lake
+    from store.plan import day_of_us
+
+    location = open_location(lake, os.environ)
+    with Store.open(store_path, read_only=True) as store:
+        return write_lake(store, location, categories=[category], symbols=[symbol],
+                          first=day_of_us(start_us), stop=day_of_us(end_us - 1) + timedelta(days=1))
+
+
+def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, end_us: int, *, category: str,
+                  no_export: bool, cache_dir: Path | None, wait_lock: float, status: str, shard: str | None,
+                  concurrency: int, lake: str | None, db: Path | None, as_json: bool) -> None:
+    """Several symbols (or --all): `store.market.refresh_market`, one table at the end."""
+    import asyncio
+    import os
+
+    from fetch.instruments import statuses_for
+    from store.db import Store
+    from store.lake import open_location
+    from store.market import Shard, refresh_market
+
+    settings = _settings(ctx)
+    statuses = statuses_for(status)
+    parsed = Shard.parse(shard) if shard is not None else None
+    template = None if no_export or not settings.backfill_cache_enabled else str(
+        cache_dir or settings.backfill_cache_dir)
+    location = open_location(lake, os.environ) if lake else None
+
+    def done(result: Any) -> None:
+        log.info("%s: %d days fetched, %d rows added%s", result.symbol, result.days_fetched,
+                 result.rows_added, f", failed: {result.error}" if result.error else "")
+
+    with Store.open(_db_path(ctx, db), wait_s=wait_lock) as store:
+        summary = asyncio.run(refresh_market(
+            store, settings.fetch_config(), list(symbols) or None, start_us, end_us, category=category,
+            statuses=statuses, shard=parsed, cache_template=template, id_mode=settings.backfill_export_id,
+            lake=location, concurrency=concurrency, on_symbol=done))
+    if as_json:
+        _print_json(summary.as_dict())
+    else:
+        _render_market(summary)
+    if summary.failed:
+        names = [r.symbol for r in summary.results if r.failures]
+        click.echo(f"error: {len(names)} symbol(s) had failures ({', '.join(names[:20])}"
+                   f"{', ...' if len(names) > 20 else ''}): the rest is stored; rerun the same command to "
+                   "fetch what failed", err=True)
+        ctx.exit(EXIT_PARTIAL)
+
+
+def _render_market(summary: Any) -> None:
+    shard = f", shard {summary.shard}" if summary.shard else ""
+    click.echo(f"{len(summary.results)} symbols ({summary.category}{shard}) {summary.start} .. {summary.end}")
+    rows = [[r.symbol, f"{r.days_fetched}/{r.days_in_range}", r.days_from_store, f"{r.rows_added:,}", r.gaps,
+             r.failures if not r.error else f"{r.failures}: {r.error[:80]}"] for r in summary.results]
+    click.echo(_table(["symbol", "days fetched", "from store", "rows added", "gaps", "failures"], rows))
+    click.echo(f"  total: {summary.rows_added:,} rows added  requests: {summary.requests}  retries: "
+               f"{summary.retries}  downloaded: {summary.bytes_downloaded / 1e6:.1f} MB  elapsed: "
+               f"{summary.elapsed_s:.2f} s")
+    if summary.lake is not None:
+        _render_lake(summary.lake)
 
 
 @main.command("executions")
@@ -456,6 +564,95 @@ def verify_command(ctx: click.Context, db: Path | None, as_json: bool, repair: b
             click.echo(f"{'ok  ' if passed else 'FAIL'}  {name}{'' if passed else ': ' + detail}")
     if not report.ok:
         ctx.exit(1)
+
+
+class _LakeGroup(click.Group):
+    """`lake DEST ...` writes (the default subcommand); `lake verify DEST` checks."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["write", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group("lake", cls=_LakeGroup)
+def lake_group() -> None:
+    """A hive-partitioned parquet lake of the store (local dir or s3://bucket/prefix).
+
+    \b
+    Example:
+        bybit-backfill lake ./lake --symbol BTCUSDT --start 2024-01-01 --end 2024-02-01
+        bybit-backfill lake s3://bucket/bybit
+        bybit-backfill lake verify ./lake
+    """
+
+
+def _render_lake(report: Any) -> None:
+    rows = sum(w.rows for w in report.written)
+    click.echo(f"lake {report.uri}: {len(report.written)} partitions written ({rows:,} rows), "
+               f"{report.unchanged} unchanged, {len(report.skipped)} skipped")
+    for category, symbol, day, reason in report.skipped:
+        click.echo(f"  skipped {category} {symbol} {day.isoformat()}: {reason}")
+
+
+@lake_group.command("write")
+@click.argument("dest")
+@click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable; default: all).")
+@click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), default=None,
+              help="Only this category (default: all).")
+@click.option("--start", default=None, help="First day (inclusive), YYYY-MM-DD UTC.")
+@click.option("--end", default=None, help="Last day (exclusive), YYYY-MM-DD UTC.")
+@_db_option
+@_json_option
+@click.pass_context
+def lake_write_command(ctx: click.Context, dest: str, symbols: tuple[str, ...], category: str | None,
+                       start: str | None, end: str | None, db: Path | None, as_json: bool) -> None:
+    """Write every complete stored day whose partition is missing or out of date.
+
+    \b
+    Example:
+        bybit-backfill lake ./lake --symbol BTCUSDT --start 2024-01-01
+    """
+    import os
+
+    from store.db import Store
+    from store.lake import open_location, write_lake
+    from store.plan import parse_when
+
+    now = _now()
+    first = parse_when(start, now).date() if start else date(2000, 1, 1)
+    stop = parse_when(end, now).date() if end else None
+    location = open_location(dest, os.environ)
+    with Store.open(_db_path(ctx, db), read_only=True) as store:
+        report = write_lake(store, location, categories=[category] if category else None,
+                            symbols=list(symbols) or None, first=first, stop=stop)
+    _print_json(report.as_dict()) if as_json else _render_lake(report)
+
+
+@lake_group.command("verify")
+@click.argument("dest")
+@_json_option
+@click.pass_context
+def lake_verify_command(ctx: click.Context, dest: str, as_json: bool) -> None:
+    """Check every partition's rows and fingerprint against its manifest; exit 1 when one is wrong.
+
+    \b
+    Example:
+        bybit-backfill lake verify s3://bucket/bybit
+    """
+    import os
+
+    from store.lake import open_location, verify_lake
+
+    report = verify_lake(open_location(dest, os.environ))
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for line in report.failures:
+            click.echo(f"FAIL  {line}")
+        click.echo(f"{'ok  ' if report.ok else 'FAIL'}  {report.checked} partitions checked in {report.uri}")
+    if not report.ok:
+        ctx.exit(EXIT_PARTIAL)
 
 
 @main.command("demo")

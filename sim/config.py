@@ -23,6 +23,8 @@ class MarketSpec:
     """One market: its trades exist on every UTC day from `listed` on.
 
     `rpi_from` marks the day archive files gain the RPI column (linear/inverse `RPI`, spot `rpi`).
+    `status` is what `/v5/market/instruments-info` says of it (`Trading`, `Closed`...); a closed
+    market keeps its archive folder, as delisted symbols do on Bybit.
     """
 
     symbol: str
@@ -31,6 +33,7 @@ class MarketSpec:
     base_price: float = 50_000.0
     listed: date = date(2020, 1, 1)
     rpi_from: date | None = None
+    status: str = "Trading"
 
     def __post_init__(self) -> None:
         if not _SYMBOL.match(self.symbol):

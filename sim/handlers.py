@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .archive import ensure_file, file_name, index_html, is_published, parse_file_name, published_days
 from .auth import verify
-from .config import MarketSpec
+from .config import MarketSpec, day_start_ms
 from .faults import ARCHIVE_KINDS, ARCHIVE_VARIANT, RECENT_KINDS
 from .fills import ParamError, expected_fills, paginate, resolve_window
 from .market import recent_trades
@@ -120,6 +120,34 @@ async def execution_list(request: web.Request) -> web.Response:
     return envelope(state, 0, "OK", {"nextPageCursor": cursor, "category": category, "list": page})
 
 
+INSTRUMENT_STATUSES = ("PreLaunch", "Trading", "Delivering", "Closed")
+_CONTRACT = {"linear": "LinearPerpetual", "inverse": "InversePerpetual", "spot": ""}
+
+
+async def instruments_info(request: web.Request) -> web.Response:
+    """The markets of a category; `status` filters (none given: only `Trading`, as Bybit does);
+    `limit` (1-1000, default 500) and `cursor` page through them, in symbol order."""
+    state = request.app[STATE_KEY]
+    q = request.query
+    category, status = q.get("category", ""), q.get("status", "") or "Trading"
+    if category not in CATEGORIES:
+        return envelope(state, 10001, "params error: category invalid", {"category": "", "list": []})
+    if status not in INSTRUMENT_STATUSES:
+        return envelope(state, 10001, "params error: status invalid", {"category": "", "list": []})
+    try:
+        limit = _limit(q, 1, 1000, 500)
+        offset = int(q.get("cursor") or 0)
+    except (ParamError, ValueError) as exc:
+        return envelope(state, 10001, str(exc), {"category": "", "list": []})
+    specs = sorted((m for m in state.config.markets if m.category == category and m.status == status),
+                   key=lambda m: m.symbol)
+    page = specs[offset:offset + limit]
+    items = [{"symbol": m.symbol, "contractType": _CONTRACT.get(m.category, ""), "status": m.status,
+              "launchTime": str(day_start_ms(m.listed))} for m in page]
+    cursor = str(offset + limit) if offset + limit < len(specs) else ""
+    return envelope(state, 0, "OK", {"category": category, "list": items, "nextPageCursor": cursor})
+
+
 def _archive_market(request: web.Request) -> tuple[str, MarketSpec | None]:
     root = "/spot" if request.path.startswith("/spot/") else "/trading"
     cats = ("spot",) if root == "/spot" else ("linear", "inverse")
@@ -162,6 +190,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v5/market/time", market_time)
     app.router.add_get("/v5/market/recent-trade", recent_trade)
     app.router.add_get("/v5/execution/list", execution_list)
+    app.router.add_get("/v5/market/instruments-info", instruments_info)
     for root in ("/trading", "/spot"):
         app.router.add_get(root + "/{symbol}", archive_index)
         app.router.add_get(root + "/{symbol}/", archive_index)

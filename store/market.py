@@ -1,0 +1,313 @@
+"""Many symbols, many machines: whole-market refreshes, deterministic shards, the lake kept current.
+
+`refresh_market` runs the one-symbol `store.refresh.refresh` for each piece of work, several at
+once, and adds nothing to how a day is fetched or stored. What it adds:
+
+* one client for the whole run: one connection pool, one rate limiter and one breaker across every
+  symbol, so the bound on requests in flight is global, not per symbol;
+* each concurrent refresh on a DuckDB cursor of its own (one connection must not be used by two
+  threads at once); the store already serializes write transactions within the process
+  (`Store.atomic`), so concurrent symbols interleave their downloads and parsing, not their commits;
+* sharding: `--shard K/N` keeps the (symbol, day) pairs that `shard_of` gives to K, a stable hash
+  (not Python's salted `hash()`) of the symbol and the day's 7-day block, so N machines with N
+  stores split a market without talking to each other and fill one lake; the days a machine keeps
+  are merged into contiguous runs, one refresh each;
+* the lake: after each piece, its complete days are written to the lake (`store.lake`), so a run
+  that stops half-way has still published what it finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import string
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fetch.errors import BackfillError, InputError
+from store.coverage import us_to_dt
+from store.db import Store
+from store.plan import day_of_us, day_start_us, days_touching
+
+if TYPE_CHECKING:
+    from fetch.client import BybitClient
+    from fetch.config import FetchConfig
+    from store.lake import LakeReport, Location
+    from store.summary import RefreshSummary
+
+log = logging.getLogger("context.backfill")
+
+DEFAULT_CONCURRENCY = 4
+
+
+# ---- pure: shards, work items, cache directories ------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Machine `index` (1-based) of `count`."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        head, sep, tail = text.strip().partition("/")
+        try:
+            index, count = int(head), int(tail)
+        except ValueError:
+            index = count = 0
+        if not sep or not 1 <= index <= count:
+            raise InputError(f"cannot read the shard {text!r}: give K/N with 1 <= K <= N, e.g. 1/4 on "
+                             "the first of four machines")
+        return cls(index, count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+# Days are dealt in blocks of this many consecutive days (aligned on the epoch, so the same on every
+# machine): each refresh of a symbol lists its archive index once, so dealing single days would make
+# a machine of N >= 2 list it about once per day; a block makes that once per week, and 500 symbols
+# still spread evenly.
+SHARD_BLOCK_DAYS = 7
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def shard_of(category: str, symbol: str, day: date, count: int) -> int:
+    """The shard (1..count) owning (category, symbol, day): a sha256 of the symbol and the day's
+    block, the same on every machine and Python version (never the salted `hash()`)."""
+    block = (day.toordinal() - _EPOCH_ORDINAL) // SHARD_BLOCK_DAYS
+    digest = hashlib.sha256(f"{category}|{symbol}|{block}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One refresh: a symbol over [start_us, end_us)."""
+
+    symbol: str
+    start_us: int
+    end_us: int
+
+
+def work_items(category: str, symbols: Sequence[str], start_us: int, end_us: int,
+               shard: Shard | None = None) -> list[WorkItem]:
+    """The refreshes of a run: one per symbol, or, with a shard, one per run of contiguous days
+    that the shard owns (clipped to the range)."""
+    items = []
+    for symbol in symbols:
+        if shard is None or shard.count == 1:
+            items.append(WorkItem(symbol, start_us, end_us))
+            continue
+        mine = [d for d in days_touching([(start_us, end_us)])
+                if shard_of(category, symbol, d, shard.count) == shard.index]
+        for first, last in _runs(mine):
+            items.append(WorkItem(symbol, max(start_us, day_start_us(first)),
+                                  min(end_us, day_start_us(last + timedelta(days=1)))))
+    return items
+
+
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    """Sorted days as (first, last) runs of consecutive days."""
+    runs: list[tuple[date, date]] = []
+    for day in days:
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+_FIELDS = {"symbol", "category"}
+
+
+def check_cache_template(template: str, symbol_count: int) -> None:
+    """Refuse a template naming unknown fields, or one directory for several symbols (the daily
+    file name carries no symbol, so each directory keeps one owner)."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise InputError(f"cannot read the cache dir template {template!r} ({error}): use {{symbol}} "
+                         "and {category}, e.g. 'cache/{symbol}'") from None
+    unknown = names - _FIELDS
+    if unknown:
+        raise InputError(f"the cache dir template {template!r} names {', '.join(sorted(unknown))}: only "
+                         "{symbol} and {category} are known")
+    if symbol_count > 1 and "symbol" not in names:
+        raise InputError(f"{symbol_count} symbols cannot share the cache dir {template!r}: give a "
+                         "template such as 'cache/{symbol}' or pass --no-export")
+
+
+def cache_dir_for(template: str, category: str, symbol: str) -> Path:
+    return Path(template.format(symbol=symbol, category=category))
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+@dataclass
+class SymbolResult:
+    """One symbol's share of the run, over all its refreshes."""
+
+    category: str
+    symbol: str
+    refreshes: int = 0
+    days_in_range: int = 0
+    days_from_store: int = 0
+    days_fetched: int = 0
+    rows_added: int = 0
+    gaps: int = 0
+    days_failed: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failures(self) -> int:
+        return len(self.days_failed) + (1 if self.error else 0)
+
+    def add(self, summary: RefreshSummary) -> None:
+        self.refreshes += 1
+        self.days_in_range += summary.days_in_range
+        self.days_from_store += summary.days_from_store
+        self.days_fetched += summary.days_fetched
+        self.rows_added += summary.rows_added
+        self.gaps += len(summary.gaps)
+        self.days_failed += summary.days_failed
+
+
+@dataclass
+class MarketSummary:
+    category: str
+    start: str
+    end: str
+    shard: str | None
+    results: list[SymbolResult] = field(default_factory=list)
+    summaries: list[RefreshSummary] = field(default_factory=list)
+    lake: LakeReport | None = None
+    requests: int = 0
+    retries: int = 0
+    bytes_downloaded: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failures for r in self.results)
+
+    @property
+    def rows_added(self) -> int:
+        return sum(r.rows_added for r in self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "start": self.start, "end": self.end, "shard": self.shard,
+                "symbols": [{"symbol": r.symbol, "refreshes": r.refreshes, "days_in_range": r.days_in_range,
+                             "days_from_store": r.days_from_store, "days_fetched": r.days_fetched,
+                             "rows_added": r.rows_added, "gaps": r.gaps, "days_failed": r.days_failed,
+                             "error": r.error} for r in self.results],
+                "rows_added": self.rows_added, "requests": self.requests, "retries": self.retries,
+                "bytes_downloaded": self.bytes_downloaded, "elapsed_s": round(self.elapsed_s, 3),
+                "lake": self.lake.as_dict() if self.lake is not None else None}
+
+
+async def list_symbols(client: BybitClient, category: str, statuses: Sequence[str]) -> list[str]:
+    """Every symbol of `category` with one of `statuses`, from instruments-info."""
+    from fetch.instruments import InstrumentSource
+
+    return [i.symbol for i in await InstrumentSource(client).list(category, statuses)]
+
+
+async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[str] | None,
+                         start_us: int, end_us: int, *, category: str = "linear",
+                         statuses: Sequence[str] = ("Trading",), shard: Shard | None = None,
+                         cache_template: str | None = None, id_mode: str = "tick",
+                         lake: Location | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+                         client: BybitClient | None = None,
+                         on_symbol: Callable[[SymbolResult], None] | None = None) -> MarketSummary:
+    """Refresh `symbols` (None: every symbol of the category with one of `statuses`) over
+    [start_us, end_us), at most `concurrency` refreshes at once; the lake, when given, is updated
+    after each. A symbol that fails is reported and the others go on; if every one fails, the
+    first error is raised (nothing was done: a bad host or option, not a bad symbol)."""
+    began = time.monotonic()
+    if concurrency < 1:
+        raise InputError(f"--concurrency must be at least 1, got {concurrency}")
+    summary = MarketSummary(category, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat(),
+                            str(shard) if shard else None)
+    if lake is not None:
+        from store.lake import LakeReport
+
+        summary.lake = LakeReport(lake.uri)
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            from fetch.client import BybitClient
+
+            client = await stack.enter_async_context(BybitClient(config))
+        names = [s.upper() for s in symbols] if symbols else await list_symbols(client, category, statuses)
+        names = list(dict.fromkeys(names))
+        if cache_template is not None:
+            check_cache_template(cache_template, len(names))
+        results = {name: SymbolResult(category, name) for name in names}
+        summary.results = list(results.values())
+        items = work_items(category, names, start_us, end_us, shard)
+        remaining = {name: sum(1 for i in items if i.symbol == name) for name in names}
+        gate = asyncio.Semaphore(concurrency)
+        errors: list[BackfillError] = []
+
+        async def one(item: WorkItem) -> None:
+            async with gate:
+                await _run_item(store, config, client, item, category=category, id_mode=id_mode,
+                                cache_template=cache_template, lake=lake, result=results[item.symbol],
+                                summary=summary, errors=errors)
+            remaining[item.symbol] -= 1
+            if remaining[item.symbol] == 0 and on_symbol is not None:
+                on_symbol(results[item.symbol])
+
+        async with asyncio.TaskGroup() as group:
+            for item in items:
+                group.create_task(one(item))
+        stats = client.stats
+        summary.requests, summary.retries = stats.requests, stats.retries
+        summary.bytes_downloaded = stats.bytes_downloaded
+    if items and errors and len(errors) == len(items):
+        raise errors[0]
+    summary.elapsed_s = time.monotonic() - began
+    log.info("Bybit market refresh complete: %s, %d symbols, %d rows added, %d requests in %.1f s",
+             category, len(names), summary.rows_added, summary.requests, summary.elapsed_s)
+    return summary
+
+
+async def _run_item(store: Store, config: FetchConfig, client: BybitClient, item: WorkItem, *,
+                    category: str, id_mode: str, cache_template: str | None, lake: Location | None,
+                    result: SymbolResult, summary: MarketSummary, errors: list[BackfillError]) -> None:
+    """One refresh on a cursor of its own, then its days into the lake."""
+    from store.refresh import refresh
+
+    cursor = Store(store.connection.cursor(), store.path, store.read_only)
+    try:
+        cache_dir = cache_dir_for(cache_template, category, item.symbol) if cache_template else None
+        try:
+            one = await refresh(cursor, config, item.symbol, item.start_us, item.end_us, category=category,
+                                cache_dir=cache_dir, id_mode=id_mode, client=client)
+        except BackfillError as error:
+            log.warning("refresh of %s %s failed: %s", category, item.symbol, error)
+            errors.append(error)
+            result.error = str(error)
+            return
+        result.add(one)
+        summary.summaries.append(one)
+        if lake is not None:
+            report = await asyncio.to_thread(_update_lake, cursor, lake, category, item)
+            assert summary.lake is not None
+            summary.lake.merge(report)
+    finally:
+        cursor.close()
+
+
+def _update_lake(store: Store, lake: Location, category: str, item: WorkItem) -> LakeReport:
+    from store.lake import write_lake
+
+    first = day_of_us(item.start_us)
+    stop = day_of_us(item.end_us - 1) + timedelta(days=1)
+    return write_lake(store, lake, categories=[category], symbols=[item.symbol], first=first, stop=stop)
