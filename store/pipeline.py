@@ -149,7 +149,7 @@ async def _fetch_missing(run: Run, client: BybitClient, missing: list[tuple[int,
     # or keeps answering garbage stops the run with the store as it was. It is stored last.
     tail = await RecentTradeSource(client).fetch(run.category, run.symbol) if plan.tail else None
     if run.cache_dir is not None:  # after the symbol is known good: that error says more
-        check_dir_owner(run.store, run.cache_dir, run.category, run.symbol)
+        check_dir_owner(run.store, run.cache_dir, run.category, run.symbol, run.id_mode)
     await _ingest_archive_days(run, archive, plan)
     if tail is not None:
         _ingest_tail(run, tail, plan)
