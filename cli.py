@@ -401,23 +401,28 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
                    db: Path | None) -> None:
     """(Re)write the daily parquet cache files of a range from the store.
 
+    Only days complete in the store get a file (a reader takes a file as the whole day); the others
+    are listed as skipped, with why.
+
     \b
     Example:
         bybit-backfill export BTCUSDT --start 2024-01-01 --end 2024-01-08 --cache-dir ./cache
     """
     from store.db import Store
-    from store.export import export_days
+    from store.export import export_range
     from store.plan import days_touching, resolve_range
 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
     wanted: list[date] = days_touching([(start_us, end_us)])
     with Store.open(_db_path(ctx, db)) as store:
-        written = export_days(store, category=category, symbol=symbol.upper(), days=wanted,
+        report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
-    for item in written:
+    for item in report.written:
         click.echo(f"{item.path}  {item.rows:,} rows")
+    for skipped in report.skipped:
+        click.echo(f"skipped {skipped.day}: {skipped.reason}")
 
 
 @main.command("sql")

@@ -13,6 +13,7 @@ from typing import Any
 from fetch.errors import InputError
 from store import daily
 from store.db import Store
+from store.errors import StoreError
 
 STATUS_SQL = """
     WITH t AS (
@@ -73,11 +74,25 @@ DAY_COUNTS_SQL = """
        AND c.expected_rows <> stored"""
 
 EXPORT_COUNTS_SQL = """
-    SELECT e.category, e.symbol, e.day, e.path, e.rows,
+    SELECT e.category, e.symbol, e.day, e.path, e.rows, e.id_mode, e.size_bytes,
            (SELECT count(*) FROM trades t WHERE t.category = e.category AND t.symbol = e.symbol
               AND t.time_us >= epoch_us(CAST(e.day AS TIMESTAMP))
               AND t.time_us < epoch_us(CAST(e.day AS TIMESTAMP)) + 86400000000) AS stored
-    FROM exports e ORDER BY e.day"""
+    FROM exports e ORDER BY e.day, e.path"""
+
+# What a file holds, reduced to (rows, sum of T, xor of a hash of every row): computed the same way
+# over the file and over the store's rows for the day, so any changed value shows (a tampered file).
+_DIGEST = 'count(*), sum("T"), bit_xor(hash("T"::BIGINT, i::VARCHAR, p::DOUBLE, q::DOUBLE, s::VARCHAR, m::BOOLEAN))'
+FILE_DIGEST_SQL = f"SELECT {_DIGEST} FROM read_parquet(?)"
+FILE_COLUMNS_SQL = "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))"
+CACHE_COLUMNS = [("T", "BIGINT"), ("i", "VARCHAR"), ("p", "DOUBLE"), ("q", "DOUBLE"), ("s", "VARCHAR"),
+                 ("m", "BOOLEAN")]
+
+
+def store_digest_sql(id_mode: str) -> str:
+    from store.export import day_rows_sql  # the exporter's own query: the file must hold exactly it
+
+    return f"SELECT {_DIGEST} FROM ({day_rows_sql(id_mode)})"
 
 
 def verify(store: Store) -> VerifyReport:
@@ -96,22 +111,43 @@ def verify(store: Store) -> VerifyReport:
 
 
 def _export_problems(store: Store) -> list[str]:
-    import pyarrow.parquet as pq  # only `verify` reads parquet: `sql` and `status` start without pyarrow
-
-    from store.export import CACHE_SCHEMA
-
+    """Every exported file checked against the store: present, the size written, a readable footer,
+    the cache columns, and the very rows of the day (a truncated, foreign or tampered file fails)."""
     problems = []
-    for _category, symbol, day, path, rows, stored in store.query(EXPORT_COUNTS_SQL):
-        target = Path(path)
-        if not target.exists():
-            problems.append(f"{symbol} {day}: {path} is missing")
-            continue
-        meta = pq.read_metadata(target)
-        if meta.num_rows != stored or rows != stored:
-            problems.append(f"{symbol} {day}: {path} has {meta.num_rows} rows, the store {stored}")
-        if not meta.schema.to_arrow_schema().remove_metadata().equals(CACHE_SCHEMA):
-            problems.append(f"{symbol} {day}: {path} does not have the cache schema")
+    for category, symbol, day, path, _rows, id_mode, size_bytes, stored in store.query(EXPORT_COUNTS_SQL):
+        problem = _file_problem(store, Path(path), category, symbol, day, id_mode, size_bytes, int(stored))
+        if problem is not None:
+            problems.append(f"{symbol} {day}: {path} {problem}; `bybit-backfill export` rewrites it")
     return problems
+
+
+def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: str,
+                  size_bytes: int | None, stored: int) -> str | None:
+    from store.cache_dir import footer_rows
+    from store.plan import day_start_us
+
+    try:
+        size = target.stat().st_size
+    except OSError:
+        return "is missing"
+    if footer_rows(store, target) is None:
+        return "is not a readable parquet file (truncated or foreign)"
+    if size_bytes is not None and size != int(size_bytes):
+        return f"has {size} bytes, {size_bytes} were written"
+    try:
+        columns = [(str(a), str(b)) for a, b in store.query(FILE_COLUMNS_SQL, [str(target)])]
+        if columns != CACHE_COLUMNS:
+            return f"does not have the cache columns ({', '.join(f'{a} {b}' for a, b in columns)})"
+        found = store.query_one(FILE_DIGEST_SQL, [str(target)])
+    except StoreError as error:
+        return f"cannot be read ({error})"
+    params = [category, symbol, day_start_us(day), day_start_us(day) + 86_400_000_000]
+    expected = store.query_one(store_digest_sql(id_mode), params)
+    if found is None or int(found[0]) != stored:
+        return f"has {found[0] if found else 0} rows, the store {stored}"
+    if found != expected:
+        return "holds other rows than the store (changed after it was written)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
