@@ -34,6 +34,7 @@ from storeutil import KEY, SECRET, day, sim_fetch_config, us
 from sim import MarketSpec, run_in_thread
 from sim.server import RunningSim
 from store import CACHE_SCHEMA, Store, StoreError, refresh, refresh_executions
+from store.cache_dir import OWNER_FILE
 from store.plan import day_start_us
 from store.report import verify
 
@@ -102,9 +103,11 @@ def open_killed(db: Path) -> Store | None:
 
 
 def leftovers(cache: Path) -> list[str]:
-    """Anything in the cache directory that is not a finished day file (temp files of a writer)."""
-    return sorted(p.name for p in cache.iterdir() if not (p.name.startswith("backfill_")
-                                                          and p.name.endswith(".parquet")))
+    """Any file in the cache directory (or its hidden temp directory) that is neither a finished day
+    file nor the owner marker: temp files of a writer."""
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and not (
+        p.parent == cache and (p.name == OWNER_FILE or (p.name.startswith("backfill_")
+                                                        and p.name.endswith(".parquet")))))
 
 
 def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_config, tmp_path: Path) -> None:
@@ -286,6 +289,15 @@ def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_confi
 
     def reader() -> None:
         while not stop.is_set():
+            try:  # the whole directory, as pyarrow, polars or Spark read it: no temp file may show
+                whole = pq.read_table(cache)
+                if not whole.schema.remove_metadata().equals(CACHE_SCHEMA) or whole.num_rows % 40_000:
+                    problems.append(f"the directory: {whole.num_rows} rows, {whole.schema}")
+                reads.append(whole.num_rows)
+            except FileNotFoundError:
+                pass  # a file replaced between pyarrow's listing and its open
+            except Exception as error:  # noqa: BLE001 - a temp or partial file is exactly this
+                problems.append(f"the directory: {type(error).__name__}: {error}")
             for path in cache.glob("backfill_*.parquet"):
                 try:
                     table = pq.read_table(path)
