@@ -13,6 +13,7 @@ The root lives here, in the lowest layer, so `store/` and `cli.py` can extend it
     │   └── ServerError                5xx, 10000, 10016                            (Transient)
     ├── TransportError                 timeouts, resets, refused connections        (Transient)
     ├── BadResponse                    non-JSON or malformed body                   (Transient)
+    ├── ResponseTooLarge               an answer over the size cap (16 MB)          (Terminal)
     ├── CircuitOpen                    the breaker refuses to send                  (Terminal)
     ├── ArchiveError(day)              a daily file is missing, truncated, malformed (Terminal)
     └── StoreError (store/errors.py)   StoreLocked, NotADatabase, ExportError
@@ -86,6 +87,11 @@ class TransportError(BackfillError, Transient):
 
 class BadResponse(BackfillError, Transient):
     """The answer could not be read (not JSON, missing fields)."""
+
+
+class ResponseTooLarge(BackfillError, Terminal):
+    """An API answer grew past the size cap: not Bybit's API (or a hostile one). Never retried:
+    asking again would buffer the same megabytes again."""
 
 
 class CircuitOpen(BackfillError, Terminal):

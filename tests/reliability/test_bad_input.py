@@ -81,6 +81,10 @@ def garbage_from_the_api(world: World) -> None:
     world.sim.state.faults.add("malformed_json", path=TAIL, times=-1)
 
 
+def an_endless_answer(world: World) -> None:
+    world.sim.state.faults.add("huge_json", path=TAIL, times=-1)
+
+
 def refuses_the_symbol(world: World) -> None:
     world.sim.state.faults.add("ret_10001_empty", path=TAIL, times=-1)
 
@@ -242,6 +246,8 @@ CASES = [
         env={"BYBIT_API_KEY": "test-key", "BYBIT_API_SECRET": "not-the-secret"}),
     Bad("a non-JSON answer from the API", ["refresh", "BTCUSDT", *TODAY],
         ["non-JSON answer on /v5/market/recent-trade", "check BYBIT_REST_BASE_URL"], garbage_from_the_api),
+    Bad("an API answer larger than 16 MB", ["refresh", "BTCUSDT", *TODAY],
+        ["/v5/market/recent-trade", "over the 16 MB cap", "check BYBIT_REST_BASE_URL"], an_endless_answer),
     Bad("recent-trade refusing the symbol (10001, empty list)", ["refresh", "BTCUSDT", *TODAY],
         ["rejected symbol 'BTCUSDT'", "check the symbol exists in that category"], refuses_the_symbol),
     Bad("an API base URL that is not Bybit's API", ["refresh", "BTCUSDT", *TODAY],
