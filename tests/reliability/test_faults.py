@@ -11,7 +11,6 @@ ten-minute IP ban runs on a fake clock shared by the emulator and the client.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -315,10 +314,8 @@ async def test_10001_with_an_empty_list_on_recent_trade_is_an_error_never_no_tra
 
 async def test_a_fault_free_run_sends_the_minimum_and_a_covered_range_sends_nothing(sim,
                                                                                    store: Store) -> None:
-    started = time.monotonic()
     summary = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(8)), NOW_US)
     assert summary.requests == FAULT_FREE_REQUESTS and summary.retries == 0 and summary.errors_by_type == {}
-    assert time.monotonic() - started < 10
     before = len(sim.state.log)
     again = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(8)), us(day(10)))
     assert again.requests == 0 and len(sim.state.log) == before
