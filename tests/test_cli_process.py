@@ -27,7 +27,7 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path, monkeypatch) -> None:
                                            "--trades-per-day", "3000"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "Analyst query" in result.output and "Try next" in result.output
-    files = sorted(p.name for p in (tmp_path / "demo" / "backfill_cache").iterdir())
+    files = sorted(p.name for p in (tmp_path / "demo" / "backfill_cache").glob("[!.]*"))
     assert len(files) >= 2 and all(f.startswith("backfill_") for f in files)
     with Store.open(tmp_path / "demo" / "demo.duckdb", read_only=True) as store:
         assert store.query_one("SELECT count(*) FROM trades")[0] >= 6000
