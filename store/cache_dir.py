@@ -198,8 +198,8 @@ class Written(int):
     fingerprint: str | None
     size_bytes: int | None
 
-    def __new__(cls, rows: int, fingerprint: str | None = None,
-                size_bytes: int | None = None) -> Written:  # noqa: PYI034
+    def __new__(cls, rows: int, fingerprint: str | None = None,  # noqa: PYI034
+                size_bytes: int | None = None) -> Written:
         made = super().__new__(cls, rows)
         made.fingerprint = fingerprint
         made.size_bytes = size_bytes

@@ -169,7 +169,7 @@ def test_backfill_with_cache_reads_the_store_when_a_file_cannot_be_read(sim_thre
     data = bytearray(target.read_bytes())
     data[8:4008] = bytes(4000)  # the data pages, not the footer: size and footer still match the log
     target.write_bytes(bytes(data))
-    with pytest.raises(Exception):  # noqa: B017, PT011 - what a plain reader of the file gets
+    with pytest.raises(Exception):  # noqa: B017 - what a plain reader of the file gets
         pq.read_table(target)
     again = asyncio.run(history.backfill_with_cache(dt(day(7)), dt(day(9))))
     assert [t.id for t in again] == [t.id for t in good] and len(good) == 4000
