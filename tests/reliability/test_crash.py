@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import replace
@@ -20,7 +21,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from crashutil import ROOT, cli_env, kill_at, start_cli
+from crashutil import ROOT, cli_env, kill_at, kill_when, start_cli
 from relutil import (
     archive_days,
     assert_exactly_the_truth,
@@ -76,6 +77,27 @@ def timed_run(sim: RunningSim, db: Path, cache: Path, args: list[str], **env: st
     return time.monotonic() - started
 
 
+def requests_seen(sim: RunningSim) -> int:
+    """Requests that reached the emulator so far: the run's progress, observed, not timed."""
+    return sum(sim.state.requests.values())
+
+
+def counted_run(sim: RunningSim, db: Path, cache: Path, args: list[str], **env: str) -> int:
+    """One uninterrupted run of the command: how many requests a whole run sends (kill moments are
+    drawn among them, so a busy machine shifts no kill before the first request or past the end)."""
+    before = requests_seen(sim)
+    process = start_cli(sim.url, db, cache, args, capture=True, **env)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return requests_seen(sim) - before
+
+
+def kill_after_request(sim: RunningSim, process: subprocess.Popen, k: int) -> bool:
+    """SIGKILL the process as soon as its k-th request has reached the emulator."""
+    before = requests_seen(sim)
+    return kill_when(process, lambda: requests_seen(sim) - before >= k, timeout_s=120)
+
+
 def parquet_problems(cache: Path) -> list[str]:
     """Every visible cache file must read whole with the cache schema."""
     problems = []
@@ -114,11 +136,11 @@ def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_co
     rng = random.Random(20240110)
     mid_run = killed = 0
     with run_in_thread(slow_exchange(sim_config)) as sim:
-        whole = timed_run(sim, tmp_path / "baseline.duckdb", tmp_path / "baseline-cache", REFRESH)
+        whole = counted_run(sim, tmp_path / "baseline.duckdb", tmp_path / "baseline-cache", REFRESH)
         truth = truth_ids_until(sim.config, "BTCUSDT", day(1), us(day(10)))
         for n in range(KILLS):
             db, cache = tmp_path / f"r{n}.duckdb", tmp_path / f"cache{n}"
-            killed += kill_at(start_cli(sim.url, db, cache, REFRESH), rng.uniform(0.0, whole))
+            killed += kill_after_request(sim, start_cli(sim.url, db, cache, REFRESH), rng.randint(1, whole))
             store = open_killed(db)
             if store is not None:
                 with store:
@@ -153,11 +175,11 @@ def test_executions_crawl_killed_at_20_random_moments_is_completed_by_the_next_r
     # 40 fills a day: two or three pages per window, so commits spread over the crawl.
     with run_in_thread(replace(sim_config, latency_ms=LATENCY_MS, fills_per_day=40)) as sim:
         truth = fill_ids(sim.config, start_us, end_us)
-        whole = timed_run(sim, tmp_path / "baseline.duckdb", tmp_path / "c", EXECUTIONS, **keys)
+        whole = counted_run(sim, tmp_path / "baseline.duckdb", tmp_path / "c", EXECUTIONS, **keys)
         for n in range(KILLS):
             db = tmp_path / f"x{n}.duckdb"
             crawl = start_cli(sim.url, db, tmp_path / "c", EXECUTIONS, **keys)
-            killed += kill_at(crawl, rng.uniform(0.0, whole))
+            killed += kill_after_request(sim, crawl, rng.randint(1, whole))
             windows = 0
             store = open_killed(db)
             if store is not None:
