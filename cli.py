@@ -11,8 +11,6 @@ and the read-only commands start fast. Module level stays click and the error cl
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import sys
@@ -52,12 +50,17 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
         ctx.exit()
 
 
+EXIT_UNEXPECTED = 1
+
+
 class _Group(click.Group):
     """The one place library errors and Ctrl-C turn into messages and exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort):
+            raise
         except BackfillError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(EXIT_INPUT)
@@ -69,6 +72,39 @@ class _Group(click.Group):
             click.echo("interrupted: finished days are kept and the day in progress was rolled back; "
                        "rerun the same command to continue", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except click.ClickException as error:
+            click.echo(f"error: {error.format_message()}", err=True)
+            ctx.exit(EXIT_INPUT)
+        except Exception as error:  # noqa: BLE001  (a bug: one line, the traceback only when asked for)
+            if ctx.params.get("verbose"):
+                import traceback
+
+                click.echo(traceback.format_exc().rstrip(), err=True)
+            first = str(error).splitlines()[0] if str(error) else ""
+            click.echo(f"error: unexpected {type(error).__name__}: {first} (a bug in bybit-backfill; "
+                       "rerun with -v for the traceback and report it)", err=True)
+            ctx.exit(EXIT_UNEXPECTED)
+
+
+class _Finite(click.ParamType[float]):
+    """A float that is a real number: nan and inf read as floats but are no length or duration."""
+
+    name = "float"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a valid float", param, ctx)
+        if not math.isfinite(number) or (self.positive and number <= 0) or number < 0:
+            self.fail(f"{value!r} is not a {'positive' if self.positive else 'non-negative'} finite number",
+                      param, ctx)
+        return number
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -98,7 +134,8 @@ def _db_option(f: F) -> F:
 
 
 def _range_options(f: F) -> F:
-    f = click.option("--days", type=float, default=None, help="Length of the range in days.")(f)
+    f = click.option("--days", type=_Finite(positive=True), default=None,
+                     help="Length of the range in days (with --start or --end, not both).")(f)
     f = click.option("--end", default=None, help="End (exclusive), YYYY-MM-DD[THH:MM[:SS]] UTC; default now.")(f)
     f = click.option("--start", default=None, help="Start (inclusive), YYYY-MM-DD[THH:MM[:SS]] UTC.")(f)
     return f
@@ -225,7 +262,7 @@ def _render_summary(summary: RefreshSummary) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where backfill_YYYY-MM-DD.parquet go [default: BACKFILL_CACHE_DIR]; a template with "
                    "{symbol} and {category} for several symbols, e.g. 'cache/{symbol}'.")
-@click.option("--wait-lock", type=float, default=0.0, help="Seconds to wait for another writer.")
+@click.option("--wait-lock", type=_Finite(), default=0.0, help="Seconds to wait for another writer.")
 @click.option("--all", "all_symbols", is_flag=True, help="Every symbol of the category (instruments-info).")
 @click.option("--status", default="Trading", show_default=True,
               help="With --all: Trading, Closed (delisted symbols keep their archive) or all.")
@@ -440,7 +477,7 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
 @click.argument("symbol", callback=_symbol)
 @_category_option
 @_range_options
-@click.option("--min-silence", type=float, default=None,
+@click.option("--min-silence", type=_Finite(positive=True), default=None,
               help="Also report stretches of more than SECONDS without a trade.")
 @_db_option
 @_json_option
@@ -484,51 +521,71 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
                    db: Path | None) -> None:
     """(Re)write the daily parquet cache files of a range from the store.
 
+    Only days complete in the store get a file (a reader takes a file as the whole day); the others
+    are listed as skipped, with why.
+
     \b
     Example:
         bybit-backfill export BTCUSDT --start 2024-01-01 --end 2024-01-08 --cache-dir ./cache
     """
     from store.db import Store
-    from store.export import export_days
+    from store.export import export_range
     from store.plan import days_touching, resolve_range
 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
     wanted: list[date] = days_touching([(start_us, end_us)])
     with Store.open(_db_path(ctx, db)) as store:
-        written = export_days(store, category=category, symbol=symbol.upper(), days=wanted,
+        report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
-    for item in written:
+    for item in report.written:
         click.echo(f"{item.path}  {item.rows:,} rows")
+    for skipped in report.skipped:
+        click.echo(f"skipped {skipped.day}: {skipped.reason}")
 
 
 @main.command("sql")
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="parquet needs --output.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the answer to this file (csv, json or parquet) instead of stdout.")
 @_db_option
 @click.pass_context
-def sql_command(ctx: click.Context, query: str, fmt: str, db: Path | None) -> None:
-    """Run a read-only SQL query against the store (it can never change it).
+def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, db: Path | None) -> None:
+    """Run read-only SQL against the store: it can change neither the store nor any other file.
+
+    Several statements run in order and each answer is printed.
 
     \b
     Example:
         bybit-backfill sql "SELECT * FROM daily ORDER BY day"
+        bybit-backfill sql "SELECT * FROM trades_v LIMIT 1000" --format parquet --output sample.parquet
     """
-    from store.report import run_sql
+    from store.report import render_csv, render_json, run_queries, write_result
 
-    names, rows = run_sql(_db_path(ctx, db), query)
+    if output is not None:
+        if fmt == "table":
+            raise InputError("--output writes csv, json or parquet: add --format csv|json|parquet")
+        written = write_result(_db_path(ctx, db), query, fmt, output)
+        click.echo(f"{output}  {written.rows:,} rows", err=True)
+        return
+    if fmt == "parquet":
+        raise InputError("--format parquet needs --output PATH (parquet is not for a terminal)")
+    results = run_queries(_db_path(ctx, db), query)
     if fmt == "json":
-        _print_json([dict(zip(names, row)) for row in rows])
-    elif fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(names)
-        writer.writerows(rows)
-        click.echo(buffer.getvalue(), nl=False)
-    else:
-        click.echo(_table(names, rows))
+        click.echo(render_json(results))
+        return
+    for number, result in enumerate(results):
+        if number:
+            click.echo("")
+        if fmt == "csv":
+            click.echo(render_csv(result), nl=False)
+        elif result.names:
+            click.echo(_table(result.names, result.rows))
+        else:
+            click.echo(f"ok: {result.statement}")
 
 
 @main.command("verify")

@@ -14,6 +14,7 @@ The root lives here, in the lowest layer, so `store/` and `cli.py` can extend it
     ├── TransportError                 timeouts, resets, refused connections        (Transient)
     ├── BadResponse                    non-JSON or malformed body                   (Transient)
     ├── Implausible(source)            parses, but cannot be true (time, symbol, price) (Terminal)
+    ├── ResponseTooLarge               an answer over the size cap (16 MB)          (Terminal)
     ├── CircuitOpen                    the breaker refuses to send                  (Terminal)
     ├── ArchiveError(day)              a daily file is missing, truncated, malformed (Terminal)
     └── StoreError (store/errors.py)   StoreLocked, NotADatabase, ExportError
@@ -97,6 +98,11 @@ class Implausible(BackfillError, Terminal):
     def __init__(self, message: str, *, source: str = "") -> None:
         super().__init__(message)
         self.source = source
+
+
+class ResponseTooLarge(BackfillError, Terminal):
+    """An API answer grew past the size cap: not Bybit's API (or a hostile one). Never retried:
+    asking again would buffer the same megabytes again."""
 
 
 class CircuitOpen(BackfillError, Terminal):

@@ -7,7 +7,11 @@ URL (path and parameter names, never headers, signatures or long values).
 
 Archive downloads are streamed to a temp file beside the destination in chunks and renamed into
 place only when complete, so a reader never sees half a file; a body shorter than its
-Content-Length is a `TransportError` (retried), never a short file.
+Content-Length is a `TransportError` (retried), never a short file. A download that stalls (no byte
+for the API timeout) is a `TransportError` too; its total time is `Timeouts.archive_total_s`.
+
+Memory stays bounded whatever a server sends: an API answer is read chunk by chunk and refused
+(`ResponseTooLarge`) as soon as it passes `MAX_BODY_BYTES`, announced or not, compressed or not.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import aiohttp
 from yarl import URL
 
 from .config import Timeouts
-from .errors import TransportError
+from .errors import ResponseTooLarge, TransportError
 
 Kind = Literal["api", "archive"]
 CHUNK_BYTES = 1 << 20
+MAX_BODY_BYTES = 16 << 20  # Bybit's largest answers (1000 trades, 100 fills) are well under 1 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,7 @@ class AiohttpTransport:
             if request.dest is not None:
                 return await self._download(request, request.dest, started)
             return await self._fetch(request, started)
-        except TransportError:
+        except (TransportError, ResponseTooLarge):
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             raise TransportError(_describe(exc, request)) from None
@@ -132,7 +137,7 @@ class AiohttpTransport:
         session = self._get_session()
         url = URL(request.url, encoded=True)
         async with session.request(request.method, url, headers=dict(request.headers)) as resp:
-            body = await resp.read()
+            body = await _read_capped(resp, request)
             return Response(resp.status, _headers(resp), body, elapsed_s=time.monotonic() - started,
                             size_bytes=len(body))
 
@@ -146,7 +151,7 @@ class AiohttpTransport:
         async with session.request(request.method, url, headers=headers, timeout=timeout,
                                    auto_decompress=False) as resp:
             if resp.status != 200:
-                body = await resp.read()
+                body = await _read_capped(resp, request)
                 return Response(resp.status, _headers(resp), body, elapsed_s=time.monotonic() - started)
             size = await _stream_to_file(resp, dest, request)
             return Response(resp.status, _headers(resp), b"", path=dest,
@@ -173,6 +178,23 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path, request: Req
     finally:
         tmp.unlink(missing_ok=True)
     return size
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, request: Request) -> bytes:
+    """The body, refused once it passes `MAX_BODY_BYTES` (before buffering more than that)."""
+    if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+        raise _too_large(request, f"announces {resp.content_length} bytes")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _too_large(request, f"sent more than {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def _too_large(request: Request, what: str) -> ResponseTooLarge:
+    return ResponseTooLarge(f"the answer of {request.redacted_url} {what}, over the {MAX_BODY_BYTES >> 20} MB "
+                            "cap: that is not Bybit's API; check BYBIT_REST_BASE_URL / BYBIT_ARCHIVE_BASE_URL")
 
 
 def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:

@@ -20,7 +20,8 @@ from .state import FILE_PATH_KEY, MIX_KEY, STATE_KEY, SimState, raw_query, reque
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TERMINAL_KINDS = ("http_500", "http_502", "http_503", "ret_10016", "ret_10006", "ret_10001_empty",
-                  "drop", "malformed_json", "http_403")
+                  "drop", "stall", "huge_json", "malformed_json", "http_403")
+_STREAMING_KINDS = ("drop", "stall", "huge_json")
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Temporarily Unavailable"}
 _BROKEN_JSON = b'{"retCode":0,"retMsg":"OK","result":{"category":"linear","list":[{"execId":'
 
@@ -56,8 +57,27 @@ def fault_response(state: SimState, fault: Fault, info: RequestInfo) -> web.Resp
     return envelope(state, 10006, "Too many visits!", {}, headers=headers)
 
 
-async def drop_connection(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    """Send the headers and half the body, then close the socket: a transfer cut mid-way."""
+async def huge_json(request: web.Request, size: int) -> web.StreamResponse:
+    """A well-formed JSON answer of `size` bytes, chunked (no Content-Length): only a reader that
+    counts what it buffers stops it."""
+    stream = web.StreamResponse(status=200)
+    stream.content_type = "application/json"
+    await stream.prepare(request)
+    head, tail = b'{"retCode":0,"retMsg":"OK","result":{"list":[],"pad":"', b'"}}'
+    await stream.write(head)
+    chunk, left = b"x" * (1 << 20), size - len(head) - len(tail)
+    while left > 0:
+        await stream.write(chunk[: min(left, len(chunk))])
+        left -= len(chunk)
+    await stream.write(tail)
+    await stream.write_eof()
+    return stream
+
+
+async def drop_connection(request: web.Request, response: web.StreamResponse,
+                          stall_s: float = 0.0) -> web.StreamResponse:
+    """Send the headers and half the body, then close the socket: a transfer cut mid-way; with
+    `stall_s`, stay silent that long instead (the connection open), then close it."""
     path: Path | None = request.get(FILE_PATH_KEY)
     if isinstance(response, web.FileResponse) and path is not None:
         body = await asyncio.to_thread(path.read_bytes)
@@ -70,6 +90,10 @@ async def drop_connection(request: web.Request, response: web.StreamResponse) ->
     stream.content_length = len(body)
     await stream.prepare(request)
     await stream.write(body[: len(body) // 2])
+    waited = 0.0
+    while waited < stall_s and request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.05)  # until the client gives up on it (or the stall ends)
+        waited += 0.05
     if request.transport is not None:
         request.transport.close()  # flushes what was written, then closes: the client sees EOF early
     return stream
@@ -88,7 +112,9 @@ async def _respond(request: web.Request, handler: Handler, state: SimState, info
             return forbidden(state)
     hits = state.faults.take(info, TERMINAL_KINDS, first_only=True, extra=mix)
     fault = hits[0] if hits else None
-    if fault is not None and fault.kind != "drop":
+    if fault is not None and fault.kind == "huge_json":
+        return await huge_json(request, int(fault.amount))
+    if fault is not None and fault.kind not in _STREAMING_KINDS:
         return fault_response(state, fault, info)
     limit = state.endpoints.hit(info.path, request.headers.get("X-BAPI-API-KEY", "")) if v5 else None
     if limit is not None and not limit.allowed:
@@ -98,7 +124,7 @@ async def _respond(request: web.Request, handler: Handler, state: SimState, info
     if limit is not None:
         response.headers.update(limit.headers())
     if fault is not None:
-        return await drop_connection(request, response)
+        return await drop_connection(request, response, fault.amount if fault.kind == "stall" else 0.0)
     return response
 
 

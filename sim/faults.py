@@ -6,8 +6,10 @@ only decides *which* fault fires; what the fault does to the response lives in `
 
 Response kinds act on any request: `latency` (value = ms), `http_500`, `http_502`, `http_503`,
 `ret_10016`, `ret_10006` (value = ms until the limit resets, default 200), `ret_10001_empty`,
-`drop` (headers and half the body, then the connection is closed), `malformed_json`, `http_403`
-(starts the IP ban on /v5 paths).
+`drop` (headers and half the body, then the connection is closed), `stall` (headers and half the
+body, then silence for value seconds, default 5, the connection kept open), `huge_json` (a 200 JSON
+answer of value bytes, default 17 MiB, streamed without a Content-Length), `malformed_json`,
+`http_403` (starts the IP ban on /v5 paths).
 Archive kinds act on archive file downloads only: `truncate_gzip`, `drift_header`,
 `shuffle_rows`, `dup_across_days`, and the hostile files `wrong_day`, `header_only`,
 `foreign_symbol`, `zero_price`, `nan_price`, `negative_qty`, `reuse_id` (see `sim.archive`).
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 
 RESPONSE_KINDS = ("latency", "http_500", "http_502", "http_503", "ret_10016", "ret_10006",
-                  "ret_10001_empty", "drop", "malformed_json", "http_403")
+                  "ret_10001_empty", "drop", "stall", "huge_json", "malformed_json", "http_403")
 HOSTILE_ARCHIVE_KINDS = ("wrong_day", "header_only", "foreign_symbol", "zero_price", "nan_price",
                          "negative_qty", "reuse_id")
 ARCHIVE_KINDS = ("truncate_gzip", "drift_header", "shuffle_rows", "dup_across_days") + HOSTILE_ARCHIVE_KINDS
@@ -34,7 +36,7 @@ RECENT_KINDS = ("recent_seconds", "recent_future", "recent_foreign_symbol", "rec
 KINDS = RESPONSE_KINDS + ARCHIVE_KINDS + RECENT_KINDS
 ARCHIVE_VARIANT = {"drift_header": "drift", "shuffle_rows": "shuffle", "dup_across_days": "dup",
                    **{kind: kind for kind in HOSTILE_ARCHIVE_KINDS}}
-DEFAULT_VALUE = {"latency": 100.0, "ret_10006": 200.0}
+DEFAULT_VALUE = {"latency": 100.0, "ret_10006": 200.0, "stall": 5.0, "huge_json": float(17 << 20)}
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,46 @@
-"""The cache directory's bookkeeping: where a day's file goes, whether it is up to date, which
-symbol owns a directory, and the temp files a killed writer left. No pyarrow here: a refresh whose
-files are all current decides that without loading the writer (`store.export`).
+"""The cache directory's bookkeeping: where a day's file goes, who owns the directory, whether a
+file is current, which days may be exported at all, and the temp files a killed writer left. No
+pyarrow here: a refresh whose files are all current decides that without loading the writer
+(`store.export`); file footers are read by DuckDB.
 
-Two symbols in one directory would silently overwrite each other's days (the file name carries no
-symbol), so the `exports` table remembers who wrote each file and a second symbol is refused.
+* **Ownership.** The file name carries no symbol, so two symbols, two stores or two id modes in one
+  directory would silently overwrite each other's days. A hidden marker file (`OWNER_FILE`) names
+  the store, category, symbol and id mode that own the directory; it lives *in* the directory, so
+  every spelling of the path (symlinks, `..`) finds the same marker. It is checked, and written on
+  first use, before any file is written.
+* **Temp files** go into a hidden directory (`TEMP_DIR`) inside the cache dir and are renamed into
+  place: pyarrow, polars, DuckDB and Spark skip names starting with `.`, including DuckDB's own
+  `tmp_`-prefixed copy that COPY writes beside its target. Names carry the writer's pid, so the
+  next start removes a dead writer's leftovers and keeps a live one's.
+* **Staleness is judged by content**: a file is rewritten when it is missing, its size differs from
+  what was written, its footer is unreadable or counts other rows, its recorded fingerprint differs
+  from `day_summary.fingerprint`, or it was written in another id mode.
+* **Only complete days** (covered for the whole UTC day) are exported: a reader takes a file as the
+  whole day, so an in-progress today or a day with a hole gets no file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
-from datetime import date
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
+from store.coverage import find_gaps
 from store.db import Store
-from store.errors import ExportError
+from store.errors import ExportError, StoreError
+from store.plan import day_start_us, days_touching
+
+OWNER_FILE = ".bybit-backfill-owner.json"
+TEMP_DIR = ".bybit-backfill-tmp"
 
 
 def cache_path(cache_dir: Path, day: date) -> Path:
     return Path(cache_dir) / f"backfill_{day.isoformat()}.parquet"
-
-
-def _owner(store: Store, path: Path) -> tuple[str, str] | None:
-    row = store.query_one("SELECT category, symbol FROM exports WHERE path = ? "
-                          "ORDER BY exported_at DESC LIMIT 1", [str(path)])
-    return (str(row[0]), str(row[1])) if row else None
 
 
 def check_cache_dir(cache_dir: Path) -> Path:
@@ -35,8 +49,9 @@ def check_cache_dir(cache_dir: Path) -> Path:
     directory = Path(cache_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-", delete=True)
-        probe.close()
+        (directory / TEMP_DIR).mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory / TEMP_DIR, prefix=".probe-", delete=True):
+            pass
     except OSError as error:
         raise ExportError(f"cannot write to the cache dir {directory}: {error.strerror or error}; "
                           "choose another --cache-dir / BACKFILL_CACHE_DIR") from None
@@ -44,23 +59,33 @@ def check_cache_dir(cache_dir: Path) -> Path:
     return directory
 
 
-# `.backfill_2024-01-02.parquet.<pid>.<random>.tmp`, and DuckDB's own `tmp_` copy of it while COPY runs.
-_TEMP_NAME = re.compile(r"^(?:tmp_)?\.backfill_\d{4}-\d{2}-\d{2}\.parquet\.(\d+)\.[^./]+\.tmp$")
+def temp_dir(target: Path) -> Path:
+    """Where a writer's temp files for `target` go: hidden, in the same file system as `target`."""
+    directory = target.parent / TEMP_DIR
+    directory.mkdir(exist_ok=True)
+    return directory
 
 
 def temp_prefix(target: Path) -> str:
-    """The start of a writer's temp name: hidden, and naming its process so a dead one's are found."""
-    return f".{target.name}.{os.getpid()}."
+    """The start of a writer's temp name: naming its process so a dead one's are found."""
+    return f"{target.name}.{os.getpid()}."
+
+
+# In TEMP_DIR: `backfill_2024-01-02.parquet.<pid>.<random>.tmp` and DuckDB's `tmp_` copy of it.
+_TEMP_NAME = re.compile(r"^(?:tmp_)?\.?backfill_\d{4}-\d{2}-\d{2}\.parquet\.(\d+)\.[^/]+\.tmp$")
 
 
 def _remove_orphan_temps(directory: Path) -> None:
-    """Temp files whose writing process is gone (killed mid-write); a live writer's are kept."""
-    for path in directory.iterdir():
-        match = _TEMP_NAME.match(path.name)
-        if match is None or _alive(int(match[1])):
-            continue
+    """Temp files whose writing process is gone (killed mid-write); a live writer's are kept. The
+    cache dir itself is swept too: an earlier release wrote its temp files there."""
+    for folder in (directory, directory / TEMP_DIR):
         with contextlib.suppress(OSError):
-            path.unlink()
+            for path in folder.iterdir():
+                match = _TEMP_NAME.match(path.name)
+                if match is None or _alive(int(match[1])):
+                    continue
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -73,44 +98,212 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def check_owner(store: Store, target: Path, category: str, symbol: str) -> None:
-    """Refuse to overwrite a file another symbol exported into the same directory."""
-    owner = _owner(store, target)
-    if owner is not None and owner != (category, symbol):
-        raise ExportError(f"{target} belongs to {owner[1]} ({owner[0]}); give each symbol its own "
-                          "--cache-dir (the file name carries no symbol)")
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """What the marker file says: the store that writes a cache directory, and what it writes."""
+
+    store: str
+    category: str
+    symbol: str
+    id_mode: str
+
+    def same_as(self, other: Owner) -> bool:
+        return (self.category, self.symbol, self.id_mode) == (other.category, other.symbol,
+                                                              other.id_mode) and _same_file(self.store,
+                                                                                            other.store)
+
+    def describe(self) -> str:
+        return f"{self.symbol} ({self.category}, id mode {self.id_mode}) of the store {self.store}"
 
 
-def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str) -> None:
-    """Before any work: refuse a directory that already holds another symbol's files."""
-    directory = Path(cache_dir).resolve()
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def read_owner(cache_dir: Path) -> Owner | None:
+    """The directory's owner, None when it has no marker yet; an unreadable marker is refused."""
+    marker = Path(cache_dir) / OWNER_FILE
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        return Owner(str(data["store"]), str(data["category"]), str(data["symbol"]), str(data["id_mode"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"cannot read the owner marker {marker} ({error}): if no other store writes "
+                          f"{cache_dir}, delete the marker; otherwise choose another --cache-dir") from None
+
+
+def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: str) -> Path:
+    """Before any file is written: refuse a directory owned by another store, symbol or id mode
+    (exit 2, naming the owner); mark an unowned one as ours."""
+    directory = check_cache_dir(cache_dir)
+    wanted = Owner(os.path.realpath(store.path), category, symbol, id_mode)
+    found = read_owner(directory)
+    if found is not None and not found.same_as(wanted):
+        raise ExportError(f"the cache dir {cache_dir} belongs to {found.describe()}, not to "
+                          f"{wanted.describe()}: give each symbol, store and id mode its own --cache-dir "
+                          "(the file name carries no symbol)")
+    if found is None:
+        _check_export_log(store, directory, category, symbol)
+        _write_owner(directory, wanted)
+    return directory
+
+
+def _check_export_log(store: Store, directory: Path, category: str, symbol: str) -> None:
+    """A directory an earlier release wrote has no marker: this store's export log still knows."""
+    resolved = directory.resolve()
     for path, owner_category, owner_symbol in store.query(
             "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?",
             [category, symbol]):
-        if Path(path).resolve().parent == directory:
-            raise ExportError(f"{cache_dir} holds {owner_symbol} ({owner_category}) files; give each "
-                              "symbol its own --cache-dir (the file name carries no symbol)")
+        if Path(path).resolve().parent == resolved:
+            raise ExportError(f"the cache dir {directory} holds {owner_symbol} ({owner_category}) files; "
+                              "give each symbol its own --cache-dir (the file name carries no symbol)")
+
+
+def _write_owner(directory: Path, owner: Owner) -> None:
+    handle, name = tempfile.mkstemp(dir=directory / TEMP_DIR, prefix=f"owner.{os.getpid()}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump({**asdict(owner), "written_by": "bybit-backfill"}, out, indent=2)
+        os.replace(name, directory / OWNER_FILE)
+    except OSError as error:
+        raise ExportError(f"cannot write to the cache dir {directory}: {error.strerror or error}; "
+                          "choose another --cache-dir / BACKFILL_CACHE_DIR") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: str) -> None:
+    """Before any day is stored: the refresh's target directory must be ours (`claim_cache_dir`)."""
+    claim_cache_dir(store, cache_dir, category, symbol, id_mode)
+
+
+def check_owner(store: Store, target: Path, category: str, symbol: str) -> None:
+    """Refuse to overwrite a file another symbol exported into the same directory."""
+    row = store.query_one("SELECT category, symbol FROM exports WHERE path = ? "
+                          "ORDER BY exported_at DESC LIMIT 1", [str(target)])
+    if row is not None and (str(row[0]), str(row[1])) != (category, symbol):
+        raise ExportError(f"{target} belongs to {row[1]} ({row[0]}); give each symbol its own "
+                          "--cache-dir (the file name carries no symbol)")
+
+
+class Written(int):
+    """The rows a file was written with (an int, what callers count), carrying the fingerprint of
+    the store's rows read in the same snapshot as the rows themselves, and the file's size."""
+
+    fingerprint: str | None
+    size_bytes: int | None
+
+    def __new__(cls, rows: int, fingerprint: str | None = None,  # noqa: PYI034
+                size_bytes: int | None = None) -> Written:
+        made = super().__new__(cls, rows)
+        made.fingerprint = fingerprint
+        made.size_bytes = size_bytes
+        return made
+
+
+EMPTY_FINGERPRINT = "0:0:0"  # a day with no trades has no day_summary row
+DAY_FINGERPRINT_SQL = "SELECT fingerprint FROM day_summary WHERE category = ? AND symbol = ? AND day = ?"
+
+
+def day_fingerprint(store: Store, category: str, symbol: str, day: date) -> str:
+    """What the store holds for a day, as `day_summary.fingerprint` (`EMPTY_FINGERPRINT`: no trades)."""
+    row = store.query_one(DAY_FINGERPRINT_SQL, [category, symbol, day])
+    return str(row[0]) if row else EMPTY_FINGERPRINT
 
 
 def record_export(store: Store, *, category: str, symbol: str, day: date, target: Path, rows: int,
-                  id_mode: str) -> None:
-    if not store.read_only:
-        store.execute("DELETE FROM exports WHERE path = ?", [str(target)])
-        store.execute("INSERT INTO exports (category, symbol, day, path, rows, id_mode) "
-                      "VALUES (?, ?, ?, ?, ?, ?)", [category, symbol, day, str(target), rows, id_mode])
+                  id_mode: str, fingerprint: str | None = None, size_bytes: int | None = None) -> None:
+    """Log a written file with what it was written from. A plain `rows` (no `Written`) takes the
+    fingerprint now, and only if it counts the same rows: otherwise none, so the file is stale."""
+    if store.read_only:
+        return
+    if isinstance(rows, Written):
+        fingerprint = fingerprint or rows.fingerprint
+        size_bytes = size_bytes or rows.size_bytes
+    if fingerprint is None:
+        now = day_fingerprint(store, category, symbol, day)
+        fingerprint = now if now.split(":")[0] == str(int(rows)) else None
+    if size_bytes is None:
+        with contextlib.suppress(OSError):
+            size_bytes = target.stat().st_size
+    store.execute("DELETE FROM exports WHERE path = ?", [str(target)])
+    store.execute("INSERT INTO exports (category, symbol, day, path, rows, id_mode, fingerprint, size_bytes) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  [category, symbol, day, str(target), int(rows), id_mode, fingerprint, size_bytes])
+
+
+_RECORD_SQL = """
+    SELECT e.rows, e.id_mode, e.fingerprint, e.size_bytes, s.fingerprint
+    FROM exports e LEFT JOIN day_summary s ON s.category = e.category AND s.symbol = e.symbol AND s.day = e.day
+    WHERE e.path = ? AND e.category = ? AND e.symbol = ?"""
+
+FOOTER_ROWS_SQL = "SELECT sum(num_rows) FROM parquet_file_metadata(?)"
+
+
+def footer_rows(store: Store, path: Path) -> int | None:
+    """The row count in a parquet file's footer; None when the footer cannot be read (truncated,
+    not parquet)."""
+    try:
+        row = store.query_one(FOOTER_ROWS_SQL, [str(path)])
+    except StoreError:
+        return None
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def stale_reason(store: Store, *, category: str, symbol: str, day: date, cache_dir: Path,
+                 id_mode: str) -> str | None:
+    """Why a day's file must be (re)written, None when it is current."""
+    target = cache_path(cache_dir, day)
+    record = store.query_one(_RECORD_SQL, [str(target), category, symbol])
+    if record is None:
+        return "never exported here"
+    rows, mode, fingerprint, size_bytes, now = record
+    try:
+        size = target.stat().st_size
+    except OSError:
+        return "the file is missing"
+    if mode != id_mode:
+        return f"written in id mode {mode}"
+    if fingerprint is None or fingerprint != (now or EMPTY_FINGERPRINT):
+        return "the store's rows for the day changed"
+    if size_bytes is None or size != int(size_bytes):
+        return f"the file has {size} bytes, {size_bytes} were written"
+    if footer_rows(store, target) != int(rows):
+        return "the file's footer is unreadable or counts other rows"
+    return None
 
 
 def days_needing_export(store: Store, *, category: str, symbol: str, days: list[date],
                         cache_dir: Path, id_mode: str) -> list[date]:
-    """Days whose file is missing or whose recorded row count differs from the store's."""
-    stale = []
-    for day in days:
-        target = cache_path(cache_dir, day)
-        row = store.query_one("SELECT rows, id_mode FROM exports WHERE path = ? AND category = ? "
-                              "AND symbol = ?", [str(target), category, symbol])
-        stored = store.query_one("SELECT trades FROM day_summary WHERE category = ? AND symbol = ? "
-                                 "AND day = ?", [category, symbol, day])
-        count = int(stored[0]) if stored else 0
-        if row is None or not target.exists() or int(row[0]) != count or row[1] != id_mode:
-            stale.append(day)
-    return stale
+    """Days whose file is missing, damaged or written from other rows or in another id mode."""
+    return [day for day in days if stale_reason(store, category=category, symbol=symbol, day=day,
+                                                cache_dir=cache_dir, id_mode=id_mode) is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedDay:
+    day: date
+    reason: str
+
+
+def complete_days(store: Store, category: str, symbol: str,
+                  days: list[date]) -> tuple[list[date], list[SkippedDay]]:
+    """Split `days` into those covered for the whole UTC day and the others, with why: a file is
+    read as the whole day, so a day with a hole (or today, still going on) gets none."""
+    if not days:
+        return [], []
+    start, end = day_start_us(days[0]), day_start_us(days[-1] + timedelta(days=1))
+    holes = [g for g in find_gaps(store, category, symbol, start, end) if g.kind == "uncovered"]
+    incomplete: dict[date, str] = {}
+    for gap in holes:
+        for day in days_touching([(gap.start_us, gap.end_us)]):
+            incomplete.setdefault(day, f"not complete in the store ({gap.start.isoformat()} .. "
+                                       f"{gap.end.isoformat()} is not covered: {gap.reason})")
+    wanted = set(days)
+    return ([d for d in days if d not in incomplete],
+            [SkippedDay(d, reason) for d, reason in sorted(incomplete.items()) if d in wanted])

@@ -18,11 +18,17 @@ from typing import Any
 
 import duckdb
 
+from fetch.errors import InputError
 from store.errors import NotADatabase, StoreError, StoreLocked
 
 log = logging.getLogger("context.backfill")
 
 Tracer = Callable[[str, Sequence[Any]], None]
+
+# An analyst's connection (`sql`): no file outside the store is read or written (COPY TO, ATTACH,
+# EXPORT, read_csv, glob), no extension installed or loaded, and no SET or PRAGMA can undo it.
+# DuckDB enforces this itself, so no SQL text is inspected by us.
+SANDBOX = {"enable_external_access": False, "lock_configuration": True}
 
 # DuckDB's file lock keeps out other processes, but connections of one process share the database:
 # two threads ingesting the same day in concurrent transactions would both pass the anti-join and
@@ -59,8 +65,9 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0,
-             memory_limit: str = "2GB", migrate: bool = True) -> Store:
-        """Open (creating and migrating unless read-only); wait up to `wait_s` for another writer."""
+             memory_limit: str = "2GB", migrate: bool = True, sandbox: bool = False) -> Store:
+        """Open (creating and migrating unless read-only); wait up to `wait_s` for another writer.
+        `sandbox` (read-only only) locks the connection away from every other file (`SANDBOX`)."""
         target = str(path)
         if read_only and not Path(target).exists():
             raise StoreError(f"no store at {target}; run `bybit-backfill refresh` first or pass --db")
@@ -69,8 +76,10 @@ class Store:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                connection = duckdb.connect(target, read_only=read_only,
-                                            config={"memory_limit": memory_limit})
+                config: dict[str, Any] = {"memory_limit": memory_limit}
+                if sandbox:
+                    config.update(SANDBOX)
+                connection = duckdb.connect(target, read_only=read_only or sandbox, config=config)
                 break
             except duckdb.Error as error:
                 translated = _translate(error, target)
@@ -78,11 +87,11 @@ class Store:
                     time.sleep(0.2)
                     continue
                 raise translated from None
-        store = cls(connection, target, read_only)
+        store = cls(connection, target, read_only or sandbox)
         try:
             if migrate:
                 from store import schema  # schema needs Store: imported late, no cycle at load time
-                if read_only:
+                if read_only or sandbox:
                     schema.check_readable(store)
                 else:
                     schema.migrate(store)
@@ -142,6 +151,34 @@ class Store:
             raise KeyboardInterrupt from None
         except duckdb.Error as error:
             raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+
+    def user_statements(self, sql: str, *, arrow: bool = False) -> list[tuple[str, list[str], Any]]:
+        """Each statement of an analyst's SQL, run in order: (its text, column names, rows or an
+        Arrow table). Empty or comment-only SQL is an `InputError`: there is nothing to answer."""
+        try:
+            statements = [str(s.query).strip() for s in self.connection.extract_statements(sql)]
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+        if not statements:
+            raise InputError("the query is empty (or only comments): give a SQL statement, e.g. "
+                             "\"SELECT * FROM daily\"")
+        results = []
+        for text in statements:
+            self._trace(text, ())
+            try:
+                if arrow:
+                    relation = self.connection.sql(text)
+                    table = relation.to_arrow_table() if relation is not None else None
+                    results.append((text, list(table.column_names) if table is not None else [], table))
+                    continue
+                cursor = self.connection.execute(text)
+                names = [d[0] for d in cursor.description or []]
+                results.append((text, names, cursor.fetchall() if names else []))
+            except duckdb.InterruptException:
+                raise KeyboardInterrupt from None
+            except duckdb.Error as error:
+                raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+        return results
 
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._trace(sql, params)

@@ -21,16 +21,29 @@ as Arrow and writing them with pyarrow). Two details keep the format exact:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store.cache_dir import cache_path, check_cache_dir, check_owner, record_export, temp_prefix
+from store.cache_dir import (
+    SkippedDay,
+    Written,
+    cache_path,
+    check_owner,
+    claim_cache_dir,
+    complete_days,
+    day_fingerprint,
+    record_export,
+    temp_dir,
+    temp_prefix,
+)
 from store.db import Store
 from store.errors import ExportError, StoreError
 from store.plan import day_start_us
@@ -81,30 +94,58 @@ class ExportedDay:
     rows: int
 
 
+@contextlib.contextmanager
+def _snapshot(store: Store) -> Iterator[None]:
+    """One read transaction: the rows and the fingerprint come from the same state of the store.
+    Not `Store.atomic`: a reader must not queue behind the ingest's write lock."""
+    store.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(StoreError):
+            store.execute("ROLLBACK")
+
+
 def write_day(store: Store, *, category: str, symbol: str, day: date, target: Path,
               id_mode: str = "tick") -> int:
-    """Write one day's file atomically (temp file, then rename); returns its rows. Only reads the
-    store, so it may run on a cursor of its own while the store ingests the next day."""
+    """Write one day's file atomically (hidden temp file, then rename); returns its rows as a
+    `Written`, an int that also carries the fingerprint they were read with and the file's size
+    (`record_export` logs both; callers that only count rows need not know). Only reads the store, so it may run on a
+    cursor of its own while the store ingests the next day."""
     params = [category, symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target), suffix=".tmp")
+    try:
+        handle, temp_name = tempfile.mkstemp(dir=temp_dir(target), prefix=temp_prefix(target), suffix=".tmp")
+    except OSError as error:
+        raise ExportError(f"cannot write {target}: {error.strerror or error}") from None
     os.close(handle)
     temp = Path(temp_name)
     try:
-        try:
-            row = store.query_one(copy_day_sql(id_mode, temp), params)
-        except StoreError as error:
-            raise ExportError(f"cannot write {target}: {error}") from None
-        rows = int(row[0]) if row else 0
-        if not pq.read_schema(temp).remove_metadata().equals(CACHE_SCHEMA):
-            table = store.query_arrow(day_rows_sql(id_mode), params).cast(CACHE_SCHEMA)
-            pq.write_table(table, temp, compression="snappy")
-            rows = table.num_rows
+        with _snapshot(store):
+            fingerprint = day_fingerprint(store, category, symbol, day)
+            try:
+                row = store.query_one(copy_day_sql(id_mode, temp), params)
+            except StoreError as error:
+                raise ExportError(f"cannot write {target}: {error}") from None
+            rows = int(row[0]) if row else 0
+            if not pq.read_schema(temp).remove_metadata().equals(CACHE_SCHEMA):
+                table = store.query_arrow(day_rows_sql(id_mode), params).cast(CACHE_SCHEMA)
+                pq.write_table(table, temp, compression="snappy")
+                rows = table.num_rows
+        size = temp.stat().st_size
         os.replace(temp, target)
     except OSError as error:
         raise ExportError(f"cannot write {target}: {error.strerror or error}") from None
     finally:
         temp.unlink(missing_ok=True)
-    return rows
+    return Written(rows, fingerprint, size)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """Files written, and the days given no file with why (a reader takes a file as the whole day)."""
+
+    written: list[ExportedDay] = field(default_factory=list)
+    skipped: list[SkippedDay] = field(default_factory=list)
 
 
 def export_day(store: Store, *, category: str, symbol: str, day: date, cache_dir: Path,
@@ -114,11 +155,22 @@ def export_day(store: Store, *, category: str, symbol: str, day: date, cache_dir
     rows = write_day(store, category=category, symbol=symbol, day=day, target=target, id_mode=id_mode)
     record_export(store, category=category, symbol=symbol, day=day, target=target, rows=rows,
                   id_mode=id_mode)
-    return ExportedDay(day, target, rows)
+    return ExportedDay(day, target, int(rows))
+
+
+def export_range(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
+                 id_mode: str = "tick") -> ExportReport:
+    """Write the file of every day of `days` that is complete in the store; skip (and say why) the
+    others. The directory is claimed first: another owner's directory is refused before any write."""
+    directory = claim_cache_dir(store, cache_dir, category, symbol, id_mode)
+    complete, skipped = complete_days(store, category, symbol, days)
+    written = [export_day(store, category=category, symbol=symbol, day=day, cache_dir=directory,
+                          id_mode=id_mode) for day in complete]
+    return ExportReport(written, skipped)
 
 
 def export_days(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
                 id_mode: str = "tick") -> list[ExportedDay]:
-    directory = check_cache_dir(cache_dir)
-    return [export_day(store, category=category, symbol=symbol, day=day, cache_dir=directory,
-                       id_mode=id_mode) for day in days]
+    """`export_range`'s files (the days not complete in the store are left without one)."""
+    return export_range(store, category=category, symbol=symbol, days=days, cache_dir=cache_dir,
+                        id_mode=id_mode).written

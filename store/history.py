@@ -10,19 +10,20 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fetch import BybitClient, FetchConfig, RecentTradeSource
 from fetch.errors import AuthError, InputError
 from fetch.symbols import normalize_symbol
-from store.cache_dir import cache_path
+from store.cache_dir import cache_path, stale_reason
 from store.coverage import dt_to_us, us_to_dt
 from store.db import Store
-from store.plan import days_touching
+from store.plan import day_start_us, days_touching
 from store.refresh import RefreshSummary, refresh
 from store.service_settings import settings_from
 
@@ -71,6 +72,13 @@ _NEXT_PAGE_SQL = """
       AND time_us < ?
     ORDER BY time_us, trade_id
     LIMIT ?"""
+
+
+_RANGE_SQL = """
+    SELECT time_us, price, qty, side, is_buyer_maker, tick_id, trade_id
+    FROM trades
+    WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
+    ORDER BY time_us, trade_id"""
 
 
 def _ticks_from_rows(rows: list[tuple]) -> list[TradeTick]:  # type: ignore[type-arg]
@@ -154,16 +162,37 @@ class BybitConnectorHistory:
             store.close()
 
     async def backfill_with_cache(self, start: datetime, end: datetime) -> list[TradeTick]:
-        """Refresh the store, export the daily parquet cache, then read the range from those files."""
+        """Refresh the store, export the daily parquet cache, then read the range from those files.
+
+        A day whose file is not current (today, still going on, gets no file; a file damaged after
+        the refresh repaired it) is read from the store instead: a pyarrow error never reaches the
+        caller, and neither does a file that does not say what the store says."""
         if self.settings.context_backfill_test_mode:
             return await self.test_single_window()
         _check_range(start, end)
         if not self.settings.backfill_cache_enabled:
             return [tick async for tick in self.iterate_trades(start, end)]
         store = await self._refresh(start, end, export=True)
-        store.close()
         self._warn_gaps()
-        return read_cache(self.settings.backfill_cache_dir, start, end)
+        try:
+            ticks: list[TradeTick] = []
+            for day in days_touching([(dt_to_us(start), dt_to_us(end))]):
+                ticks += self._day_ticks(store, day, start, end)
+            return ticks
+        finally:
+            store.close()
+
+    def _day_ticks(self, store: Store, day: date, start: datetime, end: datetime) -> list[TradeTick]:
+        cache_dir = self.settings.backfill_cache_dir
+        if stale_reason(store, category=self.category, symbol=self.symbol, day=day, cache_dir=cache_dir,
+                        id_mode=self.settings.backfill_export_id) is None:
+            try:
+                return _file_ticks(cache_path(cache_dir, day), start, end)
+            except (pa.ArrowException, OSError) as error:
+                log.warning("cache file of %s unreadable (%s): read from the store", day, error)
+        lo = max(dt_to_us(start), day_start_us(day))
+        hi = min(dt_to_us(end), day_start_us(day + timedelta(days=1)))
+        return _ticks_from_rows(store.query(_RANGE_SQL, [self.category, self.symbol, lo, hi]))
 
     async def test_single_window(self) -> list[TradeTick]:
         """One small signed call that proves the key works, then the newest few public trades."""
@@ -190,18 +219,20 @@ def _check_range(start: datetime, end: datetime) -> None:
 
 def read_cache(cache_dir: Path, start: datetime, end: datetime) -> list[TradeTick]:
     """TradeTicks of [start, end) from the daily files, as the context service reads them."""
-    start_ms, end_ms = dt_to_us(start) // 1000, -(-dt_to_us(end) // 1000)
     ticks: list[TradeTick] = []
     for day in days_touching([(dt_to_us(start), dt_to_us(end))]):
         path = cache_path(cache_dir, day)
-        if not path.exists():
-            continue
-        table = pq.read_table(path)
-        for t, i, p, q, s, m in zip(*(table.column(n).to_pylist() for n in "Tipqsm")):
-            if start_ms <= t < end_ms:
-                ticks.append(TradeTick(datetime.fromtimestamp(t / 1000, UTC), p, q, s, m,
-                                       int(i) if i.isdigit() else tick_id(i), i))
+        if path.exists():
+            ticks += _file_ticks(path, start, end)
     return ticks
+
+
+def _file_ticks(path: Path, start: datetime, end: datetime) -> list[TradeTick]:
+    start_ms, end_ms = dt_to_us(start) // 1000, -(-dt_to_us(end) // 1000)
+    table = pq.read_table(path)
+    return [TradeTick(datetime.fromtimestamp(t / 1000, UTC), p, q, s, m, int(i) if i.isdigit() else tick_id(i), i)
+            for t, i, p, q, s, m in zip(*(table.column(n).to_pylist() for n in "Tipqsm"))
+            if start_ms <= t < end_ms]
 
 
 def create_history_provider(settings: Any = None) -> BybitConnectorHistory:

@@ -162,7 +162,7 @@ async def _fetch_missing(run: Run, client: BybitClient, missing: list[tuple[int,
             run.implausible += 1
             run.reasons += [_day_gap(day, str(error)) for day in plan.unpublished]
     if run.cache_dir is not None:  # after the symbol is known good: that error says more
-        check_dir_owner(run.store, run.cache_dir, run.category, run.symbol)
+        check_dir_owner(run.store, run.cache_dir, run.category, run.symbol, run.id_mode)
     await _ingest_archive_days(run, archive, plan)
     if tail is not None:
         _ingest_tail(run, tail, plan, now_us)

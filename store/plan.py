@@ -5,6 +5,7 @@ is published, the caller the clock.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -92,7 +93,12 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 def resolve_range(start: datetime | date | str | None, end: datetime | date | str | None,
                   days: float | None, now: datetime, default_days: float = 3) -> tuple[int, int]:
-    """[start, end) in epoch µs; end is exclusive and defaults to now; a range may not lie ahead."""
+    """[start, end) in epoch µs; end is exclusive and defaults to now; a range may not lie ahead.
+
+    `days` with both `start` and `end` is refused rather than one of them silently ignored."""
+    check_days(days)
+    if days is not None and start is not None and end is not None:
+        raise InputError("--days cannot be combined with both --start and --end: give two of the three")
     end_dt = _as_datetime(end, now) if end is not None else now
     if start is not None:
         start_dt = _as_datetime(start, now)
@@ -110,6 +116,16 @@ def resolve_range(start: datetime | date | str | None, end: datetime | date | st
         raise InputError(f"end {end_dt.isoformat()} is in the future: give an end up to tomorrow "
                          "(exclusive) or leave it out to mean now")
     return dt_to_us(start_dt), dt_to_us(min(end_dt, now))
+
+
+MAX_DAYS = 36_600  # a century: far more than Bybit's history, small enough for datetime arithmetic
+
+
+def check_days(days: float | None) -> None:
+    """A range length must be a finite, positive number of days (nan, inf or 1e300 overflow)."""
+    if days is not None and not (math.isfinite(days) and 0 < days <= MAX_DAYS):
+        raise InputError(f"--days {days!r} is not a length: give a positive number of days up to "
+                         f"{MAX_DAYS}")
 
 
 def _as_datetime(value: datetime | date | str, now: datetime) -> datetime:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fetch.symbols import normalize_symbol
-from store.cache_dir import check_cache_dir, days_needing_export
+from store.cache_dir import check_cache_dir, complete_days, days_needing_export
 from store.coverage import Gap, find_gaps, record_open_gaps, unverified, us_to_dt
 from store.db import Store
 from store.plan import days_touching
@@ -122,9 +122,10 @@ def _with_reasons(gaps: list[Gap], reasons: list[Gap]) -> list[Gap]:
 
 
 def _exportable_days(store: Store, category: str, symbol: str, days: list[date]) -> list[date]:
-    """Days with any stored trade (a day with none has nothing to export)."""
+    """Days with any stored trade that are complete in the store: a reader takes a file as the whole
+    day, so today (still going on) or a day with a hole gets none."""
     if not days:
         return []
     rows = store.query("SELECT day FROM day_summary WHERE category = ? AND symbol = ? "
                        "AND day >= ? AND day <= ?", [category, symbol, days[0], days[-1]])
-    return sorted(row[0] for row in rows)
+    return complete_days(store, category, symbol, sorted(row[0] for row in rows))[0]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fetch.errors import InputError
 from store import daily
 from store.db import Store
+from store.errors import StoreError
 
 STATUS_SQL = """
     WITH t AS (
@@ -68,11 +74,25 @@ DAY_COUNTS_SQL = """
        AND c.expected_rows <> stored"""
 
 EXPORT_COUNTS_SQL = """
-    SELECT e.category, e.symbol, e.day, e.path, e.rows,
+    SELECT e.category, e.symbol, e.day, e.path, e.rows, e.id_mode, e.size_bytes,
            (SELECT count(*) FROM trades t WHERE t.category = e.category AND t.symbol = e.symbol
               AND t.time_us >= epoch_us(CAST(e.day AS TIMESTAMP))
               AND t.time_us < epoch_us(CAST(e.day AS TIMESTAMP)) + 86400000000) AS stored
-    FROM exports e ORDER BY e.day"""
+    FROM exports e ORDER BY e.day, e.path"""
+
+# What a file holds, reduced to (rows, sum of T, xor of a hash of every row): computed the same way
+# over the file and over the store's rows for the day, so any changed value shows (a tampered file).
+_DIGEST = 'count(*), sum("T"), bit_xor(hash("T"::BIGINT, i::VARCHAR, p::DOUBLE, q::DOUBLE, s::VARCHAR, m::BOOLEAN))'
+FILE_DIGEST_SQL = f"SELECT {_DIGEST} FROM read_parquet(?)"
+FILE_COLUMNS_SQL = "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))"
+CACHE_COLUMNS = [("T", "BIGINT"), ("i", "VARCHAR"), ("p", "DOUBLE"), ("q", "DOUBLE"), ("s", "VARCHAR"),
+                 ("m", "BOOLEAN")]
+
+
+def store_digest_sql(id_mode: str) -> str:
+    from store.export import day_rows_sql  # the exporter's own query: the file must hold exactly it
+
+    return f"SELECT {_DIGEST} FROM ({day_rows_sql(id_mode)})"
 
 
 # A coverage row may not claim time before Bybit existed, nor past the moment it was written
@@ -174,25 +194,106 @@ def repair(store: Store) -> Repaired:
 
 
 def _export_problems(store: Store) -> list[str]:
-    import pyarrow.parquet as pq  # only `verify` reads parquet: `sql` and `status` start without pyarrow
-
-    from store.export import CACHE_SCHEMA
-
+    """Every exported file checked against the store: present, the size written, a readable footer,
+    the cache columns, and the very rows of the day (a truncated, foreign or tampered file fails)."""
     problems = []
-    for _category, symbol, day, path, rows, stored in store.query(EXPORT_COUNTS_SQL):
-        target = Path(path)
-        if not target.exists():
-            problems.append(f"{symbol} {day}: {path} is missing")
-            continue
-        meta = pq.read_metadata(target)
-        if meta.num_rows != stored or rows != stored:
-            problems.append(f"{symbol} {day}: {path} has {meta.num_rows} rows, the store {stored}")
-        if not meta.schema.to_arrow_schema().remove_metadata().equals(CACHE_SCHEMA):
-            problems.append(f"{symbol} {day}: {path} does not have the cache schema")
+    for category, symbol, day, path, _rows, id_mode, size_bytes, stored in store.query(EXPORT_COUNTS_SQL):
+        problem = _file_problem(store, Path(path), category, symbol, day, id_mode, size_bytes, int(stored))
+        if problem is not None:
+            problems.append(f"{symbol} {day}: {path} {problem}; `bybit-backfill export` rewrites it")
     return problems
 
 
+def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: str,
+                  size_bytes: int | None, stored: int) -> str | None:
+    from store.cache_dir import footer_rows
+    from store.plan import day_start_us
+
+    try:
+        size = target.stat().st_size
+    except OSError:
+        return "is missing"
+    if footer_rows(store, target) is None:
+        return "is not a readable parquet file (truncated or foreign)"
+    if size_bytes is not None and size != int(size_bytes):
+        return f"has {size} bytes, {size_bytes} were written"
+    try:
+        columns = [(str(a), str(b)) for a, b in store.query(FILE_COLUMNS_SQL, [str(target)])]
+        if columns != CACHE_COLUMNS:
+            return f"does not have the cache columns ({', '.join(f'{a} {b}' for a, b in columns)})"
+        found = store.query_one(FILE_DIGEST_SQL, [str(target)])
+    except StoreError as error:
+        return f"cannot be read ({error})"
+    params = [category, symbol, day_start_us(day), day_start_us(day) + 86_400_000_000]
+    expected = store.query_one(store_digest_sql(id_mode), params)
+    if found is None or int(found[0]) != stored:
+        return f"has {found[0] if found else 0} rows, the store {stored}"
+    if found != expected:
+        return "holds other rows than the store (changed after it was written)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """One statement's answer: its text, column names and rows (an Arrow table for parquet)."""
+
+    statement: str
+    names: list[str]
+    rows: Any
+
+
+def run_queries(path: str | Path, query: str, *, arrow: bool = False) -> list[QueryResult]:
+    """Every statement of an analyst's SQL, on a sandboxed read-only connection (`store.db.SANDBOX`):
+    it can neither change the store nor read or write any other file."""
+    with Store.open(path, read_only=True, sandbox=True) as store:
+        return [QueryResult(text, names, rows) for text, names, rows in
+                store.user_statements(query, arrow=arrow)]
+
+
 def run_sql(path: str | Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """An analyst's own query against a read-only connection: it can never change the store."""
-    with Store.open(path, read_only=True) as store:
-        return store.user_query(query)
+    """The answer of the last statement of an analyst's SQL (see `run_queries`)."""
+    last = run_queries(path, query)[-1]
+    return last.names, last.rows
+
+
+def render_csv(result: QueryResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(result.names)
+    writer.writerows(result.rows)
+    return buffer.getvalue()
+
+
+def render_json(results: list[QueryResult]) -> str:
+    """One statement: a list of row objects; several: a list of those lists, one per statement."""
+    lists = [[dict(zip(r.names, row)) for row in r.rows] for r in results]
+    return json.dumps(lists[0] if len(lists) == 1 else lists, indent=2, default=str)
+
+
+def write_result(path: str | Path, query: str, fmt: str, output: Path) -> QueryResult:
+    """Write a one-statement query's answer to `output` as csv, json or parquet: the tool writes the
+    file (the analyst's connection cannot), via a hidden temp name and a rename."""
+    results = run_queries(path, query, arrow=fmt == "parquet")
+    if len(results) != 1:
+        raise InputError(f"--output takes the answer of one statement, the query has {len(results)}: "
+                         "run them one at a time")
+    result = results[0]
+    target = Path(output)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if result.rows is None:
+                raise InputError("the statement returns no rows to write: give a query")
+            pq.write_table(result.rows, temp)
+        else:
+            temp.write_text(render_csv(result) if fmt == "csv" else render_json([result]) + "\n",
+                            encoding="utf-8")
+        os.replace(temp, target)
+    except OSError as error:
+        raise InputError(f"cannot write {target}: {error.strerror or error}; choose another --output") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    rows = result.rows.num_rows if fmt == "parquet" else len(result.rows)
+    return QueryResult(result.statement, result.names, rows)

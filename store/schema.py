@@ -192,9 +192,30 @@ def stored_version(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
+_FOREIGN_SQL = """
+    SELECT
+        (SELECT count(*) FROM information_schema.tables
+         WHERE table_catalog = current_database() AND table_name <> 'schema_version') AS other_tables,
+        (SELECT count(*) FROM information_schema.columns
+         WHERE table_catalog = current_database() AND table_schema = 'main'
+           AND table_name = 'schema_version' AND column_name IN ('version', 'applied_at')) AS ours"""
+
+
+def check_ours(store: Store) -> None:
+    """Refuse a DuckDB file someone else made: tables, but no `schema_version` of ours. Extending it
+    would mix our tables into another application's database (and migrate would fail half-way)."""
+    row = store.query_one(_FOREIGN_SQL)
+    other_tables, ours = (int(row[0]), int(row[1])) if row else (0, 0)
+    if other_tables and ours != 2:
+        raise StoreError(f"{store.path} is a DuckDB database made by something else (it has tables but no "
+                         "bybit-backfill schema_version); it was left unchanged: point --db / "
+                         "BACKFILL_DB_PATH at a new or existing bybit-backfill store")
+
+
 def check_readable(store: Store) -> None:
     """A read-only open cannot migrate: refuse a file whose schema is missing or older than this release
     (e.g. a first run killed while it created the file) with what to do, not a catalog error later."""
+    check_ours(store)
     version = stored_version(store)
     if version < SCHEMA_VERSION:
         raise StoreError(f"{store.path} has schema version {version}, this release needs {SCHEMA_VERSION} "
@@ -204,6 +225,7 @@ def check_readable(store: Store) -> None:
 
 def migrate(store: Store) -> int:
     """Bring the file to SCHEMA_VERSION, one transaction per step; returns the steps applied."""
+    check_ours(store)
     with store.atomic():
         version = current_version(store)
     if version > SCHEMA_VERSION:

@@ -8,28 +8,42 @@ class: `fetch_config()` turns it into the frozen value objects the fetch layer t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fetch.config import BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy, Timeouts
+from fetch.errors import InputError
+
+_SECRET_FIELDS = frozenset({"bybit_api_key", "bybit_api_secret"})
 
 
 class Settings(BaseSettings):
     """Every knob of the tool; secrets are `SecretStr`, so no repr, log or error shows them."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      case_sensitive=False)
+                                      case_sensitive=False, allow_inf_nan=False)
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        """pydantic's ValidationError is a multi-line report with a link: the CLI and the Python API
+        both get our `InputError` instead, one line naming the variable (never a secret's value)."""
+        try:
+            super().__init__(*args, **values)
+        except ValidationError as error:
+            raise InputError(_describe(error)) from None
 
     data_source: str = Field("bybit", description="Trade history provider; this package serves 'bybit'.")
     bybit_api_key: SecretStr = Field(SecretStr(""), description="API key; only /v5/execution/list needs it.")
     bybit_api_secret: SecretStr = Field(SecretStr(""), description="API secret (never printed or logged).")
     bybit_rest_base_url: str = Field("https://api.bybit.com", description="REST API base URL.")
     bybit_archive_base_url: str = Field("https://public.bybit.com", description="Daily archive base URL.")
-    bybit_api_timeout: float = Field(30.0, gt=0, description="Seconds before one API request times out.")
+    bybit_api_timeout: float = Field(30.0, gt=0, le=3600, description=(
+        "Seconds before one API request times out; also how long a download may stall."))
+    bybit_archive_timeout: float = Field(600.0, gt=0, le=86400,
+                                         description="Seconds one archive day file may take to download.")
     bybit_recv_window_ms: int = Field(5000, gt=0, description="recv_window of signed requests, in ms.")
-    bybit_backfill_max_retries: int = Field(5, ge=0, description="Retries of a transient failure.")
+    bybit_backfill_max_retries: int = Field(5, ge=0, le=100, description="Retries of a transient failure.")
     bybit_backfill_retry_base: float = Field(0.5, gt=0, description="First backoff delay, in seconds.")
     bybit_backfill_rate_limit_threshold: int = Field(
         5, ge=1, description="Consecutive rate-limit errors that open the circuit breaker.")
@@ -37,7 +51,7 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How long an open breaker waits (at least 600 s after a 403 ban).")
     bybit_backfill_public_delay_ms: int = Field(0, ge=0, description="Minimum spacing of public API calls.")
     bybit_backfill_max_concurrent_chunks: int = Field(
-        4, ge=1, description="Archive days downloaded at once / execution windows fetched at once.")
+        4, ge=1, le=64, description="Archive days downloaded at once / execution windows fetched at once.")
     bybit_symbol: str = Field("BTCUSDT", description="Symbol served by BybitConnectorHistory.")
     bybit_category: Literal["linear", "inverse", "spot"] = Field(
         "linear", description="Category served by BybitConnectorHistory.")
@@ -55,6 +69,14 @@ class Settings(BaseSettings):
     def _upper_symbol(cls, value: str) -> str:
         return value.strip().upper()
 
+    @field_validator("bybit_api_key", "bybit_api_secret")
+    @classmethod
+    def _printable(cls, value: SecretStr) -> SecretStr:
+        """A newline or a space in a key would end up in an HTTP header (or be silently refused)."""
+        if any(char.isspace() or not char.isprintable() for char in value.get_secret_value()):
+            raise ValueError("must not contain spaces, newlines or other control characters")
+        return value
+
     def fetch_config(self) -> FetchConfig:
         """The fetch layer's view of these settings."""
         return FetchConfig(
@@ -70,9 +92,24 @@ class Settings(BaseSettings):
                                   ban_cooldown_s=max(600.0, self.bybit_backfill_cooldown_seconds)),
             limits=RateLimits(public_delay_ms=self.bybit_backfill_public_delay_ms,
                               max_concurrency=self.bybit_backfill_max_concurrent_chunks * 2),
-            timeouts=Timeouts(total_s=self.bybit_api_timeout),
+            timeouts=Timeouts(total_s=self.bybit_api_timeout, archive_total_s=self.bybit_archive_timeout),
             archive_concurrency=self.bybit_backfill_max_concurrent_chunks,
         )
+
+
+def _describe(error: ValidationError) -> str:
+    """`BYBIT_API_TIMEOUT='abc': Input should be a valid number; fix it in the environment or .env`."""
+    problem = error.errors()[0]
+    name = str(problem["loc"][0]) if problem.get("loc") else "a setting"
+    shown = "" if name in _SECRET_FIELDS or "input" not in problem else f"={_short(problem['input'])}"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{name.upper()}{shown}: {message}{more}; fix it in the environment, .env or the arguments"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def settings_table() -> list[tuple[str, str, str]]:

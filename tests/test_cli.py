@@ -35,8 +35,8 @@ def test_refresh_prints_the_summary_and_stores_the_days(env) -> None:
     with Store.open(env["BACKFILL_DB_PATH"], read_only=True) as store:
         assert store.query_one("SELECT count(*) FROM trades")[0] == 4000
         assert duplicate_keys(store) == []
-    assert sorted(p.name for p in Path(env["BACKFILL_CACHE_DIR"]).iterdir()) == [
-        "backfill_2024-01-02.parquet", "backfill_2024-01-03.parquet"]
+    assert sorted(p.name for p in Path(env["BACKFILL_CACHE_DIR"]).iterdir()
+                  if not p.name.startswith(".")) == ["backfill_2024-01-02.parquet", "backfill_2024-01-03.parquet"]
 
 
 def test_refresh_json_carries_the_monitoring_figures(env) -> None:

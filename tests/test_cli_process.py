@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path, monkeypatch) -> None:
                                            "--trades-per-day", "3000"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "Analyst query" in result.output and "Try next" in result.output
-    files = sorted(p.name for p in (tmp_path / "demo" / "backfill_cache").iterdir())
+    files = sorted(p.name for p in (tmp_path / "demo" / "backfill_cache").glob("[!.]*"))
     assert len(files) >= 2 and all(f.startswith("backfill_") for f in files)
     with Store.open(tmp_path / "demo" / "demo.duckdb", read_only=True) as store:
         assert store.query_one("SELECT count(*) FROM trades")[0] >= 6000
@@ -46,12 +47,17 @@ def test_ctrl_c_keeps_finished_days_rolls_back_the_current_one_and_says_rerun(si
                 "2024-01-01", "--end", "2024-01-10"]
         process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (tmp_path / "c.duckdb").exists():
-            time.sleep(0.05)
-        time.sleep(1.0)
+        # Wait for an event, not a timer: off a terminal each committed day is logged on stderr.
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if re.search(r"INFO archive linear BTCUSDT 2024-01-0\d: [\d,]+ rows, \d+ added", line):
+                break
+        else:
+            raise AssertionError(f"the refresh ended before committing a day: {''.join(seen)[-2000:]}")
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        _, rest = process.communicate(timeout=60)
+        err = "".join(seen) + rest
         assert process.returncode == 130, err[-2000:]
         assert "interrupted" in err and "rerun" in err
         with Store.open(tmp_path / "c.duckdb", read_only=True) as store:

@@ -22,6 +22,7 @@ from fetch import (ArchiveError, ArchiveFile, ArchiveSource, AuthError, BreakerP
                    RateLimits, RecentTradeSource, RetryPolicy, read_archive)
 from sim import SimConfig, SimState, running_sim
 from sim.config import day_start_ms
+from sim.faults import RequestInfo
 from sim.fills import expected_fills
 from sim.market import expected_count, expected_trades
 from sim.server import RunningSim
@@ -203,7 +204,9 @@ async def test_malformed_json_and_rate_limits_are_retried(sim: RunningSim) -> No
         assert client.stats.rate_limited == 1
         assert client.stats.errors_by_type == {"BadResponse": 1, "RateLimited": 1}
     assert len(tail.trades) == 5
-    assert 0.1 < delays[1] < 0.5  # waited for the advertised reset (~300 ms), not the backoff
+    # Waited for the advertised reset (~300 ms from the answer; less if this machine is slow to read
+    # it), not the backoff (0.5 s here): only an upper bound, which a busy machine cannot break.
+    assert delays[1] < 0.5
 
 
 async def test_too_many_failures_give_up_with_the_last_error(sim: RunningSim) -> None:
@@ -366,16 +369,29 @@ async def test_a_persistently_failing_day_is_an_error_value_not_an_exception(
     assert isinstance(results[date(2024, 1, 1)], ArchiveFile) and isinstance(results[date(2024, 1, 3)], ArchiveFile)
 
 
+class InFlight(SimState):
+    """Counts the requests the emulator is answering at once: each is counted on arrival and logged
+    when its answer is ready (after the configured latency)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        super().__init__(config)
+        self.arrived = self.peak = 0
+
+    def count(self, info: RequestInfo) -> None:
+        self.arrived += 1
+        self.peak = max(self.peak, self.arrived - len(self.log))
+        super().count(info)
+
+
 async def test_downloads_run_concurrently_up_to_the_bound(sim_config: SimConfig, tmp_path: Path) -> None:
-    config = dataclasses.replace(sim_config, latency_ms=150)
-    async with running_sim(config) as sim:
+    config = dataclasses.replace(sim_config, latency_ms=1000)  # long enough to overlap on a busy machine
+    state = InFlight(config)
+    async with running_sim(config, state) as sim:
         async with BybitClient(fetch_config(sim, archive_concurrency=4)) as client:
             days = [date(2024, 1, 1) + timedelta(days=k) for k in range(8)]
-            started = time.monotonic()
             results = [x async for x in ArchiveSource(client, tmp_path).fetch_days("linear", "BTCUSDT", days)]
-            elapsed = time.monotonic() - started
     assert all(isinstance(o, ArchiveFile) for _, o in results)
-    assert elapsed < 8 * 0.15  # serial would take at least 1.2 s
+    assert state.peak == 4, "four downloads at once, never more"
 
 
 async def test_the_default_ten_minute_ban_is_waited_out_on_a_fake_clock(sim_config: SimConfig,

@@ -10,6 +10,7 @@ from storeutil import day, duplicate_keys, stored_ids, truth_ids, us
 
 from sim import run_in_thread
 from store import Store
+from store.cache_dir import OWNER_FILE
 from store.report import verify
 
 
@@ -38,7 +39,8 @@ def crash_then_complete(sim_config, tmp_path: Path, after_files: list[int]) -> i
                 assert set(ids) == truth_ids(sim.config, "BTCUSDT", day(1), day(10))
                 report = verify(store)
                 assert report.ok, report.checks
-            assert not [p for p in cache.iterdir() if not p.name.startswith("backfill_")], "temp files left"
+            assert not [p for p in cache.rglob("*") if p.is_file() and not p.name.startswith("backfill_")
+                    and p.name != OWNER_FILE], "temp files left"
     return killed
 
 

@@ -12,6 +12,7 @@ from storeutil import day, dt, duplicate_keys, sim_fetch_config, stored_ids, tot
 from sim import MarketSpec, SimConfig, running_sim
 from sim.market import expected_count
 from store import CACHE_SCHEMA, BybitConnectorHistory, Settings, Store, refresh
+from store.cache_dir import OWNER_FILE, TEMP_DIR
 from store.plan import day_start_us
 
 
@@ -85,7 +86,9 @@ async def test_exported_parquet_has_the_cache_schema_and_the_stores_rows(sim, st
                              "is_buyer_maker FROM trades WHERE time_us >= ? AND time_us < ? ORDER BY "
                              "time_us, trade_id", [us(d), us(d + timedelta(days=1))])
         assert [tuple(r.values()) for r in table.to_pylist()] == [(r[1], r[0], *r[2:]) for r in stored]
-    assert list(cache.iterdir()) and not [p for p in cache.iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in cache.iterdir() if p.name.startswith(".")]
+    assert sorted(hidden) == [OWNER_FILE, TEMP_DIR] and not list((cache / TEMP_DIR).iterdir()), \
+        "only the owner marker and an empty temp dir beside the day files"
     again = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(3)), us(day(5)),
                           cache_dir=cache)
     assert again.files_exported == 0, "unchanged days are not rewritten"

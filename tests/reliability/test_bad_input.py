@@ -81,12 +81,32 @@ def garbage_from_the_api(world: World) -> None:
     world.sim.state.faults.add("malformed_json", path=TAIL, times=-1)
 
 
+def an_endless_answer(world: World) -> None:
+    world.sim.state.faults.add("huge_json", path=TAIL, times=-1)
+
+
 def refuses_the_symbol(world: World) -> None:
     world.sim.state.faults.add("ret_10001_empty", path=TAIL, times=-1)
 
 
 def nothing(world: World) -> None:
     return None
+
+
+def a_foreign_database(world: World) -> None:
+    """Another application's DuckDB file: tables, but no schema_version of ours."""
+    import duckdb
+
+    connection = duckdb.connect(str(world.tmp / "theirs.duckdb"))
+    connection.execute("CREATE TABLE invoices (id INTEGER, amount DOUBLE)")
+    connection.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    connection.close()
+
+
+def a_second_store(world: World) -> None:
+    """Another store holding the same symbol's days, to be exported into the first one's directory."""
+    with Store.open(world.tmp / "second.duckdb") as store:
+        asyncio.run(refresh(store, sim_fetch_config(world.sim.url), "BTCUSDT", us(day(7)), us(day(8))))
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,17 @@ CASES = [
     Bad("start equals end", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2024-01-08"],
         ["is not before end"]),
     Bad("a negative length", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--days", "-2"],
-        ["is not before end"]),
+        ["Invalid value for '--days'", "'-2' is not a positive finite number"]),
+    Bad("days that are nan", ["refresh", "BTCUSDT", "--days", "nan"], ["'nan' is not a positive finite"]),
+    Bad("days that are inf", ["gaps", "BTCUSDT", "--days", "inf"], ["'inf' is not a positive finite"]),
+    Bad("days of -1", ["refresh", "BTCUSDT", "--days", "-1"], ["'-1' is not a positive finite"]),
+    Bad("days of 1e300", ["refresh", "BTCUSDT", "--days", "1e300"],
+        ["--days 1e+300 is not a length", "up to 36600"]),
+    Bad("a silence of nan", ["gaps", "BTCUSDT", "--min-silence", "nan"],
+        ["Invalid value for '--min-silence'", "'nan' is not a positive finite"]),
+    Bad("days with both start and end", ["refresh", "BTCUSDT", "--start", "2024-01-07", "--end", "2024-01-08",
+                                         "--days", "1"],
+        ["--days cannot be combined with both --start and --end"]),
     Bad("start in the future", ["refresh", "BTCUSDT", "--start", "2099-01-01"],
         ["is in the future", "cannot be fetched before they happen"]),
     Bad("end in the future", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2099-01-01"],
@@ -143,6 +173,61 @@ CASES = [
     Bad("a directory as the store", ["status", "--db", "{tmp}"], ["is a directory"]),
     Bad("sql that does not parse", ["sql", "SELEKT 1"], ["query failed", "syntax error"]),
     Bad("sql that writes", ["sql", "DELETE FROM trades"], ["query failed", "read-only"]),
+    Bad("sql that is empty", ["sql", "  "], ["the query is empty"]),
+    Bad("sql that is only a comment", ["sql", "/* nothing here */ -- nor here"], ["the query is empty"]),
+    Bad("sql copying a table to a file", ["sql", "COPY trades TO '{tmp}/stolen.csv'"],
+        ["query failed", "file system operations are disabled"]),
+    Bad("sql attaching another database", ["sql", "ATTACH '{tmp}/other.duckdb' AS other"],
+        ["query failed", "disabled"]),
+    Bad("sql reading an arbitrary file", ["sql", "SELECT * FROM read_csv('/etc/passwd')"],
+        ["query failed", "file system operations are disabled"]),
+    Bad("sql installing an extension", ["sql", "INSTALL httpfs"], ["query failed", "Permission Error"]),
+    Bad("sql loading an extension", ["sql", "LOAD httpfs"], ["query failed", "disabled"]),
+    Bad("sql undoing the sandbox", ["sql", "SET enable_external_access = true; COPY trades TO '{tmp}/x.csv'"],
+        ["query failed", "the configuration has been locked"]),
+    Bad("sql exporting the database", ["sql", "EXPORT DATABASE '{tmp}/dump'"],
+        ["query failed", "file system operations are disabled"]),
+    Bad("sql several statements written to one --output",
+        ["sql", "SELECT 1; SELECT 2", "--format", "csv", "--output", "{tmp}/two.csv"],
+        ["--output takes the answer of one statement"]),
+    Bad("refresh into a foreign DuckDB file",
+        ["refresh", "BTCUSDT", "--db", "{tmp}/theirs.duckdb", "--start", "2024-01-08", "--end", "2024-01-09"],
+        ["{tmp}/theirs.duckdb is a DuckDB database made by something else", "left unchanged"],
+        a_foreign_database),
+    Bad("status on a foreign DuckDB file", ["status", "--db", "{tmp}/theirs.duckdb"],
+        ["made by something else"], a_foreign_database),
+    Bad("sql on a foreign DuckDB file", ["sql", "SELECT * FROM invoices", "--db", "{tmp}/theirs.duckdb"],
+        ["made by something else"], a_foreign_database),
+    Bad("export of a second symbol into an owned cache dir",
+        ["export", "ETHUSDT", "--start", "2024-01-07", "--end", "2024-01-09"],
+        ["the cache dir {tmp}/cache belongs to BTCUSDT (linear, id mode tick) of the store {db}",
+         "give each symbol, store and id mode its own --cache-dir"]),
+    Bad("refresh of a second symbol into an owned cache dir",
+        ["refresh", "ETHUSDT", "--start", "2024-01-07", "--end", "2024-01-09"],
+        ["belongs to BTCUSDT (linear, id mode tick) of the store {db}"]),
+    Bad("export in a second id mode into an owned cache dir",
+        ["export", "BTCUSDT", "--start", "2024-01-07", "--end", "2024-01-09", "--id-mode", "raw"],
+        ["belongs to BTCUSDT (linear, id mode tick)", "not to BTCUSDT (linear, id mode raw)"]),
+    Bad("export from a second store into an owned cache dir, through a second spelling of the dir",
+        ["export", "BTCUSDT", "--db", "{tmp}/second.duckdb", "--start", "2024-01-07", "--end", "2024-01-08",
+         "--cache-dir", "{tmp}/cache/../cache/"],
+        ["belongs to BTCUSDT (linear, id mode tick) of the store {db}"], a_second_store),
+    Bad("a timeout that is not a number", ["status"], ["BYBIT_API_TIMEOUT='abc'", "valid number"],
+        env={"BYBIT_API_TIMEOUT": "abc"}),
+    Bad("a timeout of zero", ["status"], ["BYBIT_API_TIMEOUT='0'", "greater than 0"],
+        env={"BYBIT_API_TIMEOUT": "0"}),
+    Bad("an unknown category in the environment", ["status"], ["BYBIT_CATEGORY='futures'"],
+        env={"BYBIT_CATEGORY": "futures"}),
+    Bad("negative retries", ["refresh", "BTCUSDT"], ["BYBIT_BACKFILL_MAX_RETRIES='-1'"],
+        env={"BYBIT_BACKFILL_MAX_RETRIES": "-1"}),
+    Bad("zero concurrent chunks", ["refresh", "BTCUSDT"], ["BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS='0'"],
+        env={"BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "0"}),
+    Bad("a cache switch that is neither true nor false", ["refresh", "BTCUSDT"],
+        ["BACKFILL_CACHE_ENABLED='maybe'", "valid boolean"], env={"BACKFILL_CACHE_ENABLED": "maybe"}),
+    Bad("an unknown export id mode", ["export", "BTCUSDT"], ["BACKFILL_EXPORT_ID='bogus'", "'tick' or 'raw'"],
+        env={"BACKFILL_EXPORT_ID": "bogus"}),
+    Bad("a newline in the API key", ["executions"], ["BYBIT_API_KEY: must not contain", "newlines"],
+        env={"BYBIT_API_KEY": "abc\ndef", "BYBIT_API_SECRET": "s3cr3t-value"}),
     Bad("an unwritable cache dir (refresh)", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end",
                                               "2024-01-09", "--cache-dir", "{tmp}/afile/cache"],
         ["cannot write to the cache dir {tmp}/afile/cache", "choose another --cache-dir"], a_file_in_the_way),
@@ -161,6 +246,8 @@ CASES = [
         env={"BYBIT_API_KEY": "test-key", "BYBIT_API_SECRET": "not-the-secret"}),
     Bad("a non-JSON answer from the API", ["refresh", "BTCUSDT", *TODAY],
         ["non-JSON answer on /v5/market/recent-trade", "check BYBIT_REST_BASE_URL"], garbage_from_the_api),
+    Bad("an API answer larger than 16 MB", ["refresh", "BTCUSDT", *TODAY],
+        ["/v5/market/recent-trade", "over the 16 MB cap", "check BYBIT_REST_BASE_URL"], an_endless_answer),
     Bad("recent-trade refusing the symbol (10001, empty list)", ["refresh", "BTCUSDT", *TODAY],
         ["rejected symbol 'BTCUSDT'", "check the symbol exists in that category"], refuses_the_symbol),
     Bad("an API base URL that is not Bybit's API", ["refresh", "BTCUSDT", *TODAY],
@@ -202,6 +289,65 @@ def test_bad_input_is_one_clear_line_exit_2_and_changes_nothing(world: World, ca
     for words in case.says:
         assert world.sub(words) in line, (words, line)
     assert listing(world.tmp) == before, "the store (and everything beside it) is as it was"
+
+
+def test_a_bad_value_in_dot_env_is_one_line_too(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(world.tmp)
+    (world.tmp / ".env").write_text("BYBIT_API_TIMEOUT=soon\n")
+    env = {k: v for k, v in world.env.items() if k != "BYBIT_API_TIMEOUT"}
+    code, out, err = run_cli(env, "status")
+    assert (code, out) == (2, "")
+    assert "BYBIT_API_TIMEOUT='soon'" in one_error_line(err)
+
+
+def test_a_secret_with_a_newline_is_refused_without_showing_it(world: World) -> None:
+    code, _, err = run_cli({**world.env, "BYBIT_API_KEY": "key", "BYBIT_API_SECRET": "top\nsecret"},
+                           "executions")
+    assert code == 2 and "BYBIT_API_SECRET: must not contain" in one_error_line(err)
+    assert "top" not in err and "secret" not in err.replace("BYBIT_API_SECRET", "")
+
+
+def test_an_unexpected_exception_is_one_line_exit_1_and_its_traceback_only_with_v(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import store.report
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'rows'")
+
+    monkeypatch.setattr(store.report, "status", broken)
+    code, out, err = run_cli(world.env, "status")
+    assert (code, out) == (1, "")
+    line = one_error_line(err)
+    assert "unexpected AttributeError" in line and "rerun with -v for the traceback" in line
+    assert "Traceback" not in err
+    code, _, err = run_cli(world.env, "-v", "status")
+    assert code == 1 and "Traceback (most recent call last)" in err and "in broken" in err
+
+
+def test_several_sql_statements_print_each_answer(world: World) -> None:
+    code, out, err = run_cli(world.env, "sql", "SELECT 1 AS one; SELECT 'two' AS two -- and a comment")
+    assert code == 0, err
+    assert out.split("\n\n") == ["one\n---\n1", "two\n---\ntwo\n"]
+    code, out, _ = run_cli(world.env, "sql", "SELECT 1 AS one; SELECT 2 AS two", "--format", "json")
+    assert json.loads(out) == [[{"one": 1}], [{"two": 2}]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_sql_answers_go_to_a_file_through_the_tool(world: World, fmt: str) -> None:
+    target = world.tmp / f"daily.{fmt}"
+    code, out, err = run_cli(world.env, "sql", "SELECT day, trades FROM daily ORDER BY day", "--format", fmt,
+                             "--output", str(target))
+    assert code == 0 and out == "", err
+    assert f"{target}  2 rows" in err
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(target).column("trades").to_pylist() == [2000, 2000]
+    elif fmt == "csv":
+        assert target.read_text().splitlines() == ["day,trades", "2024-01-07,2000", "2024-01-08,2000"]
+    else:
+        assert [row["trades"] for row in json.loads(target.read_text())] == [2000, 2000]
+    assert not [p for p in world.tmp.iterdir() if p.name.startswith(f".daily.{fmt}")], "no temp file left"
 
 
 def test_opening_and_closing_a_store_leaves_its_bytes_alone(world: World) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import json
 import threading
-import time
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -48,14 +47,12 @@ def test_a_second_refresh_is_refused_at_once_with_a_message_naming_the_file(slow
     first = start_cli(slow_sim.url, db, cache, REFRESH, capture=True)
     try:
         wait_until(lambda: writer_holds_the_lock(slow_sim))
-        started = time.monotonic()
         code, out, err = run_cli(env, *REFRESH)
-        elapsed = time.monotonic() - started
+        # Refused while the first still runs: not after waiting for it (no wall-clock bound needed).
         assert first.poll() is None, "the first refresh must still be running"
         assert code == 2 and out == ""
         assert err.count("\n") == 1 and str(db) in err and "in use by another process" in err
         assert "wait for it to finish" in err
-        assert elapsed < 3.0, "refused at once, not after a wait"
         code, _, err = run_cli(env, "status")  # readers are refused too while a writer holds the file
         assert code == 2 and str(db) in err and "in use" in err
     finally:

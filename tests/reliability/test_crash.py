@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import replace
@@ -20,7 +21,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from crashutil import ROOT, cli_env, kill_at, start_cli
+from crashutil import ROOT, cli_env, kill_at, kill_when, start_cli
 from relutil import (
     archive_days,
     assert_exactly_the_truth,
@@ -34,6 +35,7 @@ from storeutil import KEY, SECRET, day, sim_fetch_config, us
 from sim import MarketSpec, run_in_thread
 from sim.server import RunningSim
 from store import CACHE_SCHEMA, Store, StoreError, refresh, refresh_executions
+from store.cache_dir import OWNER_FILE
 from store.plan import day_start_us
 from store.report import verify
 
@@ -75,6 +77,27 @@ def timed_run(sim: RunningSim, db: Path, cache: Path, args: list[str], **env: st
     return time.monotonic() - started
 
 
+def requests_seen(sim: RunningSim) -> int:
+    """Requests that reached the emulator so far: the run's progress, observed, not timed."""
+    return sum(sim.state.requests.values())
+
+
+def counted_run(sim: RunningSim, db: Path, cache: Path, args: list[str], **env: str) -> int:
+    """One uninterrupted run of the command: how many requests a whole run sends (kill moments are
+    drawn among them, so a busy machine shifts no kill before the first request or past the end)."""
+    before = requests_seen(sim)
+    process = start_cli(sim.url, db, cache, args, capture=True, **env)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return requests_seen(sim) - before
+
+
+def kill_after_request(sim: RunningSim, process: subprocess.Popen, k: int) -> bool:
+    """SIGKILL the process as soon as its k-th request has reached the emulator."""
+    before = requests_seen(sim)
+    return kill_when(process, lambda: requests_seen(sim) - before >= k, timeout_s=120)
+
+
 def parquet_problems(cache: Path) -> list[str]:
     """Every visible cache file must read whole with the cache schema."""
     problems = []
@@ -102,20 +125,22 @@ def open_killed(db: Path) -> Store | None:
 
 
 def leftovers(cache: Path) -> list[str]:
-    """Anything in the cache directory that is not a finished day file (temp files of a writer)."""
-    return sorted(p.name for p in cache.iterdir() if not (p.name.startswith("backfill_")
-                                                          and p.name.endswith(".parquet")))
+    """Any file in the cache directory (or its hidden temp directory) that is neither a finished day
+    file nor the owner marker: temp files of a writer."""
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and not (
+        p.parent == cache and (p.name == OWNER_FILE or (p.name.startswith("backfill_")
+                                                        and p.name.endswith(".parquet")))))
 
 
 def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_config, tmp_path: Path) -> None:
     rng = random.Random(20240110)
     mid_run = killed = 0
     with run_in_thread(slow_exchange(sim_config)) as sim:
-        whole = timed_run(sim, tmp_path / "baseline.duckdb", tmp_path / "baseline-cache", REFRESH)
+        whole = counted_run(sim, tmp_path / "baseline.duckdb", tmp_path / "baseline-cache", REFRESH)
         truth = truth_ids_until(sim.config, "BTCUSDT", day(1), us(day(10)))
         for n in range(KILLS):
             db, cache = tmp_path / f"r{n}.duckdb", tmp_path / f"cache{n}"
-            killed += kill_at(start_cli(sim.url, db, cache, REFRESH), rng.uniform(0.0, whole))
+            killed += kill_after_request(sim, start_cli(sim.url, db, cache, REFRESH), rng.randint(1, whole))
             store = open_killed(db)
             if store is not None:
                 with store:
@@ -150,11 +175,11 @@ def test_executions_crawl_killed_at_20_random_moments_is_completed_by_the_next_r
     # 40 fills a day: two or three pages per window, so commits spread over the crawl.
     with run_in_thread(replace(sim_config, latency_ms=LATENCY_MS, fills_per_day=40)) as sim:
         truth = fill_ids(sim.config, start_us, end_us)
-        whole = timed_run(sim, tmp_path / "baseline.duckdb", tmp_path / "c", EXECUTIONS, **keys)
+        whole = counted_run(sim, tmp_path / "baseline.duckdb", tmp_path / "c", EXECUTIONS, **keys)
         for n in range(KILLS):
             db = tmp_path / f"x{n}.duckdb"
             crawl = start_cli(sim.url, db, tmp_path / "c", EXECUTIONS, **keys)
-            killed += kill_at(crawl, rng.uniform(0.0, whole))
+            killed += kill_after_request(sim, crawl, rng.randint(1, whole))
             windows = 0
             store = open_killed(db)
             if store is not None:
@@ -286,6 +311,15 @@ def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_confi
 
     def reader() -> None:
         while not stop.is_set():
+            try:  # the whole directory, as pyarrow, polars or Spark read it: no temp file may show
+                whole = pq.read_table(cache)
+                if not whole.schema.remove_metadata().equals(CACHE_SCHEMA) or whole.num_rows % 40_000:
+                    problems.append(f"the directory: {whole.num_rows} rows, {whole.schema}")
+                reads.append(whole.num_rows)
+            except FileNotFoundError:
+                pass  # a file replaced between pyarrow's listing and its open
+            except Exception as error:  # noqa: BLE001 - a temp or partial file is exactly this
+                problems.append(f"the directory: {type(error).__name__}: {error}")
             for path in cache.glob("backfill_*.parquet"):
                 try:
                     table = pq.read_table(path)

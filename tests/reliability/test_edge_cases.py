@@ -249,8 +249,10 @@ def test_recorded_linear_payloads_end_to_end_through_the_store(tmp_path: Path) -
     table = pq.read_table(cache / "backfill_2025-03-14.parquet")
     assert table.column("T").to_pylist() == sorted(t // 1000 for t in ARCHIVE_TIMES_US.values())
     ticks = read_cache(cache, datetime(2025, 3, 14, tzinfo=UTC), datetime(2025, 3, 16, tzinfo=UTC))
-    assert len(ticks) == 7 and len({t.id for t in ticks}) == 7
-    assert {t.id for t in ticks} == {tick_id(r[0]) for r in rows}
+    # Only the complete archive day has a file; today's REST rows stay in the store (no partial file).
+    assert not (cache / "backfill_2025-03-15.parquet").exists()
+    assert len(ticks) == len(ARCHIVE_TIMES_US) and len({t.id for t in ticks}) == len(ticks)
+    assert {t.id for t in ticks} == {tick_id(r[0]) for r in rows if r[3] == "archive"}
 
 
 def test_recorded_spot_payloads_end_to_end_keep_19_digit_ids_as_tick_ids(tmp_path: Path) -> None:
@@ -267,4 +269,5 @@ def test_recorded_spot_payloads_end_to_end_keep_19_digit_ids_as_tick_ids(tmp_pat
     assert rows == {"202503140000000001": 202503140000000001, "202503140000000002": 202503140000000002,
                     "2290000000718592010": 2290000000718592010, "2290000000718592011": 2290000000718592011}
     ticks = read_cache(cache, datetime(2025, 3, 14, tzinfo=UTC), datetime(2025, 3, 16, tzinfo=UTC))
-    assert sorted(t.id for t in ticks) == sorted(rows.values())
+    assert sorted(t.id for t in ticks) == [202503140000000001, 202503140000000002], "the archive day's file"
+    assert not (cache / "backfill_2025-03-15.parquet").exists(), "today (REST rows only) gets no file"
