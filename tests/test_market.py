@@ -142,7 +142,7 @@ async def test_a_whole_market_refresh_equals_the_ground_truth_per_symbol(sim_cac
     assert not summary.failed and duplicate_keys(store) == []
     for symbol in names:
         assert set(stored_ids(store, symbol, us(day(2)), us(day(5)))) == truth_ids(config, symbol, day(2), day(5))
-        files = sorted(p.name for p in (tmp_path / "cache" / symbol).iterdir())
+        files = sorted(p.name for p in (tmp_path / "cache" / symbol).iterdir() if not p.name.startswith("."))
         assert files == ["backfill_2024-01-02.parquet", "backfill_2024-01-03.parquet", "backfill_2024-01-04.parquet"]
     row = {r.symbol: r for r in summary.results}["S01USDT"]
     assert (row.days_fetched, row.rows_added, row.gaps, row.failures) == (3, 3 * 350, 0, 0)
