@@ -457,17 +457,44 @@ def demo_command(ctx: click.Context, directory: Path, days: int, trades_per_day:
 @main.command("sim")
 @click.option("--port", type=int, default=8099, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-def sim_command(port: int, host: str) -> None:
+@click.option("--clock-start", default=None,
+              help="Start the market clock at this UTC instant (ISO, e.g. 2024-01-10T23:59); default now.")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Market seconds per wall second (600 crosses a midnight in 6 s of a 1-hour start).")
+@click.option("--trades-per-day", type=int, default=None, help="Trades per day of every market.")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every answer and push.")
+def sim_command(port: int, host: str, clock_start: str | None, speed: float, trades_per_day: int | None,
+                latency_ms: float) -> None:
     """Serve the local Bybit emulator until stopped (point BYBIT_*_BASE_URL at it).
+
+    REST, archive and the public WebSocket streams (BYBIT_WS_BASE_URL=ws://HOST:PORT) on one port.
 
     \b
     Example:
         bybit-backfill sim --port 8099
+        bybit-backfill sim --clock-start 2024-01-10T23:55 --speed 60 --trades-per-day 500000
     """
-    import sim
+    import dataclasses
 
-    click.echo(f"Bybit emulator on http://{host}:{port} (Ctrl-C to stop)", err=True)
-    sim.serve(port=port, host=host)
+    import sim
+    from sim.config import SimConfig
+
+    start_ms = None
+    if clock_start:
+        try:
+            start = datetime.fromisoformat(clock_start)
+        except ValueError:
+            raise click.BadParameter(f"cannot read {clock_start!r}: use YYYY-MM-DDTHH:MM[:SS] (UTC)",
+                                     param_hint="--clock-start") from None
+        start_ms = int((start.replace(tzinfo=UTC) if start.tzinfo is None else start).timestamp() * 1000)
+    if speed < 0 or (trades_per_day is not None and trades_per_day < 1):
+        raise click.BadParameter("--speed must be >= 0 and --trades-per-day >= 1")
+    config = SimConfig(clock=sim.MarketClock(start_ms, speed), latency_ms=latency_ms)
+    if trades_per_day is not None:
+        config.markets = [dataclasses.replace(m, trades_per_day=trades_per_day) for m in config.markets]
+    click.echo(f"Bybit emulator on http://{host}:{port} and ws://{host}:{port}/v5/public/... "
+               "(Ctrl-C to stop)", err=True)
+    sim.serve(port=port, host=host, config=config)
 
 
 if __name__ == "__main__":

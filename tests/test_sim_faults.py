@@ -177,4 +177,4 @@ def test_the_registry_validates_kinds_and_counts():
     for _ in range(3):
         assert faults.take(req, ("http_500",)) == [always]
     assert always.times == -1 and faults.fired["http_500"] == 3
-    assert len(KINDS) == 14
+    assert len(KINDS) == 21  # 14 HTTP and archive kinds, 7 WebSocket kinds (sim.ws)
