@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     bybit_api_secret: SecretStr = Field(SecretStr(""), description="API secret (never printed or logged).")
     bybit_rest_base_url: str = Field("https://api.bybit.com", description="REST API base URL.")
     bybit_archive_base_url: str = Field("https://public.bybit.com", description="Daily archive base URL.")
+    bybit_ws_base_url: str = Field("wss://stream.bybit.com",
+                                   description="WebSocket base URL of `follow` (the emulator: ws://127.0.0.1:PORT).")
     bybit_api_timeout: float = Field(30.0, gt=0, description="Seconds before one API request times out.")
     bybit_recv_window_ms: int = Field(5000, gt=0, description="recv_window of signed requests, in ms.")
     bybit_backfill_max_retries: int = Field(5, ge=0, description="Retries of a transient failure.")
@@ -59,7 +61,8 @@ class Settings(BaseSettings):
         """The fetch layer's view of these settings."""
         return FetchConfig(
             endpoints=Endpoints(rest_base_url=self.bybit_rest_base_url.rstrip("/"),
-                                archive_base_url=self.bybit_archive_base_url.rstrip("/")),
+                                archive_base_url=self.bybit_archive_base_url.rstrip("/"),
+                                ws_base_url=self.bybit_ws_base_url.rstrip("/")),
             credentials=Credentials(api_key=self.bybit_api_key.get_secret_value(),
                                     api_secret=self.bybit_api_secret.get_secret_value(),
                                     recv_window_ms=self.bybit_recv_window_ms),
