@@ -17,7 +17,7 @@ from store.db import Store
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
-TRADE_SOURCES = ("archive", "rest")
+TRADE_SOURCES = ("archive", "rest", "ws")
 
 
 def us_to_dt(value: int) -> datetime:
