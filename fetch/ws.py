@@ -286,7 +286,7 @@ class PublicStream:
             self._ws = await self._session.ws_connect(self.url, autoping=True, heartbeat=None,
                                                       max_msg_size=1 << 24)
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-            raise StreamError(f"could not open {self.url} ({type(exc).__name__}: {exc}); retrying") from None
+            raise StreamError(f"could not open {self.url} ({type(exc).__name__}: {exc})") from None
         self.watchdog = Watchdog(self.monotonic, ping_interval_s=self.options.ping_interval_s,
                                  pong_timeout_s=self.options.pong_timeout_s,
                                  stale_after_s=self.options.stale_after_s)
@@ -312,7 +312,7 @@ class PublicStream:
         try:
             await self._ws.send_str(json.dumps(payload, separators=(",", ":")))
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            raise StreamError(f"{self.url}: sending failed ({type(exc).__name__}); reconnecting") from None
+            raise StreamError(f"{self.url}: sending failed ({type(exc).__name__})") from None
 
     async def _receive(self, timeout: float, *, waiting: str) -> WsEvent | None:
         """The next frame, or None when `timeout` passed first (the stream stays open)."""
@@ -321,16 +321,16 @@ class PublicStream:
             msg = await self._ws.receive(timeout=timeout)
         except TimeoutError:
             if waiting != "data":
-                raise StreamError(f"{self.url}: no {waiting} within {timeout:.1f} s; reconnecting") from None
+                raise StreamError(f"{self.url}: no {waiting} within {timeout:.1f} s") from None
             return None
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise StreamError(f"{self.url}: the connection failed ({type(exc).__name__}); reconnecting") from None
+            raise StreamError(f"{self.url}: the connection failed ({type(exc).__name__})") from None
         if msg.type == aiohttp.WSMsgType.TEXT:
             return parse_message(msg.data, category=self.category, symbols=self.symbols)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
                         aiohttp.WSMsgType.ERROR):
             raise StreamError(f"{self.url}: the server closed the connection "
-                              f"({msg.extra or msg.data or msg.type.name}); reconnecting")
+                              f"({msg.extra or msg.data or msg.type.name})")
         return Ignored(msg.type.name)
 
     async def messages(self) -> AsyncIterator[TradesMessage]:
@@ -343,7 +343,7 @@ class PublicStream:
                 dog.sent_ping()
             reason = dog.verdict()
             if reason is not None:
-                raise StreamError(f"{self.url}: {reason}; reconnecting")
+                raise StreamError(f"{self.url}: {reason}")
             event = await self._receive(dog.wait_s(), waiting="data")
             if isinstance(event, Pong):
                 dog.got_pong()
