@@ -342,7 +342,7 @@ class Follower:
 
     def _unsettled_days(self, symbol: str, today_start: int) -> list[date]:
         with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
-            rows = store.query(UNSETTLED_DAYS_SQL, [self.config.category, symbol, today_start,
+            rows = store.query(UNSETTLED_DAYS_SQL, [self.config.category, symbol, today_start, today_start,
                                                     self.config.category, symbol])
         return [date(1970, 1, 1) + timedelta(days=int(r[0])) for r in rows]
 

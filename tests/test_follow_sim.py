@@ -137,11 +137,15 @@ async def test_the_archive_day_replaces_live_rows_and_reconciliation_counts_exac
                    archive_check_s=0.2) as r:
         await r.step(600_000)  # past recent-trade's reach of the first bridge: faults now cost trades
         state = r.sim.state
-        for kind in ("ws_skip", "ws_duplicate", "ws_phantom") if faulty else ():
-            state.faults.add(kind)
-            await r.step(5_000)
+        if faulty:
+            state.faults.add("ws_skip")
+            r.clock.jump(5_000)
+            await until(lambda: state.ws_skipped_trades > 0, "the skipped message")
+            for kind in ("ws_duplicate", "ws_phantom"):
+                state.faults.add(kind)
+                await r.step(5_000)
         await r.step(5_000)
-        with Store.open(r.db, read_only=True) as store:
+        with Store.open(r.db, wait_s=10) as store:  # in this process: the follower's own kind of open
             assert store.query_one("SELECT count(*) FROM trades WHERE source = 'archive'") == (0,)
         await r.step(1_300_000)  # past midnight; the file of the day before is not out yet
         await asyncio.sleep(0.5)
