@@ -162,7 +162,7 @@ class Follower:
             else:
                 reason = "the stream ended"
             for s in symbols:
-                self.books[s].end_session()
+                self.books[s].end_session(reason)
             attempt = 0 if got_data else attempt + 1
             delay = reconnect_delay(attempt, self.config.backoff_base_s, self.config.backoff_cap_s, self.rng)
             self.stats["disconnects"] += 1

@@ -172,8 +172,8 @@ _V4 = [
 
 # Version 5: live capture (`follow`) is reconciled against the archive day that replaces it.
 _V5 = [*reconcile.MIGRATION,
-       "COMMENT ON COLUMN coverage.source IS 'archive (a whole day file), rest (recent-trade), ws (live "
-       "WebSocket capture) or executions'"]
+       ("COMMENT ON COLUMN coverage.source IS 'archive (a whole day file), rest (recent-trade), ws (live "
+        "WebSocket capture) or executions'")]
 
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 log = logging.getLogger("context.backfill")

@@ -51,6 +51,7 @@ class Session:
     first: Trade | None = None
     newest_us: int | None = None
     newest_id: str | None = None
+    why: str = ""  # what broke continuity before this session (shown in a gap's reason)
     bridged: bool = False
     ended: bool = False
 
@@ -103,12 +104,14 @@ class SpanBook:
         self._gaps: list[Gap] = []
         self.committed_newest_us: int | None = None
         self.committed_keys: set[str] = set()
+        self.last_break = "the follower was not running"
 
     # -- events -----------------------------------------------------------------------------------
     def start_session(self) -> Session:
         """A (re)subscribe succeeded: a new session whose evidence starts at its first trade."""
         self.end_session()
-        self.session = Session(f"ws session {_RUN}-{next(_ids)}", self.prev_end_us, self.prev_last_id)
+        self.session = Session(f"ws session {_RUN}-{next(_ids)}", self.prev_end_us, self.prev_last_id,
+                               why=self.last_break)
         return self.session
 
     def on_trades(self, trades: tuple[Trade, ...] | list[Trade]) -> bool:
@@ -129,17 +132,17 @@ class SpanBook:
             self._claim(CoverageClaim(session.key, "ws", start, session.newest_us))
         return opened
 
-    def end_session(self) -> None:
+    def end_session(self, reason: str = "") -> None:
         """The socket is gone: the next session is bridged back to this one's newest trade."""
         session = self.session
         if session is None or session.ended:
             return
         session.ended = True
+        self.last_break = f"disconnected: {reason}" if reason else "disconnected"
         if session.newest_us is not None:
             self.prev_end_us, self.prev_last_id = session.newest_us, session.newest_id
 
-    def on_bridge(self, session: Session, tail: RecentTail | None, failure: str | None = None,
-                  why: str = "") -> list[Gap]:
+    def on_bridge(self, session: Session, tail: RecentTail | None, failure: str | None = None) -> list[Gap]:
         """recent-trade's answer (or why there is none) for `session`; returns the gaps recorded."""
         if session.bridged or session.first is None:
             return []
@@ -159,12 +162,12 @@ class SpanBook:
         gaps = []
         if session.prev_end_us is not None:
             for a, b in subtract(session.prev_end_us, first.time_us + 1, spans):
-                gaps.append(Gap("uncovered", a, b, self._reason(a, b, tail, failure, why)))
+                gaps.append(Gap("uncovered", a, b, self._reason(a, b, tail, failure, session.why)))
         self._gaps.extend(gaps)
         return gaps
 
     def _reason(self, a: int, b: int, tail: RecentTail | None, failure: str | None, why: str) -> str:
-        lost = f"live capture of {self.symbol} lost {us_to_dt(a).isoformat()} .. {us_to_dt(b).isoformat()}"
+        lost = f"live capture of {self.symbol} missed {us_to_dt(a).isoformat()} .. {us_to_dt(b).isoformat()}"
         cause = f" ({why})" if why else ""
         if failure is not None:
             bridge = f"recent-trade could not bridge it: {failure}"

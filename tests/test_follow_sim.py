@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fetch.models import Trade
+from fetch.ws import StreamOptions
 from sim import MarketClock, running_sim
 from sim.server import RunningSim
 from store import Store
 from store.coverage import find_gaps
-from store.follow import Follower, FollowConfig, follower_status
+from store.follow import FollowConfig, Follower, follower_status
 from store.reconcile import reconciliations
 from tests.followutil import (
     DAY_BEFORE,
@@ -66,12 +69,17 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(tmp_path: Path, cache: Path, start_ms: int, *, publish_delay_ms: int = 3_600_000,
-              **kw: object) -> AsyncIterator[Rig]:
+              faults: tuple[str, ...] = (), stream: StreamOptions | None = None,
+              on_trades: Callable[[list[Trade]], None] | None = None, **kw: object) -> AsyncIterator[Rig]:
     clock = MarketClock(start_ms, speed=0)
     async with running_sim(follow_sim_config(cache, clock, publish_delay_ms=publish_delay_ms)) as sim:
+        for kind in faults:
+            sim.state.faults.add(kind)
         db = tmp_path / "store.duckdb"
         config: FollowConfig = follow_config(sim.url, db, **kw)  # type: ignore[arg-type]
-        follower = Follower(config, clock=lambda: clock.now_ms() / 1000)
+        if stream is not None:
+            config = dataclasses.replace(config, stream=stream)
+        follower = Follower(config, clock=lambda: clock.now_ms() / 1000, on_trades=on_trades)
         task = asyncio.create_task(follower.run())
         try:
             await until(lambda: sim.state.ws_subscriptions >= 1, "the first subscription")
@@ -85,7 +93,9 @@ async def rig(tmp_path: Path, cache: Path, start_ms: int, *, publish_delay_ms: i
 
 async def test_a_follow_across_midnight_with_three_disconnects_stores_every_trade_exactly_once(
         tmp_path: Path, sim_cache_dir: Path) -> None:
-    async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS - 60_000) as r:
+    delivered: list[str] = []
+    async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS - 60_000,
+                   on_trades=lambda trades: delivered.extend(t.trade_id for t in trades)) as r:
         for k in range(3):
             await r.step(8_000)
             await r.disconnect(hole_ms=20_000)  # ~46 trades: well within recent-trade's 1000
@@ -103,6 +113,7 @@ async def test_a_follow_across_midnight_with_three_disconnects_stores_every_trad
                 if start_us <= t < end_us}
     inside = {i for i, t, _ in rows if start_us <= t < end_us}
     assert inside == expected and len(expected) > 150  # every trade of the span, nothing else
+    assert sorted(delivered) == sorted(ids)  # the callback saw each stored trade once
     with Store.open(r.db, read_only=True) as store:
         gaps = find_gaps(store, "linear", "BTCUSDT", start_us, end_us)
     assert gaps == []
@@ -165,3 +176,35 @@ async def test_the_archive_day_replaces_live_rows_and_reconciliation_counts_exac
     assert rec["archive_only"] == day_trades - rec["matched"]
     if faulty:
         assert state.ws_skipped_trades > 0
+
+
+async def test_a_socket_that_pongs_but_carries_nothing_is_replaced(tmp_path: Path, sim_cache_dir: Path) -> None:
+    options = StreamOptions(ping_interval_s=0.2, pong_timeout_s=5.0, stale_after_s=1.0)
+    async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS - 60_000, stream=options) as r:
+        state, follower = r.sim.state, r.follower
+        subscriptions = state.ws_subscriptions
+        state.faults.add("ws_stall")
+        r.clock.jump(2_000)
+        await until(lambda: state.faults.fired["ws_stall"] == 1, "the stall")
+        await until(lambda: state.ws_subscriptions > subscriptions, "a new subscription after the stall")
+        await r.step(3_000)  # and the new connection carries trades again
+    assert follower.stats["disconnects"] >= 1
+
+
+async def test_a_refused_subscription_is_retried(tmp_path: Path, sim_cache_dir: Path) -> None:
+    async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS - 60_000, faults=("ws_refuse", "ws_refuse")) as r:
+        await r.step(3_000)
+        assert r.sim.state.faults.fired["ws_refuse"] == 2
+        assert r.follower.stats["disconnects"] >= 2
+
+
+async def test_updates_yield_the_newly_committed_trades(tmp_path: Path, sim_cache_dir: Path) -> None:
+    async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS - 60_000) as r:
+        updates = r.follower.updates()
+        first = asyncio.ensure_future(updates.__anext__())
+        await asyncio.sleep(0)
+        r.clock.jump(5_000)
+        batch = await asyncio.wait_for(first, timeout=30)
+        await updates.aclose()
+    assert batch and {t.source for t in batch} <= {"ws", "rest"}
+    assert [t.time_us for t in batch] == sorted(t.time_us for t in batch)
