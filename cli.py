@@ -368,7 +368,7 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
         bybit-backfill status BTCUSDT
     """
     from store.db import Store
-    from store.follow import follower_status
+    from store.follow_state import follower_status
     from store.report import status
 
     with Store.open(_db_path(ctx, db), read_only=True) as store:

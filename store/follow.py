@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -47,6 +46,7 @@ from fetch.ws import PublicStream, StreamOptions, plan_connections
 from store.coverage import DAY_US, record_open_gaps, us_to_dt
 from store.db import Store
 from store.errors import StoreError
+from store.follow_state import follower_status, state_dir, write_json_atomic
 from store.ingest import ingest_batch
 from store.spans import CoverageClaim, Session, SpanBook, Work
 
@@ -395,46 +395,6 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 def _utc_day(epoch_s: float) -> date:
     return date(1970, 1, 1) + timedelta(days=int(epoch_s // 86_400))
-
-
-def state_dir(db_path: Path) -> Path:
-    """Where followers of this store leave their state files."""
-    return Path(str(db_path) + ".follow")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data))
-    os.replace(temp, path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def follower_status(db_path: Path, now_s: float | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-    """Per (category, symbol): whether a follower is active (its pid alive and not stopped), its last
-    committed trade and the lag (now minus that trade's time, seconds)."""
-    now = time.time() if now_s is None else now_s
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    directory = state_dir(db_path)
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            state = json.loads(path.read_text())
-            last = state.get("last_trade_us")
-            active = bool(state["active"]) and _alive(int(state["pid"]))
-            found[(str(state["category"]), str(state["symbol"]))] = {
-                "follower": f"active (pid {state['pid']})" if active else "not running",
-                "live_last_trade": us_to_dt(int(last)).isoformat() if last is not None else None,
-                "live_lag_s": round(now - int(last) / 1e6, 1) if last is not None and active else None,
-            }
-    return found
 
 
 async def follow(config: FollowConfig, *, on_trades: TradesCallback | None = None) -> Follower:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import cli
 from fetch.models import Trade, trades_to_table
 from store import Store
-from store.follow import state_dir, write_json_atomic
+from store.follow_state import state_dir, write_json_atomic
 from store.ingest import ingest_batch
 
 

@@ -19,7 +19,8 @@ from sim import MarketClock, running_sim
 from sim.server import RunningSim
 from store import Store
 from store.coverage import find_gaps
-from store.follow import FollowConfig, Follower, follower_status
+from store.follow import FollowConfig, Follower
+from store.follow_state import follower_status
 from store.reconcile import reconciliations
 from tests.followutil import (
     DAY_BEFORE,

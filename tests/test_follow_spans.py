@@ -9,7 +9,8 @@ import random
 from pathlib import Path
 
 from fetch.models import RecentTail, Trade
-from store.follow import follower_status, reconnect_delay, state_dir, write_json_atomic
+from store.follow import reconnect_delay
+from store.follow_state import follower_status, state_dir, write_json_atomic
 from store.spans import SpanBook, subtract
 
 MS = 1000
