@@ -259,7 +259,7 @@ def refresh_command(ctx: click.Context, symbol: str, category: str, start: str |
                    "per symbol when following several].")
 @click.option("--archive-check", type=float, default=300.0, show_default=True,
               help="Seconds between looks for a captured day's archive file (then the archive replaces it).")
-@click.option("--commit-every", type=float, default=1.0, show_default=True,
+@click.option("--commit-every", type=float, default=0.5, show_default=True,
               help="Seconds between commits (the store is held only while one commits).")
 @click.option("--ping-every", type=float, default=20.0, show_default=True, help="WebSocket ping interval.")
 @click.option("--stale-after", type=float, default=90.0, show_default=True,

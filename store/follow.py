@@ -9,7 +9,7 @@
 * Each symbol's evidence lives in a `store.spans.SpanBook`; after the first trade of every
   (re)subscribe, recent-trade is asked to bridge the hole back to the previous session, and what it
   cannot bridge becomes an open gap with its reason.
-* A commit loop writes every `commit_every_s` (1 s): it opens the store (waiting for the lock),
+* A commit loop writes every `commit_every_s` (0.5 s: freshness p99 stays under 1 s): it opens the store (waiting for the lock),
   writes the rows, their coverage and the gaps in one transaction, and closes it again, so other
   processes read and write between commits. A SIGKILL loses at most the uncommitted second, and the
   coverage of it was never written.
@@ -66,7 +66,7 @@ class FollowConfig:
     symbols: tuple[str, ...]
     cache_dir: Path | None = None
     export_every_s: float = 60.0
-    commit_every_s: float = 1.0
+    commit_every_s: float = 0.5
     archive_check_s: float = 300.0
     lock_wait_s: float = 10.0
     stream: StreamOptions = field(default_factory=StreamOptions)
