@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from fetch.archive import ArchiveSource
 from fetch.client import BybitClient
 from fetch.config import FetchConfig
-from fetch.errors import BackfillError
+from fetch.errors import BackfillError, ParameterError
 from fetch.models import Trade, trades_to_table
 from fetch.rest import RecentTradeSource
 from fetch.ws import PublicStream, StreamOptions, plan_connections
@@ -125,6 +125,7 @@ class Follower:
         async with contextlib.AsyncExitStack() as stack:
             client = self._client or await stack.enter_async_context(BybitClient(self.config.fetch))
             self._client = client
+            await self._check_symbols(client)
             await self._load_previous_ends()
             tasks = [asyncio.create_task(self._connection_loop(requests), name=f"follow-ws-{k}")
                      for k, requests in enumerate(plan_connections(self.config.category, self.symbols))]
@@ -190,6 +191,17 @@ class Follower:
         log.info("follow: bridged %s back to %s with recent-trade%s", symbol,
                  us_to_dt(session.prev_end_us).isoformat() if session.prev_end_us else "its start",
                  "" if not gaps else f"; {len(gaps)} gap(s) recorded: {gaps[0].reason}")
+
+    async def _check_symbols(self, client: BybitClient) -> None:
+        """An unknown symbol is bad input: say so and stop, instead of retrying its refused
+        subscription forever. Any other failure here is left to the reconnect loops."""
+        for symbol in self.symbols:
+            try:
+                await RecentTradeSource(client).fetch(self.config.category, symbol, limit=1)
+            except ParameterError:
+                raise
+            except BackfillError as error:
+                log.warning("follow: could not check %s on recent-trade (%s); following it anyway", symbol, error)
 
     async def _load_previous_ends(self) -> None:
         """Where each symbol's verified coverage ended before this run: the first bridge starts there."""

@@ -80,3 +80,30 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing_committed(
     assert len(spans) >= KILLS and len(stored_ids) > 100
     state = json.loads(state_file(db).read_text())
     assert state["active"] is False  # the graceful stop says so
+
+
+def test_readers_and_writers_get_in_between_the_followers_commits(tmp_path: Path, sim_cache_dir: Path) -> None:
+    clock = MarketClock(MIDNIGHT_MS - 600_000, speed=10)
+    db, cache = tmp_path / "store.duckdb", tmp_path / "cache"
+    with run_in_thread(follow_sim_config(sim_cache_dir, clock)) as sim:
+        started = time.time()
+        child = start_cli(sim.url, db, cache, ARGS, BYBIT_WS_BASE_URL=sim.url.replace("http://", "ws://"))
+        try:
+            wait_for_commit(child, db, started)
+            counts = []
+            for k in range(4):  # this process is "another process": it waits a moment, never fails
+                with Store.open(db, read_only=True, wait_s=30) as store:
+                    counts.append(store.query_one("SELECT count(*) FROM trades")[0])
+                with Store.open(db, wait_s=30) as store, store.atomic():
+                    store.execute("INSERT INTO open_gaps (category, symbol, start_us, end_us, reason) "
+                                  "VALUES ('linear', 'OTHER', ?, ?, 'written meanwhile')", [k, k + 1])
+                time.sleep(0.3)
+            assert child.poll() is None, "the follower kept running"
+            wait_for_commit(child, db, time.time())
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=60)
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+    with Store.open(db, read_only=True) as store:
+        assert store.query_one("SELECT count(*) FROM open_gaps WHERE symbol = 'OTHER'") == (4,)
+    assert child.returncode == 0

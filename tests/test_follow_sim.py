@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fetch.errors import ParameterError
 from fetch.models import Trade
 from fetch.ws import StreamOptions
 from sim import MarketClock, running_sim
@@ -209,3 +210,11 @@ async def test_updates_yield_the_newly_committed_trades(tmp_path: Path, sim_cach
         await updates.aclose()
     assert batch and {t.source for t in batch} <= {"ws", "rest"}
     assert [t.time_us for t in batch] == sorted(t.time_us for t in batch)
+
+
+async def test_an_unknown_symbol_stops_the_follower_with_a_clear_error(tmp_path: Path, sim_cache_dir: Path) -> None:
+    clock = MarketClock(MIDNIGHT_MS, speed=0)
+    async with running_sim(follow_sim_config(sim_cache_dir, clock)) as sim:
+        config = follow_config(sim.url, tmp_path / "s.duckdb", symbols=("NOSUCHUSDT",))
+        with pytest.raises(ParameterError, match="NOSUCHUSDT"):
+            await asyncio.wait_for(Follower(config).run(), timeout=60)
