@@ -123,7 +123,7 @@ class Follower:
 
     async def run(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            client = self._client or await stack.enter_async_context(BybitClient(self.config.fetch))
+            client: BybitClient = self._client or await stack.enter_async_context(BybitClient(self.config.fetch))
             self._client = client
             await self._check_symbols(client)
             await self._load_previous_ends()
