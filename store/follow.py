@@ -123,8 +123,9 @@ class Follower:
 
     async def run(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            client: BybitClient = self._client or await stack.enter_async_context(BybitClient(self.config.fetch))
-            self._client = client
+            if self._client is None:
+                self._client = await stack.enter_async_context(BybitClient(self.config.fetch))
+            client = self._client
             await self._check_symbols(client)
             await self._load_previous_ends()
             tasks = [asyncio.create_task(self._connection_loop(requests), name=f"follow-ws-{k}")
