@@ -149,6 +149,17 @@ async def test_skip_duplicate_and_phantom_faults_change_exactly_one_message_each
     assert sum(i.startswith("phantom-") for i in ids) == 1
 
 
+async def test_a_replay_sends_the_previous_message_again(sim_cache_dir: Path, clock: MarketClock) -> None:
+    config = ws_config(sim_cache_dir, clock)
+    async with running_sim(config) as sim, aiohttp.ClientSession() as http, http.ws_connect(ws_url(sim)) as ws:
+        assert (await subscribe(ws, "BTCUSDT"))["success"]
+        first = await collect_until(ws, clock.jump(5_000) - 5_000)
+        sim.state.faults.add("ws_replay")
+        second = await collect_until(ws, clock.jump(5_000) - 5_000)
+        replayed = await receive_json(ws)
+    assert replayed == first[-1] and second[-1] != first[-1]
+
+
 async def test_a_drop_closes_the_socket_and_a_stall_keeps_ponging_without_trades(
         sim_cache_dir: Path, clock: MarketClock) -> None:
     async with running_sim(ws_config(sim_cache_dir, clock)) as sim, aiohttp.ClientSession() as http:
