@@ -405,6 +405,70 @@ def _render_market(summary: Any) -> None:
         _render_lake(summary.lake)
 
 
+@main.command("follow")
+@click.argument("symbols", nargs=-1, required=True, callback=_symbols)
+@_category_option
+@click.option("--export-every", type=float, default=60.0, show_default=True,
+              help="Seconds between rewrites of today's parquet file of each symbol.")
+@click.option("--no-export", is_flag=True, help="Do not write the daily parquet files.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where backfill_YYYY-MM-DD.parquet go [default: BACKFILL_CACHE_DIR; one subdirectory "
+                   "per symbol when following several].")
+@click.option("--archive-check", type=float, default=300.0, show_default=True,
+              help="Seconds between looks for a captured day's archive file (then the archive replaces it).")
+@click.option("--commit-every", type=float, default=0.5, show_default=True,
+              help="Seconds between commits (the store is held only while one commits).")
+@click.option("--ping-every", type=float, default=20.0, show_default=True, help="WebSocket ping interval.")
+@click.option("--stale-after", type=float, default=90.0, show_default=True,
+              help="Seconds without a trade after which an open connection counts as dead.")
+@click.option("--wait-lock", type=float, default=10.0, show_default=True,
+              help="Seconds each commit waits for another writer.")
+@_db_option
+@click.pass_context
+def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, export_every: float,
+                   no_export: bool, cache_dir: Path | None, archive_check: float, commit_every: float,
+                   ping_every: float, stale_after: float, wait_lock: float, db: Path | None) -> None:
+    """Capture trades live over the WebSocket into the store, until stopped (SIGTERM or Ctrl-C).
+
+    Holes after a reconnect are bridged with recent-trade or recorded as gaps; once a captured
+    day's archive file is published, the archive replaces the live rows and the difference is
+    recorded in the `reconciliation` table.
+
+    \b
+    Example:
+        bybit-backfill follow BTCUSDT ETHUSDT
+        bybit-backfill follow BTCUSDT --category spot --export-every 30
+    """
+    import asyncio
+    import signal
+
+    from store.follow import FollowConfig, Follower, StreamOptions
+
+    settings = _settings(ctx)
+    if min(export_every, archive_check, commit_every, ping_every, stale_after) <= 0 or wait_lock < 0:
+        raise click.BadParameter("intervals must be positive (and --wait-lock >= 0)")
+    export_to = None if no_export or not settings.backfill_cache_enabled else (
+        cache_dir or settings.backfill_cache_dir)
+    config = FollowConfig(_db_path(ctx, db), settings.fetch_config(), category,
+                          tuple(s.upper() for s in symbols), cache_dir=export_to, export_every_s=export_every,
+                          commit_every_s=commit_every, archive_check_s=archive_check, lock_wait_s=wait_lock,
+                          stream=StreamOptions(ping_interval_s=ping_every, stale_after_s=stale_after),
+                          id_mode=settings.backfill_export_id)
+    follower = Follower(config)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, follower.stop)
+        await follower.run()
+
+    asyncio.run(run())
+    stats = follower.stats
+    click.echo(f"follow stopped: {stats['rows_added']:,} rows added in {stats['commits']} commits, "
+               f"{stats['disconnects']} disconnects, {stats['gaps']} gaps recorded, "
+               f"{stats['archive_days']} days settled from the archive", err=True)
+
+
 @main.command("executions")
 @_category_option
 @click.option("--symbol", default=None, callback=_symbol, help="Only this symbol (default: all).")
@@ -454,17 +518,22 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
 @_json_option
 @click.pass_context
 def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_json: bool) -> None:
-    """Per symbol: days covered, first and last trade, rows, open gaps, last refresh.
+    """Per symbol: days covered, first and last trade, rows, open gaps, last refresh, live follower.
 
     \b
     Example:
         bybit-backfill status BTCUSDT
     """
     from store.db import Store
+    from store.follow_state import follower_status
     from store.report import status
 
     with Store.open(_db_path(ctx, db), read_only=True) as store:
         rows = status(store, symbol)
+    followers = follower_status(_db_path(ctx, db))
+    for row in rows:
+        row.update(followers.get((row["category"], row["symbol"]),
+                                 {"follower": "none", "live_last_trade": None, "live_lag_s": None}))
     if as_json:
         _print_json(rows)
     elif not rows:
@@ -733,17 +802,44 @@ def demo_command(ctx: click.Context, directory: Path, days: int, trades_per_day:
 @main.command("sim")
 @click.option("--port", type=int, default=8099, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-def sim_command(port: int, host: str) -> None:
+@click.option("--clock-start", default=None,
+              help="Start the market clock at this UTC instant (ISO, e.g. 2024-01-10T23:59); default now.")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Market seconds per wall second (600 crosses a midnight in 6 s of a 1-hour start).")
+@click.option("--trades-per-day", type=int, default=None, help="Trades per day of every market.")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every answer and push.")
+def sim_command(port: int, host: str, clock_start: str | None, speed: float, trades_per_day: int | None,
+                latency_ms: float) -> None:
     """Serve the local Bybit emulator until stopped (point BYBIT_*_BASE_URL at it).
+
+    REST, archive and the public WebSocket streams (BYBIT_WS_BASE_URL=ws://HOST:PORT) on one port.
 
     \b
     Example:
         bybit-backfill sim --port 8099
+        bybit-backfill sim --clock-start 2024-01-10T23:55 --speed 60 --trades-per-day 500000
     """
-    import sim
+    import dataclasses
 
-    click.echo(f"Bybit emulator on http://{host}:{port} (Ctrl-C to stop)", err=True)
-    sim.serve(port=port, host=host)
+    import sim
+    from sim.config import SimConfig
+
+    start_ms = None
+    if clock_start:
+        try:
+            start = datetime.fromisoformat(clock_start)
+        except ValueError:
+            raise click.BadParameter(f"cannot read {clock_start!r}: use YYYY-MM-DDTHH:MM[:SS] (UTC)",
+                                     param_hint="--clock-start") from None
+        start_ms = int((start.replace(tzinfo=UTC) if start.tzinfo is None else start).timestamp() * 1000)
+    if speed < 0 or (trades_per_day is not None and trades_per_day < 1):
+        raise click.BadParameter("--speed must be >= 0 and --trades-per-day >= 1")
+    config = SimConfig(clock=sim.MarketClock(start_ms, speed), latency_ms=latency_ms)
+    if trades_per_day is not None:
+        config.markets = [dataclasses.replace(m, trades_per_day=trades_per_day) for m in config.markets]
+    click.echo(f"Bybit emulator on http://{host}:{port} and ws://{host}:{port}/v5/public/... "
+               "(Ctrl-C to stop)", err=True)
+    sim.serve(port=port, host=host, config=config)
 
 
 if __name__ == "__main__":

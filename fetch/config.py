@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 class Endpoints:
     rest_base_url: str = "https://api.bybit.com"
     archive_base_url: str = "https://public.bybit.com"
+    ws_base_url: str = "wss://stream.bybit.com"  # public streams: {ws_base_url}/v5/public/{category}
 
 
 @dataclass(frozen=True, slots=True)

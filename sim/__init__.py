@@ -1,6 +1,6 @@
 """A local Bybit exchange emulator (aiohttp.web): the ground truth for tests, benchmarks and the demo.
 
-It serves `/v5/market/time`, `/v5/market/recent-trade`, the signed `/v5/execution/list` and the
+It serves the public WebSocket streams (`/v5/public/linear|inverse|spot`, `sim.ws`), `/v5/market/time`, `/v5/market/recent-trade`, the signed `/v5/execution/list` and the
 public daily archive (`/trading/...`, `/spot/...`) from one address, with Bybit's formats, limits,
 bans and error codes, deterministic data (`sim.market.expected_trades`, `sim.fills.expected_fills`
 give the ground truth) and injectable faults (`SimState.faults`).
@@ -13,9 +13,10 @@ The package stands beside the library: `fetch` and `store` never import it, and 
 """
 
 from .app import create_app
+from .clock import MarketClock
 from .config import MarketSpec, SimConfig
 from .faults import Faults
 from .server import run_in_thread, running_sim, serve
 from .state import SimState
 
-__all__ = ["Faults", "MarketSpec", "SimConfig", "SimState", "create_app", "run_in_thread", "running_sim", "serve"]
+__all__ = ["Faults", "MarketClock", "MarketSpec", "SimConfig", "SimState", "create_app", "run_in_thread", "running_sim", "serve"]

@@ -17,6 +17,7 @@ from .config import SimConfig
 from .faults import Fault, RequestInfo
 from .handlers import add_routes, envelope
 from .state import FILE_PATH_KEY, MIX_KEY, STATE_KEY, SimState, raw_query, request_info
+from .ws import add_ws_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TERMINAL_KINDS = ("http_500", "http_502", "http_503", "ret_10016", "ret_10006", "ret_10001_empty",
@@ -151,4 +152,5 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
     app = web.Application(middlewares=[sim_middleware])
     app[STATE_KEY] = state
     add_routes(app)
+    add_ws_routes(app)
     return app

@@ -64,12 +64,12 @@ def parse_file_name(root: str, symbol: str, name: str) -> date | None:
 
 def published_days(config: SimConfig, spec: MarketSpec) -> list[date]:
     """Days with a file: from listing up to, not including, the market's today."""
-    first, today = spec.listed, config.market_today()
+    first, today = spec.listed, config.archive_horizon()
     return [first + timedelta(days=k) for k in range(max(0, (today - first).days))]
 
 
 def is_published(config: SimConfig, spec: MarketSpec, day: date) -> bool:
-    return spec.listed <= day < config.market_today()
+    return spec.listed <= day < config.archive_horizon()
 
 
 def index_html(url_path: str, names: list[str]) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from .clock import MarketClock
+
 CATEGORIES = ("linear", "inverse", "spot")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 
@@ -69,7 +71,10 @@ class SimConfig:
     """The whole emulator configuration.
 
     `now_ms` is the market's "now" (what has traded, which archive days are published); None follows
-    the wall clock. The server clock used for signatures and `/v5/market/time` is always the real
+    `clock` (a `MarketClock`: any start instant, any speed, jumps), and without one the wall clock.
+    `publish_delay_ms` is how long (market time) after a day ends its archive file appears: Bybit
+    publishes some hours later, so a live follower must keep its own rows meanwhile. `ws_tick_ms`
+    is how often (wall time) the WebSocket looks for newly passed trades. The server clock used for signatures and `/v5/market/time` is always the real
     clock plus `clock_skew_ms`, so clock-offset handling can be tested against a fixed market.
     """
 
@@ -87,6 +92,10 @@ class SimConfig:
     fills_history_days: int = 730
     cache_dir: Path | None = None
     latency_ms: float = 0.0
+    clock: MarketClock | None = None
+    publish_delay_ms: int = 0
+    ws_tick_ms: float = 50.0
+    ws_idle_cut_s: float = 600.0
 
     def server_time_ms(self) -> int:
         """The exchange's clock: real time shifted by the configured skew."""
@@ -94,11 +103,18 @@ class SimConfig:
 
     def market_now_ms(self) -> int:
         """The instant up to which trades and fills exist."""
-        return self.now_ms if self.now_ms is not None else self.server_time_ms()
+        if self.now_ms is not None:
+            return self.now_ms
+        return self.clock.now_ms() if self.clock is not None else self.server_time_ms()
 
     def market_today(self) -> date:
         """UTC date of the market's now: archive files exist only for days before it."""
         return datetime.fromtimestamp(self.market_now_ms() / 1000, tz=UTC).date()
+
+    def archive_horizon(self) -> date:
+        """Archive files exist for the days before this one (today, or earlier while a file waits
+        out `publish_delay_ms`)."""
+        return utc_date(self.market_now_ms() - self.publish_delay_ms)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()

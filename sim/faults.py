@@ -15,6 +15,13 @@ Archive kinds act on archive file downloads only: `truncate_gzip`, `drift_header
 `foreign_symbol`, `zero_price`, `nan_price`, `negative_qty`, `reuse_id` (see `sim.archive`).
 Recent-trade kinds bend one row of a recent-trade answer: `recent_seconds`, `recent_future`,
 `recent_foreign_symbol`, `recent_zero_price`.
+WebSocket kinds act on the `/v5/public/...` streams (`path` may name one, `symbol` one topic), one
+pushed message (or subscribe request) per hit: `ws_drop` (close the socket instead of sending),
+`ws_stall` (stop pushing trades but keep answering pings: the dead-but-ponging socket; value =
+wall seconds, default forever), `ws_duplicate` (send the message twice), `ws_replay` (send it, then
+the previous message again), `ws_skip` (never send it: its trades are lost to this connection),
+`ws_phantom` (add one trade that never happened, id `phantom-...`), `ws_refuse` (answer a
+subscribe with `success: false`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ ARCHIVE_KINDS = ("truncate_gzip", "drift_header", "shuffle_rows", "dup_across_da
 # recent-trade answers that parse but cannot be true: one row timed in seconds, one in 2100, one of
 # another symbol, one priced 0.
 RECENT_KINDS = ("recent_seconds", "recent_future", "recent_foreign_symbol", "recent_zero_price")
-KINDS = RESPONSE_KINDS + ARCHIVE_KINDS + RECENT_KINDS
+WS_KINDS = ("ws_drop", "ws_stall", "ws_duplicate", "ws_replay", "ws_skip", "ws_phantom", "ws_refuse")
+KINDS = RESPONSE_KINDS + ARCHIVE_KINDS + RECENT_KINDS + WS_KINDS
 ARCHIVE_VARIANT = {"drift_header": "drift", "shuffle_rows": "shuffle", "dup_across_days": "dup",
                    **{kind: kind for kind in HOSTILE_ARCHIVE_KINDS}}
 DEFAULT_VALUE = {"latency": 100.0, "ret_10006": 200.0, "stall": 5.0, "huge_json": float(17 << 20)}
@@ -47,6 +55,7 @@ class RequestInfo:
     symbol: str | None = None
     day: date | None = None
     archive_file: bool = False
+    ws: bool = False  # a WebSocket event (a push or a subscribe), not an HTTP request
 
 
 @dataclass
@@ -66,6 +75,8 @@ class Fault:
         if self.kind in ARCHIVE_KINDS and not req.archive_file:
             return False
         if self.kind in RECENT_KINDS and not req.path.startswith("/v5/market/recent-trade"):
+            return False
+        if (self.kind in WS_KINDS) != req.ws:
             return False
         if self.path is not None and not req.path.startswith(self.path):
             return False
@@ -131,7 +142,8 @@ class Faults:
             for mix in self._mixes:
                 if mix.path is not None and not req.path.startswith(mix.path):
                     continue
-                usable = [k for k in mix.kinds if req.archive_file or k not in ARCHIVE_KINDS]
+                usable = [k for k in mix.kinds if (req.archive_file or k not in ARCHIVE_KINDS)
+                          and (k in WS_KINDS) == req.ws]
                 if usable and mix.rng.random() < mix.rate:
                     out.append(Fault(mix.rng.choice(usable), times=1))
         return out

@@ -259,3 +259,29 @@ def recent_trades(config: SimConfig, spec: MarketSpec, now_ms: int, limit: int) 
             break
         day -= timedelta(days=1)
     return out[:limit]
+
+
+def count_until(config: SimConfig, spec: MarketSpec, day: date, until_us: int) -> int:
+    """How many trades of (market, day) have time <= until_us: the index of the first later one."""
+    if day < spec.listed or until_us < day_start_ms(day) * 1000:
+        return 0
+    m = DayModel(config.seed, spec, day)
+    hi = _last_index_bound(m, until_us)
+    lo = max(0, hi - 64)  # every trade below lo is far earlier than until_us
+    row = connection().execute(f"SELECT count(*) FROM ({_typed_sql(m, lo, hi, until_us)})").fetchone()
+    return lo + int(row[0] if row else 0)
+
+
+def trades_from(config: SimConfig, spec: MarketSpec, day: date, lo: int, until_us: int,
+                limit: int) -> list[TailTrade]:
+    """Trades lo, lo+1, ... of (market, day) with time <= until_us, ascending, at most `limit`.
+
+    What the WebSocket pushes as the market clock passes them: the same rows (ids, values) as the
+    archive file and recent-trade, generated only for the index window asked for.
+    """
+    m = DayModel(config.seed, spec, day)
+    hi = min(m.n, lo + limit, _last_index_bound(m, until_us))
+    if day < spec.listed or hi <= lo:
+        return []
+    rows = connection().execute(_typed_sql(m, lo, hi, until_us)).fetchall()
+    return [TailTrade(r[1], r[8], r[9], r[4].capitalize(), r[5], bool(r[6]), r[7]) for r in rows]

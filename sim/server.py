@@ -94,6 +94,7 @@ def serve(port: int, host: str = "127.0.0.1", config: SimConfig | None = None) -
     app = create_app(config or SimConfig())
 
     def announce(_message: str) -> None:
-        print(f"Bybit emulator on http://{host}:{port} (REST and archive); Ctrl+C to stop", flush=True)
+        print(f"Bybit emulator on http://{host}:{port} (REST and archive) and ws://{host}:{port}/v5/public/... "
+              "(WebSocket); Ctrl+C to stop", flush=True)
 
     web.run_app(app, host=host, port=port, print=announce, access_log=None)

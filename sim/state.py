@@ -37,6 +37,10 @@ class SimState:
         self.forbidden = 0  # HTTP 403 answers
         self.files_generated = 0  # archive files generated (not served from the cache)
         self.log: list[tuple[str, str, int]] = []  # (path, raw query string, status)
+        # WebSocket streams (sim.ws): connections accepted / open now, topics subscribed, snapshots
+        # and trades pushed, trades lost to `ws_skip`, connections cut for silence
+        self.ws_connections = self.ws_open = self.ws_subscriptions = 0
+        self.ws_messages = self.ws_trades_pushed = self.ws_skipped_trades = self.ws_idle_cuts = 0
 
     def reset_counters(self) -> None:
         self.requests.clear()

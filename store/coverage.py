@@ -17,7 +17,7 @@ from store.db import Store
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
-TRADE_SOURCES = ("archive", "rest")
+TRADE_SOURCES = ("archive", "rest", "ws")
 
 
 def us_to_dt(value: int) -> datetime:
@@ -152,10 +152,11 @@ def count_mismatches(store: Store, category: str, symbol: str, start_us: int,
     return [(int(a), int(b), int(e), int(n)) for a, b, e, n in rows]
 
 
-def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
-    """What a refresh must fetch in [start, end): the uncovered spans, and the archive days whose
-    stored rows disagree with their file (a day the store cannot vouch for is not complete)."""
-    spans = uncovered(store, category, symbol, start_us, end_us)
+def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: int,
+               sources: tuple[str, ...] = TRADE_SOURCES) -> list[tuple[int, int]]:
+    """What a refresh must fetch in [start, end): the spans no coverage of `sources` vouches for,
+    and the archive days whose stored rows disagree with their file (not complete either)."""
+    spans = uncovered(store, category, symbol, start_us, end_us, sources)
     spans += [(max(a, start_us), min(b, end_us)) for a, b, _, _ in
               count_mismatches(store, category, symbol, start_us, end_us)]
     return merge_spans(spans)

@@ -32,6 +32,7 @@ from fetch import arrowconst
 from fetch.models import TRADE_SCHEMA
 from store.daily import resummarize
 from store.db import Store
+from store.reconcile import reconcile_day
 
 _ARROW_NAME = "incoming_arrow"
 _VALUES = "(time_us, price, qty, is_sell)"  # is_sell orders as side does: buy < sell
@@ -156,7 +157,7 @@ def insert_sql() -> str:
 
 
 def drop_rest_rows_sql() -> str:
-    """The archive is authoritative for its day: REST rows of that day give way to it."""
+    """The archive is authoritative for its day: REST and live (ws) rows of that day give way to it."""
     return """
         DELETE FROM trades
         WHERE category = ? AND symbol = ? AND source IN ('rest', 'ws') AND time_us >= ? AND time_us < ?"""
@@ -214,6 +215,7 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
     category, symbol = staging.category, staging.symbol
     replaced = 0
     if replace_rest is not None:
+        reconcile_day(store, category=category, symbol=symbol, start_us=replace_rest[0], end_us=replace_rest[1])
         replaced = _count(store, drop_rest_rows_sql(), [category, symbol, *replace_rest])
     result, inserted = _match_and_insert(store, staging, skip_archive_covered)
     changed = ([replace_rest] if replace_rest is not None and replaced else []) + ([inserted] if inserted else [])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from fetch.symbols import normalize_symbol
 from store.cache_dir import check_cache_dir, complete_days, days_needing_export
-from store.coverage import Gap, find_gaps, record_open_gaps, unverified, us_to_dt
+from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified, us_to_dt
 from store.db import Store
 from store.plan import days_touching
 from store.summary import Progress, ProgressCallback, RefreshSummary
@@ -41,8 +41,11 @@ def _noop(_: Progress) -> None:
 async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int, end_us: int, *,
                   category: str = "linear", cache_dir: Path | None = None, id_mode: str = "tick",
                   progress: ProgressCallback | None = None, client: BybitClient | None = None,
-                  work_dir: Path | None = None) -> RefreshSummary:
-    """Fetch what [start_us, end_us) lacks, export touched days, and say what could not be had."""
+                  work_dir: Path | None = None, sources: tuple[str, ...] = TRADE_SOURCES) -> RefreshSummary:
+    """Fetch what [start_us, end_us) lacks, export touched days, and say what could not be had.
+
+    `sources` are the coverage sources that count as "has it": `follow` passes ('archive',) so a day
+    it captured live is still fetched from the archive, which then replaces the live rows."""
     began = time.monotonic()
     symbol = normalize_symbol(symbol)
     report = progress or _noop
@@ -51,7 +54,7 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
         check_cache_dir(cache_dir)
     all_days = days_touching([(start_us, end_us)])
     summary.days_in_range = len(all_days)
-    missing = unverified(store, category, symbol, start_us, end_us)
+    missing = unverified(store, category, symbol, start_us, end_us, sources)
     summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
     run: Run | None = None
     try:

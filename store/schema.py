@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from store import daily
+from store import daily, reconcile
 from store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -170,7 +170,12 @@ _V4 = [
      "with (NULL: every type); NULL for trades'"),
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# Version 5: live capture (`follow`) is reconciled against the archive day that replaces it.
+_V5 = [*reconcile.MIGRATION,
+       ("COMMENT ON COLUMN coverage.source IS 'archive (a whole day file), rest (recent-trade), ws (live "
+        "WebSocket capture) or executions'")]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 log = logging.getLogger("context.backfill")
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     bybit_api_secret: SecretStr = Field(SecretStr(""), description="API secret (never printed or logged).")
     bybit_rest_base_url: str = Field("https://api.bybit.com", description="REST API base URL.")
     bybit_archive_base_url: str = Field("https://public.bybit.com", description="Daily archive base URL.")
+    bybit_ws_base_url: str = Field("wss://stream.bybit.com",
+                                   description="WebSocket base URL of `follow` (the emulator: ws://127.0.0.1:PORT).")
     bybit_api_timeout: float = Field(30.0, gt=0, le=3600, description=(
         "Seconds before one API request times out; also how long a download may stall."))
     bybit_archive_timeout: float = Field(600.0, gt=0, le=86400,
@@ -81,7 +83,8 @@ class Settings(BaseSettings):
         """The fetch layer's view of these settings."""
         return FetchConfig(
             endpoints=Endpoints(rest_base_url=self.bybit_rest_base_url.rstrip("/"),
-                                archive_base_url=self.bybit_archive_base_url.rstrip("/")),
+                                archive_base_url=self.bybit_archive_base_url.rstrip("/"),
+                                ws_base_url=self.bybit_ws_base_url.rstrip("/")),
             credentials=Credentials(api_key=self.bybit_api_key.get_secret_value(),
                                     api_secret=self.bybit_api_secret.get_secret_value(),
                                     recv_window_ms=self.bybit_recv_window_ms),

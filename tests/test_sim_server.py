@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_public_names_are_pinned():
-    assert sorted(sim.__all__) == sorted(["SimConfig", "MarketSpec", "SimState", "Faults", "create_app",
+    assert sorted(sim.__all__) == sorted(["SimConfig", "MarketSpec", "MarketClock", "SimState", "Faults", "create_app",
                                           "running_sim", "run_in_thread", "serve"])
     assert all(hasattr(sim, name) for name in sim.__all__)
 

@@ -1,0 +1,133 @@
+"""`python -m bench.follow`: freshness, CPU share and RSS of `bybit-backfill follow` on a busy symbol.
+
+The emulator (a thread of this process) runs its market on the wall clock with a busy BTCUSDT
+(1.5M trades a day, about 17 a second, as Bybit's busiest days); the follower is a child process,
+so its CPU and RSS are its own (read from /proc). Every 0.25 s it samples:
+
+* freshness: wall clock minus the newest trade the store holds (the follower's state file is
+  rewritten right after each commit, so it names the newest committed trade);
+* CPU: the child's user + system time over the wall time since the first commit;
+* RSS: the child's resident set.
+
+    python -m bench.follow --seconds 600     # the issue's 10-minute run
+    python -m bench.follow --seconds 60      # a quick look
+
+Goals (issue 14): freshness p99 <= 1 s; RSS flat (< 200 MB growth). Results go to bench/FOLLOW.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sim import MarketClock, MarketSpec, SimConfig, run_in_thread  # noqa: E402
+from tests.crashutil import start_cli  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(seconds: float, trades_per_day: int, commit_every: float, work: Path) -> dict[str, float]:
+    config = SimConfig(markets=[MarketSpec("BTCUSDT", "linear", trades_per_day=trades_per_day,
+                                           listed=date(2020, 1, 1))],
+                       cache_dir=work / "sim", clock=MarketClock(), ws_tick_ms=20)
+    db, state = work / "follow.duckdb", work / "follow.duckdb.follow" / "linear.BTCUSDT.json"
+    with run_in_thread(config) as sim:
+        child = start_cli(sim.url, db, work / "cache", ["follow", "BTCUSDT", "--commit-every", str(commit_every),
+                                                        "--export-every", "60"],
+                          BYBIT_WS_BASE_URL=sim.url.replace("http://", "ws://"))
+        try:
+            deadline = time.monotonic() + 120
+            while not state.exists():
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise SystemExit("the follower never committed")
+                time.sleep(0.1)
+            began, cpu0, rss0 = time.monotonic(), cpu_seconds(child.pid), rss_mb(child.pid)
+            fresh, rss = [], [rss0]
+            while time.monotonic() - began < seconds:
+                time.sleep(0.25)
+                try:
+                    newest_us = json.loads(state.read_text())["last_trade_us"]
+                except (OSError, ValueError):
+                    continue
+                fresh.append(time.time() - newest_us / 1e6)
+                rss.append(rss_mb(child.pid))
+            cpu = (cpu_seconds(child.pid) - cpu0) / (time.monotonic() - began)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=60)
+    third = max(1, len(rss) // 3)
+    return {"seconds": seconds, "samples": len(fresh), "fresh_p50": statistics.median(fresh),
+            "fresh_p99": percentile(fresh, 0.99), "fresh_max": max(fresh), "cpu_share": cpu,
+            "rss_start_mb": statistics.median(rss[:third]), "rss_end_mb": statistics.median(rss[-third:]),
+            "rss_peak_mb": max(rss), "trades_per_s": trades_per_day / 86_400, "commit_every": commit_every,
+            "exit_code": float(child.returncode)}
+
+
+def report(r: dict[str, float]) -> str:
+    growth = r["rss_end_mb"] - r["rss_start_mb"]
+    return "\n".join([
+        "# `follow` on a busy symbol",
+        "",
+        f"`python -m bench.follow --seconds {r['seconds']:g}`: BTCUSDT at {r['trades_per_s']:.1f} trades/s on the "
+        f"emulator's wall-clock market, commits every {r['commit_every']:g} s, {int(r['samples'])} samples.",
+        "",
+        "| figure | measured | goal |",
+        "|---|---|---|",
+        f"| freshness (wall clock minus newest stored trade) p50 / p99 / max | {r['fresh_p50']:.2f} s / "
+        f"{r['fresh_p99']:.2f} s / {r['fresh_max']:.2f} s | p99 <= 1 s: "
+        f"**{'met' if r['fresh_p99'] <= 1.0 else 'missed'}** |",
+        f"| CPU share of the follower process | {100 * r['cpu_share']:.1f} % of one core | small |",
+        f"| RSS first third / last third / peak (median) | {r['rss_start_mb']:.0f} / {r['rss_end_mb']:.0f} / "
+        f"{r['rss_peak_mb']:.0f} MB (growth {growth:+.0f} MB) | flat, < 200 MB growth: "
+        f"**{'met' if growth < 200 else 'missed'}** |",
+        f"| exit code after SIGTERM | {int(r['exit_code'])} | 0 |",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.follow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--trades-per-day", type=int, default=1_500_000)
+    parser.add_argument("--commit-every", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "FOLLOW.md")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-follow-") as work:
+        result = run(args.seconds, args.trades_per_day, args.commit_every, Path(work))
+    text = report(result)
+    print(text)
+    args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
