@@ -150,6 +150,11 @@ def _json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
 
 
+def _lock_wait(ctx: click.Context, explicit: float | None = None) -> float:
+    """How long to wait for the store while another process holds it: the option, else the setting."""
+    return explicit if explicit is not None else _settings(ctx).backfill_lock_wait_s
+
+
 def _db_path(ctx: click.Context, db: Path | None) -> Path:
     return db if db is not None else _settings(ctx).backfill_db_path
 
@@ -262,7 +267,8 @@ def _render_summary(summary: RefreshSummary) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where backfill_YYYY-MM-DD.parquet go [default: BACKFILL_CACHE_DIR]; a template with "
                    "{symbol} and {category} for several symbols, e.g. 'cache/{symbol}'.")
-@click.option("--wait-lock", type=_Finite(), default=0.0, help="Seconds to wait for another writer.")
+@click.option("--wait-lock", type=_Finite(), default=None,
+              help="Seconds to wait while another process holds the store [default: BACKFILL_LOCK_WAIT_S, 30].")
 @click.option("--all", "all_symbols", is_flag=True, help="Every symbol of the category (instruments-info).")
 @click.option("--status", default="Trading", show_default=True,
               help="With --all: Trading, Closed (delisted symbols keep their archive) or all.")
@@ -274,7 +280,7 @@ def _render_summary(summary: RefreshSummary) -> None:
 @click.pass_context
 def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str, start: str | None,
                     end: str | None, days: float | None, no_export: bool, cache_dir: Path | None,
-                    wait_lock: float, all_symbols: bool, status: str, shard: str | None, concurrency: int,
+                    wait_lock: float | None, all_symbols: bool, status: str, shard: str | None, concurrency: int,
                     lake: str | None, db: Path | None, as_json: bool) -> None:
     """Make the store complete over a range: archive days, then the REST tail; export; report.
 
@@ -309,14 +315,13 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
 
         check_cache_template(str(cache_dir), 1)
         cache_dir = cache_dir_for(str(cache_dir), category, symbol)
-    export_to = None if no_export or not settings.backfill_cache_enabled else (
-        cache_dir or settings.backfill_cache_dir)
     progress = _ProgressLine(ctx.obj["interactive"] and not as_json)
-    with Store.open(_db_path(ctx, db), wait_s=wait_lock) as store:
+    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         try:
             summary = asyncio.run(refresh(store, settings.fetch_config(), symbol, start_us, end_us,
-                                          category=category, cache_dir=export_to,
-                                          id_mode=settings.backfill_export_id, progress=progress))
+                                          category=category, progress=progress,
+                                          command=f"refresh {category} {symbol}",
+                                          **settings.refresh_arguments(export=not no_export, cache_dir=cache_dir)))
         finally:
             progress.close()
     lake_report = _single_lake(ctx, store_path=_db_path(ctx, db), lake=lake, category=category,
@@ -347,13 +352,13 @@ def _single_lake(ctx: click.Context, *, store_path: Path, lake: str | None, cate
     from store.plan import day_of_us
 
     location = open_location(lake, os.environ)
-    with Store.open(store_path, read_only=True) as store:
+    with Store.open(store_path, read_only=True, wait_s=_lock_wait(ctx)) as store:
         return write_lake(store, location, categories=[category], symbols=[symbol],
                           first=day_of_us(start_us), stop=day_of_us(end_us - 1) + timedelta(days=1))
 
 
 def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, end_us: int, *, category: str,
-                  no_export: bool, cache_dir: Path | None, wait_lock: float, status: str, shard: str | None,
+                  no_export: bool, cache_dir: Path | None, wait_lock: float | None, status: str, shard: str | None,
                   concurrency: int, lake: str | None, db: Path | None, as_json: bool) -> None:
     """Several symbols (or --all): `store.market.refresh_market`, one table at the end."""
     import asyncio
@@ -375,7 +380,7 @@ def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, e
         log.info("%s: %d days fetched, %d rows added%s", result.symbol, result.days_fetched,
                  result.rows_added, f", failed: {result.error}" if result.error else "")
 
-    with Store.open(_db_path(ctx, db), wait_s=wait_lock) as store:
+    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         summary = asyncio.run(refresh_market(
             store, settings.fetch_config(), list(symbols) or None, start_us, end_us, category=category,
             statuses=statuses, shard=parsed, cache_template=template, id_mode=settings.backfill_export_id,
@@ -498,7 +503,7 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
         raise InputError("executions needs BYBIT_API_KEY and BYBIT_API_SECRET (env or .env): set both "
                          "to a key with read permission")
     start_us, end_us = resolve_range(start, end, days, _now(), default_days=7)
-    with Store.open(_db_path(ctx, db)) as store:
+    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
         summary = asyncio.run(refresh_executions(store, config, start_us, end_us, category=category,
                                                  symbol=symbol, exec_type=exec_type))
     if as_json:
@@ -527,13 +532,20 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
     from store.db import Store
     from store.follow_state import follower_status
     from store.report import status
+    from store.writer_state import active_writer
 
-    with Store.open(_db_path(ctx, db), read_only=True) as store:
+    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         rows = status(store, symbol)
     followers = follower_status(_db_path(ctx, db))
+    writer = active_writer(_db_path(ctx, db))
     for row in rows:
         row.update(followers.get((row["category"], row["symbol"]),
                                  {"follower": "none", "live_last_trade": None, "live_lag_s": None}))
+        if as_json:
+            row["writer"] = writer
+    if writer is not None and not as_json:
+        click.echo(f"writer: {writer['command']} (pid {writer['pid']}, since {writer['since']})"
+                   f"{': ' + writer['progress'] if writer.get('progress') else ''}")
     if as_json:
         _print_json(rows)
     elif not rows:
@@ -564,7 +576,7 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
     from store.plan import resolve_range
 
     start_us, end_us = resolve_range(start, end, days, _now())
-    with Store.open(_db_path(ctx, db), read_only=True) as store:
+    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         found = find_gaps(store, category, symbol.upper(), start_us, end_us, min_silence)
     if as_json:
         _print_json([gap.as_dict() for gap in found])
@@ -604,7 +616,7 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
     wanted: list[date] = days_touching([(start_us, end_us)])
-    with Store.open(_db_path(ctx, db)) as store:
+    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
         report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
@@ -637,12 +649,12 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, d
     if output is not None:
         if fmt == "table":
             raise InputError("--output writes csv, json or parquet: add --format csv|json|parquet")
-        written = write_result(_db_path(ctx, db), query, fmt, output)
+        written = write_result(_db_path(ctx, db), query, fmt, output, wait_s=_lock_wait(ctx))
         click.echo(f"{output}  {written.rows:,} rows", err=True)
         return
     if fmt == "parquet":
         raise InputError("--format parquet needs --output PATH (parquet is not for a terminal)")
-    results = run_queries(_db_path(ctx, db), query)
+    results = run_queries(_db_path(ctx, db), query, wait_s=_lock_wait(ctx))
     if fmt == "json":
         click.echo(render_json(results))
         return
@@ -676,7 +688,7 @@ def verify_command(ctx: click.Context, db: Path | None, as_json: bool, repair: b
     from store.report import repair as repair_store
     from store.report import verify
 
-    with Store.open(_db_path(ctx, db), read_only=not repair) as store:
+    with Store.open(_db_path(ctx, db), read_only=not repair, wait_s=_lock_wait(ctx)) as store:
         if repair:
             repaired = repair_store(store)
             if not as_json:
@@ -749,7 +761,7 @@ def lake_write_command(ctx: click.Context, dest: str, symbols: tuple[str, ...], 
     first = parse_when(start, now).date() if start else date(2000, 1, 1)
     stop = parse_when(end, now).date() if end else None
     location = open_location(dest, os.environ)
-    with Store.open(_db_path(ctx, db), read_only=True) as store:
+    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         report = write_lake(store, location, categories=[category] if category else None,
                             symbols=list(symbols) or None, first=first, stop=stop)
     _print_json(report.as_dict()) if as_json else _render_lake(report)

@@ -8,7 +8,9 @@ are interleaved, so a slow moment of the machine hits both.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,11 +100,21 @@ def busy_day(ctx: Context) -> list[Row]:
 
 def week(ctx: Context) -> list[Row]:
     days = ctx.scale.week_days
-    tool, peer = [], []
+    tool, peer, probes = [], [], []
     for k in range(ctx.scale.runs):
         work = ctx.fresh(f"week-{k}")
         start, end = _days_arg(1, days)
-        result = _refresh(ctx, work / "store.duckdb", work / "cache", start, end)
+        # A reader beside the refresh: the longest it waits to get into the store (issue: readers and
+        # writers). It runs beside every run, so each of them pays for it alike.
+        stop = work / "stop"
+        reader = subprocess.Popen([PY, "-m", "bench.reader_probe", str(work / "store.duckdb"), str(stop)],
+                                  cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            result = _refresh(ctx, work / "store.duckdb", work / "cache", start, end)
+        finally:
+            stop.touch()
+            out, _ = reader.communicate(timeout=60)
+        probes.append(json.loads(out.strip().splitlines()[-1]))
         _check_rows(result.data, days * ctx.scale.trades_per_day, "week")
         tool.append(result)
         peer.append(run([PY, "-m", "bench.peers", "pandas", ctx.url, SYMBOL, day(1).isoformat(), str(days),
@@ -115,7 +127,12 @@ def week(ctx: Context) -> list[Row]:
     ctx.facts["week_per_day"] = wall.median / days
     ctx.note("week", f"tool `refresh` of {days} days: {wall.show()}, peak RSS {rss.show('MB', 0)}")
     ctx.note("week", f"pandas peer: {p_wall.show()}, peak RSS {p_rss.show('MB', 0)}")
+    longest = max(p["max_wait_s"] for p in probes)
+    ctx.note("week", "a reader beside each refresh: " + ", ".join(
+        f"{p['opens']} opens, longest wait {p['max_wait_s']:.2f} s (p99 {p['p99_wait_s']:.2f} s)" for p in probes))
     return [
+        Row(f"week ({days} busy days): longest reader wait", "<= 2 s (one day's commit)",
+            f"{longest:.2f} s over {sum(p['opens'] for p in probes)} opens", f"{longest:.2f} s", longest <= 2.0),
         Row(f"week ({days} busy days): time", "<= 0.7x pandas peer",
             f"{wall.show()} vs peer {p_wall.show()}", fmt_ratio(time_ratio), time_ratio <= 0.7),
         Row(f"week ({days} busy days): peak RSS", "<= 1/3 of the peer's",

@@ -57,7 +57,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
              f"({days} archive days + today's REST tail) into {db_path}...")
         with Store.open(db_path) as store:
             summary = asyncio.run(refresh(store, settings.fetch_config(), DEMO_SYMBOL, start_us, end_us,
-                                          cache_dir=cache_dir))
+                                          command="demo", **settings.refresh_arguments()))
     echo(f"  {summary.rows_added:,} rows added, {summary.duplicates_skipped:,} duplicates skipped, "
          f"{summary.requests} requests, {summary.elapsed_s:.1f} s")
     for gap in summary.gaps:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,21 +48,118 @@ def _translate(error: duckdb.Error, path: str) -> StoreError | KeyboardInterrupt
         return KeyboardInterrupt()
     text = str(error)
     if "Conflicting lock" in text or "Could not set lock" in text:
-        return StoreLocked(path)
+        return StoreLocked(path, _holder(path, text))
     if "not a valid DuckDB database" in text or "Unable to open database" in text:
         return NotADatabase(path, text.split("\n")[0])
     return StoreError(f"DuckDB error on {path}: {text.splitlines()[0] if text else error!r}")
 
 
-class Store:
-    """A DuckDB file opened for this run: parameterized `execute`/`query`, and `atomic()`."""
+# A writer that let the file go between its commits waits at least this long to take it back: another
+# writer's commit (or a reader's query) holds it for seconds, never minutes.
+REACQUIRE_WAIT_S = 60.0
+PRIVATE = ":memory:"
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
-        self.connection = connection
+
+# Connections of one process to one file share one DuckDB instance, torn down when the last closes.
+# A connection opened while another thread closes the last one can land on the dying instance (its
+# Arrow scans are gone): opening and closing a file are therefore serialized within the process.
+_OPEN_CLOSE_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _open_close_lock(path: str) -> threading.Lock:
+    with _WRITE_LOCKS_GUARD:
+        return _OPEN_CLOSE_LOCKS.setdefault(os.path.realpath(path), threading.Lock())
+
+
+def _close(connection: duckdb.DuckDBPyConnection, path: str) -> None:
+    with _open_close_lock(path), contextlib.suppress(duckdb.Error):
+        connection.close()
+
+
+def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, retrying the lock for up to `wait_s` while another process holds it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with _open_close_lock(path):
+                return duckdb.connect(path, read_only=read_only, config=config)
+        except duckdb.Error as error:
+            translated = _translate(error, path)
+            if isinstance(translated, StoreLocked) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            if isinstance(translated, StoreLocked):
+                translated = StoreLocked(path, translated.holder, wait_s)
+            raise translated from None
+
+
+def _holder(path: str, text: str) -> str:
+    """Who holds the file: the writer's own note beside the store if it left one, else DuckDB's pid."""
+    from store.writer_state import active_writer
+
+    writer = active_writer(Path(path))
+    if writer is not None:
+        return f"{writer['command']}, pid {writer['pid']}, since {writer['since']}"
+    match = re.search(r"PID (\d+)", text)
+    return f"pid {match[1]}" if match else ""
+
+
+class Store:
+    """A DuckDB file opened for this run: parameterized `execute`/`query`, and `atomic()`.
+
+    DuckDB lets one process at a time open a file for writing, and no other process open it at all
+    meanwhile. So a long job holds the file only while it commits: `release()` closes the connection
+    (other processes may open the file), and the next statement reopens it, waiting for the lock
+    (`held()` does both around a block). A store can also be private (`Store.private()`): an
+    in-memory database where a refresh stages a day without touching the file."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection | None, path: str, read_only: bool, *,
+                 wait_s: float = 0.0, config: dict[str, Any] | None = None) -> None:
+        self._connection = connection
         self.path = path
         self.read_only = read_only
         self.tracer: Tracer | None = None
+        self.wait_s = wait_s
+        self._config = dict(config or {})
         self._write_lock = _write_lock(path)
+        self._in_transaction = False
+
+    @classmethod
+    def private(cls, *, memory_limit: str = "1GB", temp_directory: str | Path | None = None) -> Store:
+        """A database of this process alone (in memory, spilling to `temp_directory`)."""
+        config: dict[str, Any] = {"memory_limit": memory_limit}
+        if temp_directory is not None:
+            config["temp_directory"] = str(temp_directory)
+        return cls(duckdb.connect(PRIVATE, config=config), PRIVATE, False, config=config)
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The open connection, reopened (waiting for the file's lock) after a `release()`."""
+        if self._connection is None:
+            self._connection = _connect(self.path, self.read_only, self._config,
+                                        max(self.wait_s, REACQUIRE_WAIT_S))
+        return self._connection
+
+    @property
+    def released(self) -> bool:
+        return self._connection is None
+
+    def release(self) -> None:
+        """Let the file go (other processes may open it) until the next statement needs it."""
+        if self.path == PRIVATE or self._in_transaction or self._connection is None:
+            return
+        _close(self._connection, self.path)
+        self._connection = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Store]:
+        """The file held for the block; let go after it if it was let go before it."""
+        was_released = self.released
+        try:
+            yield self
+        finally:
+            if was_released:
+                self.release()
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0,
@@ -73,21 +171,11 @@ class Store:
             raise StoreError(f"no store at {target}; run `bybit-backfill refresh` first or pass --db")
         if not read_only:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                config: dict[str, Any] = {"memory_limit": memory_limit}
-                if sandbox:
-                    config.update(SANDBOX)
-                connection = duckdb.connect(target, read_only=read_only or sandbox, config=config)
-                break
-            except duckdb.Error as error:
-                translated = _translate(error, target)
-                if isinstance(translated, StoreLocked) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    continue
-                raise translated from None
-        store = cls(connection, target, read_only or sandbox)
+        config: dict[str, Any] = {"memory_limit": memory_limit}
+        if sandbox:
+            config.update(SANDBOX)
+        connection = _connect(target, read_only or sandbox, config, wait_s)
+        store = cls(connection, target, read_only or sandbox, wait_s=wait_s, config=config)
         try:
             if migrate:
                 from store import schema  # schema needs Store: imported late, no cycle at load time
@@ -101,8 +189,9 @@ class Store:
         return store
 
     def close(self) -> None:
-        with contextlib.suppress(duckdb.Error):
-            self.connection.close()
+        if self._connection is not None:
+            _close(self._connection, self.path)
+            self._connection = None
 
     def __enter__(self) -> Store:
         return self
@@ -204,10 +293,13 @@ class Store:
         process, after any other transaction on the same file has committed)."""
         with self._write_lock:
             self.execute("BEGIN TRANSACTION")
+            self._in_transaction = True
             try:
                 yield
             except BaseException:
                 with contextlib.suppress(duckdb.Error, StoreError):
                     self.connection.execute("ROLLBACK")
                 raise
+            finally:
+                self._in_transaction = False
             self.execute("COMMIT")

@@ -10,12 +10,17 @@ class StoreError(BackfillError, Terminal):
 
 
 class StoreLocked(StoreError):
-    """Another process holds the DuckDB file for writing."""
+    """Another process held the DuckDB file for longer than this one was willing to wait."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(f"the store {path} is in use by another process (DuckDB allows one writer); "
-                         "wait for it to finish or use another --db")
+    def __init__(self, path: str, holder: str = "", waited_s: float = 0.0) -> None:
+        who = f" ({holder})" if holder else ""
+        waited = f" for {waited_s:g} s" if waited_s else ""
+        super().__init__(f"the store {path} is in use by another process{who} and stayed so{waited} (DuckDB "
+                         "lets one process open it at a time); wait for it to finish, give --wait-lock / "
+                         "BACKFILL_LOCK_WAIT_S more seconds, or use another --db")
         self.path = path
+        self.holder = holder
+        self.waited_s = waited_s
 
 
 class NotADatabase(StoreError):

@@ -125,12 +125,12 @@ class BybitConnectorHistory:
                     first.start.isoformat(), first.end.isoformat(), first.reason, more)
 
     async def _refresh(self, start: datetime, end: datetime, export: bool) -> Store:
-        store = Store.open(self.settings.backfill_db_path)
+        store = Store.open(self.settings.backfill_db_path, wait_s=self.settings.backfill_lock_wait_s)
         try:
-            cache_dir = self.settings.backfill_cache_dir if export else None
             self.last_summary = await refresh(
                 store, self.fetch_config, self.symbol, dt_to_us(start), dt_to_us(end),
-                category=self.category, cache_dir=cache_dir, id_mode=self.settings.backfill_export_id)
+                category=self.category, command=f"python API {self.category} {self.symbol}",
+                **self.settings.refresh_arguments(export=export))
         except BaseException:
             store.close()
             raise

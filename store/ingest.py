@@ -180,7 +180,8 @@ def _count(store: Store, sql: str, params: list[object] | tuple[object, ...] = (
 class Staging:
     """`incoming` filled batch by batch: `Staging(store, ...)`, `.append(batch)` as batches come,
     then `ingest_staged` inside a transaction. Every row must hold the given category and symbol,
-    and one source (that of the first batch)."""
+    and one source (that of the first batch). `store` may be a private database (`Store.private()`):
+    the rows then move into the store being ingested into at commit time."""
 
     def __init__(self, store: Store, *, category: str, symbol: str) -> None:
         self.store, self.category, self.symbol = store, category, symbol
@@ -212,6 +213,7 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
                   skip_archive_covered: bool = False) -> IngestResult:
     """Fold, match and insert what `staging` holds; call inside `store.atomic()`. The days whose
     rows changed (REST rows dropped, rows added) get their summary recomputed once, at the end."""
+    _bring_into(store, staging)
     category, symbol = staging.category, staging.symbol
     replaced = 0
     if replace_rest is not None:
@@ -222,6 +224,25 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
     if changed:
         resummarize(store, category, symbol, min(a for a, _ in changed), max(b for _, b in changed))
     return IngestResult(result.received, result.added, result.duplicates, result.conflicts, replaced)
+
+
+_STAGED_NAME = "staged_incoming"
+
+
+def _bring_into(store: Store, staging: Staging) -> None:
+    """Move rows staged in another (private) database into `store`'s `incoming`, as one Arrow hop:
+    a refresh stages a day without holding the store file, and holds it only for this and the merge."""
+    if staging.store is store:
+        return
+    table = staging.store.query_arrow(f"SELECT {_STAGE_COLUMNS} FROM incoming")
+    store.execute(create_stage_sql())
+    store.register(_STAGED_NAME, table)
+    try:
+        store.execute(f"INSERT INTO incoming ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM {_STAGED_NAME}")
+    finally:
+        store.unregister(_STAGED_NAME)
+    staging.store.execute("DROP TABLE IF EXISTS incoming")
+    staging.store = store
 
 
 def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool,

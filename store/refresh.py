@@ -1,9 +1,10 @@
 """The main job: make the store complete over a range, fetching only what it lacks.
 
 plan (SQL coverage + archive index) -> archive days downloaded concurrently, each stream-parsed and
-staged in DuckDB batch by batch, then committed with its coverage row in one transaction -> the
-REST tail for what lies past the newest file (asked before any day is written, stored after them)
--> gaps recorded with their reasons -> touched days exported -> a summary. A range the store
+staged outside the store, then committed with its coverage row in one transaction (the store file
+is held for that alone) -> the REST tail for what lies past the newest file (asked before any day is
+written, stored after them) -> gaps recorded with their reasons -> touched days exported -> a
+summary, folded once from what each step returned. A range the store
 already covers sends no request, and loads neither the network stack nor the ingest
 (`store.pipeline`, imported only when something is missing): it starts as fast as a read-only
 command. A day whose file is unusable fails alone: it is listed in `days_failed`, the rest complete.
@@ -27,7 +28,7 @@ from store.summary import Progress, ProgressCallback, RefreshSummary
 if TYPE_CHECKING:
     from fetch.client import BybitClient
     from fetch.config import FetchConfig
-    from store.pipeline import Run
+    from store.pipeline import Fetched
 
 __all__ = ["Progress", "ProgressCallback", "RefreshSummary", "refresh"]
 
@@ -41,8 +42,14 @@ def _noop(_: Progress) -> None:
 async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int, end_us: int, *,
                   category: str = "linear", cache_dir: Path | None = None, id_mode: str = "tick",
                   progress: ProgressCallback | None = None, client: BybitClient | None = None,
-                  work_dir: Path | None = None, sources: tuple[str, ...] = TRADE_SOURCES) -> RefreshSummary:
+                  work_dir: Path | None = None, sources: tuple[str, ...] = TRADE_SOURCES,
+                  command: str | None = None) -> RefreshSummary:
     """Fetch what [start_us, end_us) lacks, export touched days, and say what could not be had.
+
+    The store file is held only while something commits: between commits it is let go (`Store.release`),
+    so `sql`, `status`, another refresh or an analyst's DuckDB session can open it; each statement
+    after that takes it back, waiting for the lock. `command` names this writer in the note other
+    processes see (`status`, a lock error).
 
     `sources` are the coverage sources that count as "has it": `follow` passes ('archive',) so a day
     it captured live is still fetched from the archive, which then replaces the live rows."""
@@ -56,30 +63,30 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
     summary.days_in_range = len(all_days)
     missing = unverified(store, category, symbol, start_us, end_us, sources)
     summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
-    run: Run | None = None
+    fetched: Fetched | None = None
+    note = None
     try:
         if missing:
-            from store.pipeline import Exporter, Run, fetch_missing
+            from store.pipeline import Job, fetch_missing
+            from store.writer_state import WriterNote
 
-            run = Run(store, category, symbol, start_us, end_us, report, summary,
-                      cache_dir=Path(cache_dir) if cache_dir is not None else None, id_mode=id_mode)
-            run.exporter = Exporter(run) if cache_dir is not None else None
-            await fetch_missing(run, config, missing, client=client, work_dir=work_dir)
-        gaps = [g for g in find_gaps(store, category, symbol, start_us, end_us)]
-        summary.gaps = _with_reasons(gaps, run.reasons if run else [])
-        with store.atomic():
-            record_open_gaps(store, category, symbol, start_us, end_us, summary.gaps)
+            note = WriterNote(Path(store.path), command or f"refresh {category} {symbol}")
+            store.release()
+            job = Job(store, category, symbol, start_us, end_us, report,
+                      cache_dir=Path(cache_dir) if cache_dir is not None else None, id_mode=id_mode, note=note)
+            fetched = await fetch_missing(job, config, missing, client=client, work_dir=work_dir)
+        with store.held():
+            gaps = find_gaps(store, category, symbol, start_us, end_us)
+            summary.gaps = _with_reasons(gaps, fetched.reasons if fetched else [])
+            with store.atomic():
+                record_open_gaps(store, category, symbol, start_us, end_us, summary.gaps)
+            if cache_dir is not None:
+                _export_stale(store, summary, cache_dir, all_days, id_mode, fetched, report)
     finally:
-        # The last day's file may still be written in the background while the gaps are recorded.
-        if run is not None and run.exporter is not None:
-            await run.exporter.close()
-    if cache_dir is not None:
-        _export_stale(store, summary, cache_dir, all_days, id_mode, run, report)
-    if run is not None:
-        summary.rows_added = run.totals.added
-        summary.duplicates_skipped = run.totals.duplicates
-        summary.conflicts = run.totals.conflicts
-        summary.rest_rows_replaced = run.totals.replaced
+        if note is not None:
+            note.close()
+    if fetched is not None:
+        _fold(summary, fetched)
     summary.elapsed_s = time.monotonic() - began
     log.info("Bybit backfill complete: %s %s, %d rows added, %d duplicates skipped, %d conflicts, "
              "%d gaps left, %d requests in %.1f s", category, symbol, summary.rows_added,
@@ -88,14 +95,33 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
     return summary
 
 
+def _fold(summary: RefreshSummary, fetched: Fetched) -> None:
+    """What the fetch did, into the summary, once."""
+    totals = fetched.totals
+    summary.rows_added, summary.duplicates_skipped = totals.added, totals.duplicates
+    summary.conflicts, summary.rest_rows_replaced = totals.conflicts, totals.replaced
+    summary.days_fetched = sum(1 for d in fetched.days if d.result is not None)
+    summary.days_failed = [d.day.isoformat() for d in fetched.days if d.failed]
+    summary.tail_rows = fetched.tail.rows if fetched.tail is not None else 0
+    stats = fetched.stats
+    summary.requests, summary.retries = stats.requests, stats.retries
+    summary.errors_by_type = dict(stats.errors_by_type)
+    # Unusable files and untrue answers fail past the client's counters.
+    for name, count in (("ArchiveError", len(summary.days_failed)), ("Implausible", fetched.implausible)):
+        if count:
+            summary.errors_by_type[name] = summary.errors_by_type.get(name, 0) + count
+    summary.breaker_openings, summary.peak_throttle = stats.breaker_openings, stats.peak_throttle
+    summary.bytes_downloaded = stats.bytes_downloaded
+
+
 def _export_stale(store: Store, summary: RefreshSummary, cache_dir: Path, all_days: list[date],
-                  id_mode: str, run: Run | None, report: ProgressCallback) -> None:
+                  id_mode: str, fetched: Fetched | None, report: ProgressCallback) -> None:
     """Write every day of the range whose file is missing or out of date (the background exporter
     has done most of them already); pyarrow's writer loads only if one is."""
     category, symbol = summary.category, summary.symbol
     stale = days_needing_export(store, category=category, symbol=symbol, cache_dir=cache_dir,
                                 days=_exportable_days(store, category, symbol, all_days), id_mode=id_mode)
-    earlier = run.exported if run is not None else []
+    earlier = fetched.exported if fetched is not None else []
     rows = sum(e.rows for e in earlier)
     files = len(earlier)
     if stale:

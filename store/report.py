@@ -242,10 +242,11 @@ class QueryResult:
     rows: Any
 
 
-def run_queries(path: str | Path, query: str, *, arrow: bool = False) -> list[QueryResult]:
+def run_queries(path: str | Path, query: str, *, arrow: bool = False, wait_s: float = 0.0) -> list[QueryResult]:
     """Every statement of an analyst's SQL, on a sandboxed read-only connection (`store.db.SANDBOX`):
-    it can neither change the store nor read or write any other file."""
-    with Store.open(path, read_only=True, sandbox=True) as store:
+    it can neither change the store nor read or write any other file. Waits up to `wait_s` while a
+    writer commits."""
+    with Store.open(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
         return [QueryResult(text, names, rows) for text, names, rows in
                 store.user_statements(query, arrow=arrow)]
 
@@ -270,10 +271,10 @@ def render_json(results: list[QueryResult]) -> str:
     return json.dumps(lists[0] if len(lists) == 1 else lists, indent=2, default=str)
 
 
-def write_result(path: str | Path, query: str, fmt: str, output: Path) -> QueryResult:
+def write_result(path: str | Path, query: str, fmt: str, output: Path, *, wait_s: float = 0.0) -> QueryResult:
     """Write a one-statement query's answer to `output` as csv, json or parquet: the tool writes the
     file (the analyst's connection cannot), via a hidden temp name and a rename."""
-    results = run_queries(path, query, arrow=fmt == "parquet")
+    results = run_queries(path, query, arrow=fmt == "parquet", wait_s=wait_s)
     if len(results) != 1:
         raise InputError(f"--output takes the answer of one statement, the query has {len(results)}: "
                          "run them one at a time")

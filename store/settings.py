@@ -61,6 +61,9 @@ class Settings(BaseSettings):
                                      description="Where backfill_YYYY-MM-DD.parquet files are written.")
     backfill_cache_enabled: bool = Field(True, description="Export parquet cache files after a refresh.")
     backfill_db_path: Path = Field(Path("./bybit_backfill.duckdb"), description="The DuckDB store file.")
+    backfill_lock_wait_s: float = Field(30.0, ge=0, le=3600, description=(
+        "Seconds a command waits for the store while another process holds it (a writer holds it only "
+        "while it commits)."))
     backfill_export_id: Literal["tick", "raw"] = Field(
         "tick", description="Parquet `i`: 'tick' = decimal TradeTick.id, 'raw' = the exchange's id.")
     context_backfill_test_mode: bool = Field(
@@ -78,6 +81,13 @@ class Settings(BaseSettings):
         if any(char.isspace() or not char.isprintable() for char in value.get_secret_value()):
             raise ValueError("must not contain spaces, newlines or other control characters")
         return value
+
+    def refresh_arguments(self, *, export: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
+        """The settings-derived arguments of `store.refresh.refresh`, decided here once for the CLI,
+        the Python API and the demo: where the daily files go (None when exporting is off, by the
+        caller or by BACKFILL_CACHE_ENABLED) and in which id mode."""
+        target = (cache_dir or self.backfill_cache_dir) if export and self.backfill_cache_enabled else None
+        return {"cache_dir": target, "id_mode": self.backfill_export_id}
 
     def fetch_config(self) -> FetchConfig:
         """The fetch layer's view of these settings."""

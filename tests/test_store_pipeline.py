@@ -14,8 +14,7 @@ from fetch.archive import ArchiveFile
 from sim import archive as sim_archive
 from sim.config import SimConfig
 from store.db import Store
-from store.pipeline import Run, _staged
-from store.summary import RefreshSummary
+from store.pipeline import Job, _staged
 from storeutil import day
 
 
@@ -25,8 +24,8 @@ async def test_a_cancelled_refresh_waits_for_its_staging_thread_before_using_the
                    trades_per_day=300_000)
     path, _ = await asyncio.to_thread(sim_archive.ensure_file, sim_config, spec, day(1))
     item = ArchiveFile(day(1), path, "file", path.stat().st_size)
-    with Store.open(tmp_path / "s.duckdb") as store:
-        run = Run(store, "linear", "BTCUSDT", 0, 1, lambda _: None, RefreshSummary("linear", "BTCUSDT", "", ""))
+    with Store.open(tmp_path / "s.duckdb") as store, Store.private() as private:
+        job = Job(store, "linear", "BTCUSDT", 0, 1, lambda _: None)
         appending = threading.Event()
 
         def trace(sql: str, _params: object) -> None:
@@ -35,16 +34,16 @@ async def test_a_cancelled_refresh_waits_for_its_staging_thread_before_using_the
                 appending.set()
                 time.sleep(0.2)
 
-        store.tracer = trace
-        staging = asyncio.ensure_future(_staged(run, day(1), item))
+        private.tracer = trace
+        staging = asyncio.ensure_future(_staged(job, private, day(1), item))
         while not appending.is_set():
             await asyncio.sleep(0.005)
-        staging.cancel()  # Ctrl-C just as the worker starts an INSERT on the store's connection
+        staging.cancel()  # Ctrl-C just as the worker starts an INSERT on the staging connection
         with pytest.raises(asyncio.CancelledError):
             await staging
         # What a cancelled run's cleanup does next, for as long as the worker could still be staging:
         # DuckDB refuses a connection that a thread is still using.
         for _ in range(400):
-            assert store.query_one("SELECT 42") == (42,)
+            assert private.query_one("SELECT 42") == (42,)
             await asyncio.sleep(0.002)
-        assert run.stopping.is_set()
+        assert job.stopping.is_set()

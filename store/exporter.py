@@ -1,0 +1,91 @@
+"""The parquet files of committed days, written in the background while the next day is staged.
+
+Each file is written on a connection of its own, opened for that file and closed after it, so the
+store is held only while a file is written (and never by an idle refresh); the write is a read, so
+it never blocks the next day's commit in this process. Same rule as the refresh's final pass
+(`days_needing_export`): whatever fails here is simply left to that pass, which reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from store.cache_dir import cache_path, check_owner, days_needing_export, record_export
+from store.db import REACQUIRE_WAIT_S, Store
+from store.errors import StoreError
+from store.export import write_day
+
+log = logging.getLogger("context.backfill")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedRows:
+    day: date
+    rows: int
+
+
+def _write_on_own_connection(path: str, *, category: str, symbol: str, day: date, target: Path,
+                             id_mode: str) -> int:
+    with Store.open(path, wait_s=REACQUIRE_WAIT_S, migrate=False) as own:
+        return write_day(own, category=category, symbol=symbol, day=day, target=target, id_mode=id_mode)
+
+
+class Exporter:
+    """`submit(day)` after each commit; `close()` waits for the last file and returns what was written."""
+
+    def __init__(self, store: Store, *, category: str, symbol: str, cache_dir: Path, id_mode: str) -> None:
+        self.store, self.category, self.symbol = store, category, symbol
+        self.cache_dir, self.id_mode = cache_dir, id_mode
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-export")
+        self.pending: list[tuple[date, Path, asyncio.Future[int]]] = []
+        self.exported: list[ExportedRows] = []
+
+    def submit(self, day: date) -> None:
+        self._collect()
+        target = cache_path(self.cache_dir, day)
+        try:
+            with self.store.held():
+                if not days_needing_export(self.store, category=self.category, symbol=self.symbol,
+                                           days=[day], cache_dir=self.cache_dir, id_mode=self.id_mode):
+                    return
+                check_owner(self.store, target, self.category, self.symbol)
+        except StoreError:
+            return
+        future = asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(
+            _write_on_own_connection, self.store.path, category=self.category, symbol=self.symbol, day=day,
+            target=target, id_mode=self.id_mode))
+        self.pending.append((day, target, future))
+
+    def _collect(self) -> None:
+        keep, done = [], []
+        for day, target, future in self.pending:
+            if not future.done():
+                keep.append((day, target, future))
+            elif future.cancelled() or future.exception() is not None:
+                log.debug("background export of %s failed (%s): left to the final pass", day,
+                          None if future.cancelled() else future.exception())
+            else:
+                done.append((day, target, future.result()))
+        self.pending = keep
+        if not done:
+            return
+        with self.store.held():
+            for day, target, rows in done:
+                record_export(self.store, category=self.category, symbol=self.symbol, day=day,
+                              target=target, rows=rows, id_mode=self.id_mode)
+                self.exported.append(ExportedRows(day, rows))
+
+    async def close(self) -> list[ExportedRows]:
+        try:
+            if self.pending:
+                await asyncio.wait([future for _, _, future in self.pending])
+            self._collect()
+        finally:
+            self.pool.shutdown(wait=True)
+        return self.exported
