@@ -284,9 +284,12 @@ class Follower:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(fresh)
         if self.on_trades is not None:
-            result = self.on_trades(fresh)
-            if result is not None:
-                await result
+            try:
+                result = self.on_trades(fresh)
+                if result is not None:
+                    await result
+            except Exception:  # the caller's bug must not stop the capture
+                log.exception("follow: the on_trades callback failed; capture goes on")
 
     # -- exports and archive days -----------------------------------------------------------------
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
