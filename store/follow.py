@@ -353,8 +353,12 @@ class Follower:
                     finally:
                         store.close()
                 self.stats["archive_days"] += summary.days_fetched
-                log.info("follow: %s %s settled from the archive: %d rows, %d live rows replaced", symbol, day,
-                         summary.rows_added, summary.rest_rows_replaced)
+                if summary.days_fetched:
+                    log.info("follow: %s %s settled from the archive: %d rows, %d live rows replaced", symbol,
+                             day, summary.rows_added, summary.rest_rows_replaced)
+                else:
+                    log.warning("follow: %s %s: the archive file is listed but could not be used (%s); "
+                                "trying again at the next check", symbol, day, ", ".join(summary.days_failed))
 
     def _unsettled_days(self, symbol: str, today_start: int) -> list[date]:
         with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
