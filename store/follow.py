@@ -140,6 +140,9 @@ class Follower:
                     task.cancel()
                 await asyncio.gather(*tasks, *self._bridges, return_exceptions=True)
                 for book in self.books.values():
+                    session = book.session
+                    if session is not None:  # a bridge cut short: its hole gets a reason all the same
+                        book.on_bridge(session, None, failure="the follower stopped before recent-trade answered")
                     book.end_session()
                 await self._commit()  # what it holds, then done
                 self._write_states(active=False)
