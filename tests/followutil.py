@@ -41,8 +41,8 @@ def follow_config(url: str, db: Path, *, cache_dir: Path | None = None, archive_
                         backoff_base_s=0.02, backoff_cap_s=0.1)
 
 
-async def until(condition: Callable[[], bool], what: str, tries: int = 3000) -> None:
-    """Poll `condition` every 10 ms, at most `tries` times (30 s by default)."""
+async def until(condition: Callable[[], bool], what: str, tries: int = 6000) -> None:
+    """Poll `condition` every 10 ms, at most `tries` times (60 s by default: a busy 2-core machine)."""
     for _ in range(tries):
         if condition():
             return
