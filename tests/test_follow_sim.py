@@ -255,3 +255,20 @@ async def test_several_symbols_share_one_connection_and_each_is_stored_exactly(
                                         category) if start_us <= t < end_us}
         assert {i for i, t, _ in rows if start_us <= t < end_us} == expected and expected
         assert len(rows) == len({r[0] for r in rows})
+
+
+async def test_todays_parquet_file_is_rewritten_as_trades_come_in(tmp_path: Path, sim_cache_dir: Path) -> None:
+    import pyarrow.parquet as pq
+
+    cache = tmp_path / "cache"
+    target = cache / "backfill_2024-01-11.parquet"
+    async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS + 60_000, cache_dir=cache) as r:
+        await until(target.exists, "today's file")
+        first = pq.read_table(target).num_rows
+        await r.step(30_000)
+        await until(lambda: pq.read_table(target).num_rows > first, "a newer file")
+        table = pq.read_table(target)
+    assert table.column_names == ["T", "i", "p", "q", "s", "m"]
+    times = table.column("T").to_pylist()
+    assert times == sorted(times) and min(times) >= MIDNIGHT_MS
+    assert not list(cache.glob(".*"))  # no temp file left behind
