@@ -17,6 +17,7 @@ Memory stays bounded whatever a server sends: an API answer is read chunk by chu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -216,3 +217,64 @@ def _describe(exc: BaseException, request: Request) -> str:
         what = f"failed ({type(exc).__name__})"
     return (f"{request.method} {request.redacted_url} {what}: a network problem (retried); if it "
             "persists check the network and the base URLs")
+
+
+class WebSocketTransport:
+    """One WebSocket connection of text frames (the public trade stream), on its own session.
+
+    Like `AiohttpTransport` for HTTP, the only place aiohttp's WebSocket client is used: every way
+    the connection can fail (refused, reset, closed by the server, a send on a dead socket) comes out
+    as `TransportError`, so `fetch.ws` speaks Bybit's protocol without knowing aiohttp.
+    """
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 10.0, max_frame_bytes: int = 1 << 24) -> None:
+        self.url = url
+        self._connect_timeout_s = connect_timeout_s
+        self._max_frame_bytes = max_frame_bytes
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def open(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None,
+                                                                            connect=self._connect_timeout_s))
+        try:
+            self._ws = await self._session.ws_connect(self.url, autoping=True, heartbeat=None,
+                                                      max_msg_size=self._max_frame_bytes)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            await self.close()
+            raise TransportError(f"could not open {self.url} ({type(exc).__name__}: {exc})") from None
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError, RuntimeError):
+                await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+        self._ws = self._session = None
+
+    async def send_text(self, text: str) -> None:
+        if self._ws is None:
+            raise TransportError(f"{self.url}: the connection is not open")
+        try:
+            await self._ws.send_str(text)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            raise TransportError(f"{self.url}: sending failed ({type(exc).__name__})") from None
+
+    async def receive_text(self, timeout: float) -> str | None:
+        """The next text frame; None when `timeout` seconds passed first (the connection stays open)."""
+        if self._ws is None:
+            raise TransportError(f"{self.url}: the connection is not open")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = await self._ws.receive(timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return None
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise TransportError(f"{self.url}: the connection failed ({type(exc).__name__})") from None
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                return str(msg.data)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.ERROR):
+                raise TransportError(f"{self.url}: the server closed the connection "
+                                     f"({msg.extra or msg.data or msg.type.name})")

@@ -12,9 +12,9 @@ Pure parts, tested without a server:
 * `Watchdog`: when the next ping is due (every 20 s), and when a connection is dead: no pong in
   time, or pongs but no trade for too long (a failure pybit and cryptofeed users report).
 
-`PublicStream` is the one connection (aiohttp's WebSocket client; aiohttp stays inside `fetch/`):
-connect, subscribe and wait for every reply, then yield trade messages while it pings; every way it
-can end is a `StreamError` (a `TransportError`: try again) or `SubscriptionRefused`.
+`PublicStream` is the one connection (on `fetch.transport.WebSocketTransport`, which alone knows
+aiohttp): connect, subscribe and wait for every reply, then yield trade messages while it pings;
+every way it can end is a `StreamError` (a `TransportError`: try again) or `SubscriptionRefused`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import aiohttp
-
 from .errors import BadResponse, ExchangeError, Transient, TransportError
 from .models import Category, Source, Trade
+from .transport import WebSocketTransport
 
 TOPIC_PREFIX = "publicTrade."
 SPOT_ARGS_PER_REQUEST = 10
@@ -255,8 +254,7 @@ class PublicStream:
         self.symbols = frozenset(arg[len(TOPIC_PREFIX):] for req in requests for arg in req)
         self.options = options or StreamOptions()
         self.monotonic = monotonic
-        self._session: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._socket = WebSocketTransport(self.url, connect_timeout_s=self.options.connect_timeout_s)
         self.watchdog: Watchdog | None = None
 
     async def __aenter__(self) -> Self:
@@ -273,20 +271,13 @@ class PublicStream:
         await self.close()
 
     async def close(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
-        self._ws = self._session = None
+        await self._socket.close()
 
     async def _connect(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.options.connect_timeout_s)
-        self._session = aiohttp.ClientSession(timeout=timeout)
         try:
-            self._ws = await self._session.ws_connect(self.url, autoping=True, heartbeat=None,
-                                                      max_msg_size=1 << 24)
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-            raise StreamError(f"could not open {self.url} ({type(exc).__name__}: {exc})") from None
+            await self._socket.open()
+        except TransportError as error:
+            raise StreamError(str(error)) from None
         self.watchdog = Watchdog(self.monotonic, ping_interval_s=self.options.ping_interval_s,
                                  pong_timeout_s=self.options.pong_timeout_s,
                                  stale_after_s=self.options.stale_after_s)
@@ -308,30 +299,22 @@ class PublicStream:
                     raise StreamError("trades arrived before the subscription was confirmed")
 
     async def _send(self, payload: dict[str, Any]) -> None:
-        assert self._ws is not None
         try:
-            await self._ws.send_str(json.dumps(payload, separators=(",", ":")))
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            raise StreamError(f"{self.url}: sending failed ({type(exc).__name__})") from None
+            await self._socket.send_text(json.dumps(payload, separators=(",", ":")))
+        except TransportError as error:
+            raise StreamError(str(error)) from None
 
     async def _receive(self, timeout: float, *, waiting: str) -> WsEvent | None:
         """The next frame, or None when `timeout` passed first (the stream stays open)."""
-        assert self._ws is not None
         try:
-            msg = await self._ws.receive(timeout=timeout)
-        except TimeoutError:
+            text = await self._socket.receive_text(timeout)
+        except TransportError as error:
+            raise StreamError(str(error)) from None
+        if text is None:
             if waiting != "data":
-                raise StreamError(f"{self.url}: no {waiting} within {timeout:.1f} s") from None
+                raise StreamError(f"{self.url}: no {waiting} within {timeout:.1f} s")
             return None
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise StreamError(f"{self.url}: the connection failed ({type(exc).__name__})") from None
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            return parse_message(msg.data, category=self.category, symbols=self.symbols)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
-                        aiohttp.WSMsgType.ERROR):
-            raise StreamError(f"{self.url}: the server closed the connection "
-                              f"({msg.extra or msg.data or msg.type.name})")
-        return Ignored(msg.type.name)
+        return parse_message(text, category=self.category, symbols=self.symbols)
 
     async def messages(self) -> AsyncIterator[TradesMessage]:
         """Trade messages until the stream ends (always by an exception); pings as it goes."""

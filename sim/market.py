@@ -10,6 +10,9 @@ share one timestamp), at a hashed offset inside the slot. Slots are disjoint and
 non-decreasing in `i`. About 1% of trades land exactly on a whole second, which the archive prints
 as an integer, as real files sometimes do. Spot times are floored to the millisecond.
 
+`seq` (the engine's cross sequence) is the slot's: the trades sharing a timestamp are one match and
+share one seq, so a WebSocket push split at 1024 trades can leave two messages with the same seq.
+
 Randomness is a 32-bit integer mix (`mix32`, the same in SQL and Python) of `i` and a per-stream
 salt; the trade id is the md5 of `"{seed}|{symbol}|{day}|{i}"` written as a UUID.
 """
@@ -147,9 +150,9 @@ def core_sql(m: DayModel, lo: int, hi: int) -> str:
            p_units, prev_units, q_units, {ids},
            CASE WHEN {m.h('side', 'i')} % 2 = 0 THEN 'Buy' ELSE 'Sell' END AS side,
            {m.h('rpi', 'i')} % 20 = 0 AS rpi, {m.h('gv', 'i')} AS h_gv, {m.h('td', 'i')} AS h_td,
-           {o * 100_000_000} + i AS seq, {dec} AS px_dec, {qdec} AS qty_dec
+           {o * 100_000_000} + g AS seq, {dec} AS px_dec, {qdec} AS qty_dec
     FROM (
-      SELECT i, hx, {units} AS units, is_int, {m.price_sql('i')} AS p_units,
+      SELECT i, g, hx, {units} AS units, is_int, {m.price_sql('i')} AS p_units,
              {m.price_sql('greatest(i - 1, 0)')} AS prev_units, {qty} AS q_units
       FROM (
         SELECT *, sb < a1 AND {m.h('int', 'g')} % 1000000 < {m.int_threshold()} AS is_int

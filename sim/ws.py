@@ -8,8 +8,9 @@
 * A connection that sends nothing (no ping, no request) for `SimConfig.ws_idle_cut_s` (Bybit: 10
   minutes) is cut.
 * `publicTrade.{SYMBOL}` snapshots carry the very trades (ids, values) of the archive and
-  recent-trade (`sim.market.trades_from`), ascending, at most 1024 a message, pushed as the market
-  clock passes them: from the first trade after the subscribe on, nothing is replayed.
+  recent-trade (`sim.market.trades_from`), ascending, at most 1024 a message (a match split at that
+  limit leaves two messages with one `seq`), pushed as the market clock passes them: from the first
+  trade after the subscribe on, nothing is replayed.
 
 Faults (`sim.faults.WS_KINDS`) act on single pushes or subscribes; see that module.
 """

@@ -140,6 +140,9 @@ class Follower:
                     task.cancel()
                 await asyncio.gather(*tasks, *self._bridges, return_exceptions=True)
                 for book in self.books.values():
+                    session = book.session
+                    if session is not None:  # a bridge cut short: its hole gets a reason all the same
+                        book.on_bridge(session, None, failure="the follower stopped before recent-trade answered")
                     book.end_session()
                 await self._commit()  # what it holds, then done
                 self._write_states(active=False)
@@ -255,18 +258,19 @@ class Follower:
 
     def _write_work(self, store: Store, symbol: str, work: Work) -> int:
         cat = self.config.category
-        added = 0
-        for trades in (work.rest, work.ws):
+        added = {"rest": 0, "ws": 0}
+        for source, trades in (("rest", work.rest), ("ws", work.ws)):
             if trades:
-                result = ingest_batch(store, trades_to_table(trades), category=cat, symbol=symbol,
-                                      skip_archive_covered=True)
-                added += result.added
+                added[source] = ingest_batch(store, trades_to_table(trades), category=cat, symbol=symbol,
+                                             skip_archive_covered=True).added
+        total = sum(added.values())
         book = self.books[symbol]
-        for claim in work.claims:
-            write_claim(store, cat, symbol, claim, update=claim.key in book.committed_keys)
+        for claim in work.claims:  # rows added are credited to the claim of their source, once
+            write_claim(store, cat, symbol, claim, update=claim.key in book.committed_keys,
+                        added_rows=added.pop(claim.source, 0))
         for gap in work.gaps:
             record_open_gaps(store, cat, symbol, gap.start_us, gap.end_us, [gap])
-        return added
+        return total
 
     async def _deliver(self, trades: list[Trade]) -> None:
         fresh = []
@@ -284,9 +288,12 @@ class Follower:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(fresh)
         if self.on_trades is not None:
-            result = self.on_trades(fresh)
-            if result is not None:
-                await result
+            try:
+                result = self.on_trades(fresh)
+                if result is not None:
+                    await result
+            except Exception:  # the caller's bug must not stop the capture
+                log.exception("follow: the on_trades callback failed; capture goes on")
 
     # -- exports and archive days -----------------------------------------------------------------
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -350,8 +357,12 @@ class Follower:
                     finally:
                         store.close()
                 self.stats["archive_days"] += summary.days_fetched
-                log.info("follow: %s %s settled from the archive: %d rows, %d live rows replaced", symbol, day,
-                         summary.rows_added, summary.rest_rows_replaced)
+                if summary.days_fetched:
+                    log.info("follow: %s %s settled from the archive: %d rows, %d live rows replaced", symbol,
+                             day, summary.rows_added, summary.rest_rows_replaced)
+                else:
+                    log.warning("follow: %s %s: the archive file is listed but could not be used (%s); "
+                                "trying again at the next check", symbol, day, ", ".join(summary.days_failed))
 
     def _unsettled_days(self, symbol: str, today_start: int) -> list[date]:
         with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
@@ -382,15 +393,17 @@ UNSETTLED_DAYS_SQL = """
     ORDER BY d"""
 
 
-def write_claim(store: Store, category: str, symbol: str, claim: CoverageClaim, *, update: bool) -> None:
+def write_claim(store: Store, category: str, symbol: str, claim: CoverageClaim, *, update: bool,
+                added_rows: int = 0) -> None:
     """Insert a session's coverage row, or extend the one an earlier commit inserted."""
     if update:
-        store.execute("UPDATE coverage SET end_us = ?, fetched_at = now() WHERE category = ? AND symbol = ? "
-                      "AND source = ? AND detail = ?", [claim.end_us, category, symbol, claim.source, claim.key])
+        store.execute("UPDATE coverage SET end_us = ?, added_rows = added_rows + ?, fetched_at = now() "
+                      "WHERE category = ? AND symbol = ? AND source = ? AND detail = ?",
+                      [claim.end_us, added_rows, category, symbol, claim.source, claim.key])
         return
     store.execute("INSERT INTO coverage (category, symbol, source, start_us, end_us, added_rows, detail) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                  [category, symbol, claim.source, claim.start_us, claim.end_us, claim.added_rows, claim.key])
+                  [category, symbol, claim.source, claim.start_us, claim.end_us, added_rows, claim.key])
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:

@@ -38,7 +38,6 @@ class CoverageClaim:
     source: str
     start_us: int
     end_us: int
-    added_rows: int = 0
 
 
 @dataclass

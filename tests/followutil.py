@@ -23,7 +23,9 @@ DAY_BEFORE = date(2024, 1, 10)
 
 def follow_sim_config(cache: Path, clock: MarketClock, *, trades_per_day: int = 200_000,
                       publish_delay_ms: int = 0, category: str = "linear") -> SimConfig:
-    markets = [MarketSpec("BTCUSDT", category, trades_per_day=trades_per_day, listed=date(2024, 1, 1))]
+    markets = [MarketSpec("BTCUSDT", category, trades_per_day=trades_per_day, listed=date(2024, 1, 1)),
+               MarketSpec("ETHUSDT", category, trades_per_day=trades_per_day // 2, base_price=3_000.0,
+                          listed=date(2024, 1, 1))]
     return SimConfig(markets=markets, cache_dir=cache, clock=clock, ws_tick_ms=10,
                      publish_delay_ms=publish_delay_ms)
 
@@ -39,8 +41,8 @@ def follow_config(url: str, db: Path, *, cache_dir: Path | None = None, archive_
                         backoff_base_s=0.02, backoff_cap_s=0.1)
 
 
-async def until(condition: Callable[[], bool], what: str, tries: int = 3000) -> None:
-    """Poll `condition` every 10 ms, at most `tries` times (30 s by default)."""
+async def until(condition: Callable[[], bool], what: str, tries: int = 6000) -> None:
+    """Poll `condition` every 10 ms, at most `tries` times (60 s by default: a busy 2-core machine)."""
     for _ in range(tries):
         if condition():
             return

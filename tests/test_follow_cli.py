@@ -49,3 +49,8 @@ def test_status_shows_whether_a_follower_is_active_its_last_trade_and_lag(env: d
     assert row["live_last_trade"].startswith("2024-01-11T00:00:00") and row["live_lag_s"] > 0
     result = CliRunner().invoke(cli.main, ["status"], env=env)
     assert "follower" in result.stdout and "active (pid" in result.stdout
+
+
+def test_sim_refuses_an_unreadable_clock_start(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(cli.main, ["sim", "--clock-start", "yesterday-ish"], env=env)
+    assert result.exit_code == 2 and "--clock-start" in result.stderr

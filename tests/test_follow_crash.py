@@ -5,6 +5,7 @@ A final SIGTERM commits what it holds and exits 0."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from store import Store
 from tests.crashutil import start_cli
 from tests.followutil import DAY_BEFORE, MIDNIGHT_MS, follow_sim_config, truth
 
-KILLS = 6  # the issue asks for 20 in the long run; the normal suite stays fast with a few
+KILLS = int(os.environ.get("FOLLOW_KILLS", "6"))  # FOLLOW_KILLS=20 for the issue's full run; the suite stays fast
 ARGS = ["follow", "BTCUSDT", "--commit-every", "0.2", "--no-export", "--archive-check", "3600",
         "--ping-every", "5", "--wait-lock", "30"]
 

@@ -61,9 +61,10 @@ class Rig:
         drops, bridges = follower.stats["disconnects"], follower.stats["bridges"]
         subscriptions = state.ws_subscriptions
         state.faults.add("ws_drop")
-        self.clock.jump(1_000)
+        # One jump: the next push (the first of these trades) drops the socket, and a new subscription
+        # starts after them all, so the whole stretch is a hole, however fast the reconnect is.
+        self.clock.jump(1_000 + hole_ms)
         await until(lambda: follower.stats["disconnects"] > drops, "the disconnect")
-        self.clock.jump(hole_ms)  # in the same loop step: before the follower can reconnect
         await until(lambda: state.ws_subscriptions > subscriptions, "the new subscription")
         await self.step(2_000)  # its first trades open the new session, which is then bridged
         await until(lambda: follower.stats["bridges"] > bridges, "the bridge after reconnecting")
@@ -218,3 +219,56 @@ async def test_an_unknown_symbol_stops_the_follower_with_a_clear_error(tmp_path:
         config = follow_config(sim.url, tmp_path / "s.duckdb", symbols=("NOSUCHUSDT",))
         with pytest.raises(ParameterError, match="NOSUCHUSDT"):
             await asyncio.wait_for(Follower(config).run(), timeout=60)
+
+
+@pytest.mark.parametrize("category", ["linear", "spot"])
+async def test_several_symbols_share_one_connection_and_each_is_stored_exactly(
+        tmp_path: Path, sim_cache_dir: Path, category: str) -> None:
+    clock = MarketClock(MIDNIGHT_MS - 30_000, speed=0)
+    symbols = ("BTCUSDT", "ETHUSDT")
+    async with running_sim(follow_sim_config(sim_cache_dir, clock, category=category)) as sim:
+        db = tmp_path / "s.duckdb"
+        follower = Follower(follow_config(sim.url, db, symbols=symbols, category=category),
+                            clock=lambda: clock.now_ms() / 1000)
+        task = asyncio.create_task(follower.run())
+        try:
+            await until(lambda: sim.state.ws_subscriptions >= 2, "both subscriptions")
+            for _ in range(6):
+                clock.jump(10_000)
+                await asyncio.sleep(0.05)
+            end_ms = clock.now_ms()
+            for symbol in symbols:
+                last = truth(sim.config, end_ms, (DAY_BEFORE, DAY_BEFORE.replace(day=11)), symbol, category)[-1][1]
+                await until(lambda s=symbol, last=last: (follower.books[s].committed_newest_us or 0) >= last,
+                            f"{symbol} committed")
+        finally:
+            follower.stop()
+            await asyncio.wait_for(task, timeout=60)
+    assert sim.state.ws_connections == 1
+    for symbol in symbols:
+        with Store.open(db, read_only=True) as store:
+            spans = merged([(int(a), int(b)) for a, b in store.query(
+                "SELECT start_us, end_us FROM coverage WHERE symbol = ? AND source IN ('ws', 'rest')", [symbol])])
+        [(start_us, end_us)] = spans
+        rows = stored(db, symbol)
+        expected = {i for i, t in truth(sim.config, end_ms, (DAY_BEFORE, DAY_BEFORE.replace(day=11)), symbol,
+                                        category) if start_us <= t < end_us}
+        assert {i for i, t, _ in rows if start_us <= t < end_us} == expected and expected
+        assert len(rows) == len({r[0] for r in rows})
+
+
+async def test_todays_parquet_file_is_rewritten_as_trades_come_in(tmp_path: Path, sim_cache_dir: Path) -> None:
+    import pyarrow.parquet as pq
+
+    cache = tmp_path / "cache"
+    target = cache / "backfill_2024-01-11.parquet"
+    async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS + 60_000, cache_dir=cache) as r:
+        await until(target.exists, "today's file")
+        first = pq.read_table(target).num_rows
+        await r.step(30_000)
+        await until(lambda: pq.read_table(target).num_rows > first, "a newer file")
+        table = pq.read_table(target)
+    assert table.column_names == ["T", "i", "p", "q", "s", "m"]
+    times = table.column("T").to_pylist()
+    assert times == sorted(times) and min(times) >= MIDNIGHT_MS
+    assert not list(cache.glob(".*"))  # no temp file left behind

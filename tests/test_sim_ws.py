@@ -204,3 +204,24 @@ def test_the_market_clock_runs_fast_jumps_and_never_goes_back() -> None:
     clock.set_speed(0)
     wall[0] += 10
     assert clock.now_ms() == 66_000
+
+
+async def test_a_match_split_across_two_messages_leaves_them_sharing_a_seq(sim_cache_dir: Path) -> None:
+    base = ws_config(sim_cache_dir, MarketClock(0, speed=0))
+    table = expected_trades(SimConfig(markets=base.markets, now_ms=MIDNIGHT_MS), "BTCUSDT", date(2024, 1, 10),
+                            "linear")
+    seqs, times = table.column("seq").to_pylist(), table.column("time_us").to_pylist()
+    # the first k whose push, starting right after trade k-1, splits a shared seq at 1024
+    def ceil_ms(us: int) -> int:
+        return -(-us // 1000)
+
+    k = next(k for k in range(1, len(seqs) - 1100) if ceil_ms(times[k - 1]) * 1000 < times[k]
+             and seqs[k + 1023] == seqs[k + 1024])
+    clock = MarketClock(ceil_ms(times[k - 1]), speed=0)  # trade k is the first one pushed
+    async with running_sim(ws_config(sim_cache_dir, clock)) as sim, aiohttp.ClientSession() as http, \
+            http.ws_connect(ws_url(sim)) as ws:
+        assert (await subscribe(ws, "BTCUSDT"))["success"]
+        clock.jump(ceil_ms(times[k + 1100]) - clock.now_ms())
+        messages = await collect_until(ws, times[k + 1100] // 1000)
+    assert messages[0]["data"][0]["seq"] == seqs[k]
+    assert len(messages[0]["data"]) == 1024 and messages[0]["data"][-1]["seq"] == messages[1]["data"][0]["seq"]
