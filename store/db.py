@@ -140,6 +140,11 @@ class Store:
                                         max(self.wait_s, REACQUIRE_WAIT_S))
         return self._connection
 
+    def sibling(self) -> Store:
+        """Another handle on the same file with the same configuration, for another task or thread
+        (opened on first use, let go by its own `release`): unlike a cursor, it outlives this one."""
+        return Store(None, self.path, self.read_only, wait_s=self.wait_s, config=self._config)
+
     @property
     def released(self) -> bool:
         return self._connection is None

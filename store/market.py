@@ -264,6 +264,7 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
             if remaining[item.symbol] == 0 and on_symbol is not None:
                 on_symbol(results[item.symbol])
 
+        store.release()  # each symbol's refresh holds the file only while it commits, on a handle of its own
         async with asyncio.TaskGroup() as group:
             for item in items:
                 group.create_task(one(item))
@@ -284,7 +285,7 @@ async def _run_item(store: Store, config: FetchConfig, client: BybitClient, item
     """One refresh on a cursor of its own, then its days into the lake."""
     from store.refresh import refresh
 
-    cursor = Store(store.connection.cursor(), store.path, store.read_only)
+    cursor = store.sibling()
     try:
         cache_dir = cache_dir_for(cache_template, category, item.symbol) if cache_template else None
         try:
