@@ -153,3 +153,50 @@ def test_an_invalid_service_setting_is_a_clear_input_error_not_an_attribute_erro
     setattr(settings, field_name, value)
     with pytest.raises(InputError, match=says):
         BybitConnectorHistory(settings)
+
+
+async def test_with_the_follower_running_beside_it_today_since_midnight_is_complete(
+        tmp_path: Path, sim_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`follow` runs (in the service's own loop, through the Python API) on a market whose clock
+    stands still and is moved by the test from just before today's midnight to the wall clock's now;
+    then the service starts up as usual. Every trade of today up to the newest one comes back, and
+    the only gap left is after the newest trade (nothing newer had happened when it asked)."""
+    from sim import MarketClock, running_sim
+    from store.follow import Follower
+    from tests.followutil import follow_config, follow_sim_config, truth, until
+
+    today = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC)
+    start_ms = int(today.timestamp() * 1000) - 60_000
+    clock = MarketClock(start_ms, speed=0)
+    async with running_sim(follow_sim_config(sim_cache_dir, clock)) as sim:
+        db = tmp_path / "service.duckdb"
+        follower = Follower(follow_config(sim.url, db), clock=lambda: clock.now_ms() / 1000)
+        task = asyncio.create_task(follower.run())
+        try:
+            await until(lambda: sim.state.ws_subscriptions >= 1, "the first subscription")
+            clock.jump(2_000)
+            await until(lambda: follower.stats["bridges"] >= 1, "the first bridge")
+            target_ms = int(datetime.now(UTC).timestamp() * 1000)
+            while clock.now_ms() < target_ms:  # an hour of market at a time, each committed before the next
+                reached = clock.jump(min(3_600_000, target_ms - clock.now_ms()))
+                last = truth(sim.config, reached, (today.date(),))
+                if last:
+                    newest = last[-1][1]
+                    await until(lambda n=newest: (follower.books["BTCUSDT"].committed_newest_us or -1) >= n,
+                                "the follower's commit of the newest trade")
+            monkeypatch.setenv("BACKFILL_DB_PATH", str(db))
+            monkeypatch.setenv("BYBIT_ARCHIVE_BASE_URL", sim.url)
+            settings = ServiceSettings(bybit_rest_base_url=sim.url, backfill_cache_dir=str(tmp_path / "cache"))
+            provider = BybitConnectorHistory(settings)
+            now = datetime.fromtimestamp(clock.now_ms() / 1000, UTC)
+            trades = await asyncio.wait_for(provider.backfill_with_cache(today, now), 120)
+            summary = provider.last_summary
+        finally:
+            follower.stop()
+            await asyncio.wait_for(task, 60)
+    expected = {i for i, t in truth(sim.config, clock.now_ms(), (today.date(),)) if t < int(now.timestamp() * 1e6)}
+    got = [t.exec_id for t in trades]
+    assert len(got) == len(set(got)) and set(got) == expected, (len(got), len(expected))
+    assert summary is not None
+    newest_us = max(int(t.ts.timestamp() * 1_000_000) for t in trades) if trades else int(today.timestamp() * 1e6)
+    assert all(g.kind == "uncovered" and g.start_us >= newest_us - 1_000 for g in summary.gaps), summary.gaps
