@@ -291,14 +291,20 @@ class SkippedDay:
     reason: str
 
 
-def complete_days(store: Store, category: str, symbol: str,
-                  days: list[date]) -> tuple[list[date], list[SkippedDay]]:
+def complete_days(store: Store, category: str, symbol: str, days: list[date], *,
+                  live_through_us: int | None = None) -> tuple[list[date], list[SkippedDay]]:
     """Split `days` into those covered for the whole UTC day and the others, with why: a file is
-    read as the whole day, so a day with a hole (or today, still going on) gets none."""
+    read as the whole day, so a day with a hole (or today, still going on) gets none.
+
+    `live_through_us` (the follower's last commit) makes the day holding it complete *so far*: the
+    one hole allowed is the one after it, where nothing has been stored yet (the future, for the
+    service reading today's file as it grows); any hole before it still refuses the day."""
     if not days:
         return [], []
     start, end = day_start_us(days[0]), day_start_us(days[-1] + timedelta(days=1))
-    holes = [g for g in find_gaps(store, category, symbol, start, end) if g.kind == "uncovered"]
+    holes = [g for g in find_gaps(store, category, symbol, start, end) if g.kind == "uncovered"
+             and not (live_through_us is not None and g.start_us >= live_through_us
+                      and g.end_us >= day_start_us(_day_of(live_through_us) + timedelta(days=1)))]
     incomplete: dict[date, str] = {}
     for gap in holes:
         for day in days_touching([(gap.start_us, gap.end_us)]):
@@ -307,3 +313,7 @@ def complete_days(store: Store, category: str, symbol: str,
     wanted = set(days)
     return ([d for d in days if d not in incomplete],
             [SkippedDay(d, reason) for d, reason in sorted(incomplete.items()) if d in wanted])
+
+
+def _day_of(time_us: int) -> date:
+    return date(1970, 1, 1) + timedelta(microseconds=time_us)

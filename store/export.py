@@ -159,18 +159,19 @@ def export_day(store: Store, *, category: str, symbol: str, day: date, cache_dir
 
 
 def export_range(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
-                 id_mode: str = "tick") -> ExportReport:
-    """Write the file of every day of `days` that is complete in the store; skip (and say why) the
-    others. The directory is claimed first: another owner's directory is refused before any write."""
+                 id_mode: str = "tick", live_through_us: int | None = None) -> ExportReport:
+    """Write the file of every day of `days` that is complete in the store (so far, for the day a
+    follower is capturing: `complete_days`); skip (and say why) the others. The directory is claimed
+    first: another owner's directory is refused before any write."""
     directory = claim_cache_dir(store, cache_dir, category, symbol, id_mode)
-    complete, skipped = complete_days(store, category, symbol, days)
+    complete, skipped = complete_days(store, category, symbol, days, live_through_us=live_through_us)
     written = [export_day(store, category=category, symbol=symbol, day=day, cache_dir=directory,
                           id_mode=id_mode) for day in complete]
     return ExportReport(written, skipped)
 
 
 def export_days(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
-                id_mode: str = "tick") -> list[ExportedDay]:
+                id_mode: str = "tick", live_through_us: int | None = None) -> list[ExportedDay]:
     """`export_range`'s files (the days not complete in the store are left without one)."""
     return export_range(store, category=category, symbol=symbol, days=days, cache_dir=cache_dir,
-                        id_mode=id_mode).written
+                        id_mode=id_mode, live_through_us=live_through_us).written

@@ -261,8 +261,10 @@ class Follower:
         added = {"rest": 0, "ws": 0}
         for source, trades in (("rest", work.rest), ("ws", work.ws)):
             if trades:
+                # Matched within a day around the rows: twice a second, a whole-table match would cost
+                # a scan of the market's ids each time; the archive day replacing them matches it all.
                 added[source] = ingest_batch(store, trades_to_table(trades), category=cat, symbol=symbol,
-                                             skip_archive_covered=True).added
+                                             skip_archive_covered=True, match_window_us=DAY_US).added
         total = sum(added.values())
         book = self.books[symbol]
         for claim in work.claims:  # rows added are credited to the claim of their source, once
@@ -314,6 +316,12 @@ class Follower:
             return None
         return base if len(self.symbols) == 1 else base / symbol
 
+    def _covered_through(self, store: Store, symbol: str) -> int | None:
+        """The end of the newest live coverage of `symbol`: today's file is complete up to there."""
+        row = store.query_one("SELECT max(end_us) FROM coverage WHERE category = ? AND symbol = ? "
+                              "AND source IN ('ws', 'rest')", [self.config.category, symbol])
+        return int(row[0]) if row and row[0] is not None else None
+
     async def _export(self) -> None:
         from store.export import export_days
 
@@ -328,7 +336,8 @@ class Follower:
                         day = _utc_day(newest / 1e6)  # and the day before once more, after a midnight
                         days = sorted({day, self._exported_day.get(symbol, day)})
                         files += len(export_days(store, category=self.config.category, symbol=symbol,
-                                                 days=days, cache_dir=directory, id_mode=self.config.id_mode))
+                                                 days=days, cache_dir=directory, id_mode=self.config.id_mode,
+                                                 live_through_us=self._covered_through(store, symbol)))
                         self._exported_day[symbol] = day
                 return files
 

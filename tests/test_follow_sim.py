@@ -271,4 +271,7 @@ async def test_todays_parquet_file_is_rewritten_as_trades_come_in(tmp_path: Path
     assert table.column_names == ["T", "i", "p", "q", "s", "m"]
     times = table.column("T").to_pylist()
     assert times == sorted(times) and min(times) >= MIDNIGHT_MS
-    assert not list(cache.glob(".*"))  # no temp file left behind
+    # No temp file left behind: only the directory's owner marker and the (empty) hidden temp dir.
+    hidden = {p.name for p in cache.glob(".*")}
+    assert hidden <= {".bybit-backfill-owner.json", ".bybit-backfill-tmp"}, hidden
+    assert not list((cache / ".bybit-backfill-tmp").glob("*"))

@@ -202,3 +202,26 @@ def test_export_writes_no_file_for_a_day_that_is_not_complete_and_says_why(sim_t
     assert lines[1].startswith("skipped 2024-01-09: not complete in the store")
     assert lines[2].startswith("skipped 2024-01-10: not complete in the store")
     assert sorted(p.name for p in cache.glob("backfill_*")) == ["backfill_2024-01-08.parquet"]
+
+
+def test_a_day_a_follower_captures_is_exported_so_far_but_a_hole_before_its_last_commit_refuses_it(
+        tmp_path: Path) -> None:
+    """Today's file grows while `follow` runs: the day counts as complete up to the follower's last
+    commit (nothing stored after it), never with a hole before it."""
+    from datetime import date
+
+    from store.cache_dir import complete_days
+    from store.coverage import add_coverage
+
+    day0 = date(2024, 1, 11)
+    start = 19_733 * 86_400_000_000  # 2024-01-11 00:00 UTC
+    with Store.open(tmp_path / "live.duckdb") as store, store.atomic():
+        add_coverage(store, category="linear", symbol="BTCUSDT", source="ws", start_us=start - 60_000_000,
+                     end_us=start + 3_600_000_000, added_rows=0)
+        assert complete_days(store, "linear", "BTCUSDT", [day0])[0] == []  # the refresh's rule: whole days
+        live = complete_days(store, "linear", "BTCUSDT", [day0], live_through_us=start + 3_600_000_000)
+        assert live[0] == [day0]
+        add_coverage(store, category="linear", symbol="BTCUSDT", source="ws", start_us=start + 4_000_000_000,
+                     end_us=start + 5_000_000_000, added_rows=0)
+        holed = complete_days(store, "linear", "BTCUSDT", [day0], live_through_us=start + 5_000_000_000)
+        assert holed[0] == [] and "not complete" in holed[1][0].reason
