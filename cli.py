@@ -54,36 +54,85 @@ EXIT_UNEXPECTED = 1
 
 
 class _Group(click.Group):
-    """The one place library errors and Ctrl-C turn into messages and exit codes."""
+    """The one place library errors and Ctrl-C turn into messages and exit codes.
+
+    With `--json` anywhere on the command line, an error is also JSON, on stdout
+    (`{"error": ..., "exit_code": ...}`), so a script reading stdout sees it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["json_errors"] = "--json" in args
+        return super().parse_args(ctx, args)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        """Bad group-level options (`bybit-backfill --bogus`) get the same one line as the rest."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else (info_name or "bybit-backfill")
+            _report(f"{error.format_message()} (see `{where} --help`)", EXIT_INPUT, "--json" in args)
+            raise click.exceptions.Exit(EXIT_INPUT) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        as_json = bool(ctx.meta.get("json_errors"))
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort):
             raise
         except BackfillError as error:
-            click.echo(f"error: {error}", err=True)
+            _report(str(error), EXIT_INPUT, as_json)
             ctx.exit(EXIT_INPUT)
         except click.UsageError as error:  # bad options too get one line, not a usage screen
             where = error.ctx.command_path if error.ctx is not None else ctx.command_path
-            click.echo(f"error: {error.format_message()} (see `{where} --help`)", err=True)
+            _report(f"{error.format_message()} (see `{where} --help`)", EXIT_INPUT, as_json)
             ctx.exit(EXIT_INPUT)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished days are kept and the day in progress was rolled back; "
-                       "rerun the same command to continue", err=True)
+            _report("interrupted: finished days are kept and the day in progress was rolled back; "
+                    "rerun the same command to continue", EXIT_INTERRUPTED, as_json, prefix="")
             ctx.exit(EXIT_INTERRUPTED)
         except click.ClickException as error:
-            click.echo(f"error: {error.format_message()}", err=True)
+            _report(error.format_message(), EXIT_INPUT, as_json)
             ctx.exit(EXIT_INPUT)
         except Exception as error:  # noqa: BLE001  (a bug: one line, the traceback only when asked for)
-            if ctx.params.get("verbose"):
+            if (ctx.obj or {}).get("verbose"):
                 import traceback
 
                 click.echo(traceback.format_exc().rstrip(), err=True)
             first = str(error).splitlines()[0] if str(error) else ""
-            click.echo(f"error: unexpected {type(error).__name__}: {first} (a bug in bybit-backfill; "
-                       "rerun with -v for the traceback and report it)", err=True)
+            _report(f"unexpected {type(error).__name__}: {first} (a bug in bybit-backfill; "
+                    "rerun with -v for the traceback and report it)", EXIT_UNEXPECTED, as_json)
             ctx.exit(EXIT_UNEXPECTED)
+
+
+def _report(message: str, code: int, as_json: bool, prefix: str = "error: ") -> None:
+    """One error: a line on stderr, and with --json the same as JSON on stdout."""
+    click.echo(f"{prefix}{message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message, "exit_code": code}))
+
+
+def _verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`-v` after a command name means the same as before it: debug lines of context.backfill."""
+    if value and not ctx.resilient_parsing:
+        root = ctx.find_root()
+        root.ensure_object(dict)["verbose"] = True
+        log.setLevel(logging.DEBUG)
+
+
+def _add_common_options(group: click.Group) -> None:
+    """Every command (and subcommand) takes -v and --version, as the group does."""
+    for command in group.commands.values():
+        names = {name for param in command.params for name in param.opts}
+        if "-v" not in names:
+            command.params.append(click.Option(["-v", "--verbose", "verbose_flag"], is_flag=True,
+                                               expose_value=False, callback=_verbose,
+                                               help="Debug logs of the context.backfill logger."))
+        if "--version" not in names:
+            command.params.append(click.Option(["--version"], is_flag=True, expose_value=False,
+                                               is_eager=True, callback=_show_version,
+                                               help="Show the version and exit."))
+        if isinstance(command, click.Group):
+            _add_common_options(command)
 
 
 class _Finite(click.ParamType[float]):
@@ -151,7 +200,9 @@ def _json_option(f: F) -> F:
 
 
 def _db_path(ctx: click.Context, db: Path | None) -> Path:
-    return db if db is not None else _settings(ctx).backfill_db_path
+    """The command's --db, else the group's --db, else BACKFILL_DB_PATH."""
+    group_db: Path | None = (ctx.obj or {}).get("db")
+    return db if db is not None else group_db if group_db is not None else _settings(ctx).backfill_db_path
 
 
 def _now() -> datetime:
@@ -173,9 +224,12 @@ def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
               help="Show the version and exit.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logs of the context.backfill logger.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs of the context.backfill logger: each "
+              "request with its timing, retries, plan decisions, commits.")
+@click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="DuckDB store file of every command [default: BACKFILL_DB_PATH or ./bybit_backfill.duckdb].")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context, verbose: bool, db: Path | None) -> None:
     """A complete, verified local history of Bybit trades.
 
     Whole past days come from Bybit's daily archive files, the newest trades from recent-trade;
@@ -192,6 +246,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     _configure_logging(ctx, logging.DEBUG if verbose else (logging.WARNING if interactive else logging.INFO))
     ctx.ensure_object(dict)
     ctx.obj["interactive"] = interactive
+    ctx.obj["verbose"] = verbose
+    ctx.obj["db"] = db
     if ctx.invoked_subcommand not in {"sim"}:
         ctx.obj["settings"] = Settings()
 
@@ -800,47 +856,67 @@ def demo_command(ctx: click.Context, directory: Path, days: int, trades_per_day:
 
 
 @main.command("sim")
-@click.option("--port", type=int, default=8099, show_default=True)
+@click.option("--port", type=int, default=8099, show_default=True, help="0 picks a free port (printed).")
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--markets", default=None,
+              help="SYMBOL:CATEGORY[:TRADES_PER_DAY],... e.g. BTCUSDT:linear:1500000,ETHUSDT:linear:200000 "
+                   "[default: BTCUSDT linear 20,000/day, ETHUSDT linear, BTCUSD inverse, BTCUSDT spot 5,000/day].")
+@click.option("--trades-per-day", type=int, default=None,
+              help="Trades per day of every market without its own count [default: 20,000 / 5,000].")
+@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same trades and files.")
+@click.option("--now", default=None, help="Freeze the market's now at this UTC instant (ISO) [default: the wall clock].")
 @click.option("--clock-start", default=None,
-              help="Start the market clock at this UTC instant (ISO, e.g. 2024-01-10T23:59); default now.")
+              help="Start a running market clock at this UTC instant (ISO, e.g. 2024-01-10T23:59) [default: now].")
 @click.option("--speed", type=float, default=1.0, show_default=True,
               help="Market seconds per wall second (600 crosses a midnight in 6 s of a 1-hour start).")
-@click.option("--trades-per-day", type=int, default=None, help="Trades per day of every market.")
 @click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every answer and push.")
-def sim_command(port: int, host: str, clock_start: str | None, speed: float, trades_per_day: int | None,
-                latency_ms: float) -> None:
-    """Serve the local Bybit emulator until stopped (point BYBIT_*_BASE_URL at it).
+@click.option("--fault", "faults", multiple=True, metavar="KIND[:RATE]",
+              help="Inject a fault kind of sim/faults.py (http_502, ret_10006, drop, truncate_gzip, ws_drop...) "
+                   "into that share of requests [default rate: 0.05]; repeatable.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where generated archive files are kept [default: $TMPDIR/bybit-sim-cache].")
+@click.option("--clear-cache", is_flag=True, help="Delete the generated archive files of the cache dir and exit.")
+@click.pass_context
+def sim_command(ctx: click.Context, port: int, host: str, markets: str | None, trades_per_day: int | None,
+                seed: int, now: str | None, clock_start: str | None, speed: float, latency_ms: float,
+                faults: tuple[str, ...], cache_dir: Path | None, clear_cache: bool) -> None:
+    """Serve the local Bybit emulator until stopped; it prints the env lines that point the tool at it.
 
-    REST, archive and the public WebSocket streams (BYBIT_WS_BASE_URL=ws://HOST:PORT) on one port.
+    REST, archive and the public WebSocket streams on one port. On start it prints its URL, markets,
+    the API key pair it accepts (its own test key) and `export BYBIT_..._BASE_URL=...` lines to paste.
+    -v logs each request with its status and time.
 
     \b
     Example:
         bybit-backfill sim --port 8099
+        bybit-backfill sim --markets BTCUSDT:linear:1500000,ETHUSDT:linear:200000 --fault http_502:0.1 -v
         bybit-backfill sim --clock-start 2024-01-10T23:55 --speed 60 --trades-per-day 500000
+        bybit-backfill sim --clear-cache
     """
-    import dataclasses
-
     import sim
-    from sim.config import SimConfig
+    from sim.options import SimOptions
+    from sim.options import clear_cache as clear
 
-    start_ms = None
-    if clock_start:
-        try:
-            start = datetime.fromisoformat(clock_start)
-        except ValueError:
-            raise click.BadParameter(f"cannot read {clock_start!r}: use YYYY-MM-DDTHH:MM[:SS] (UTC)",
-                                     param_hint="--clock-start") from None
-        start_ms = int((start.replace(tzinfo=UTC) if start.tzinfo is None else start).timestamp() * 1000)
-    if speed < 0 or (trades_per_day is not None and trades_per_day < 1):
-        raise click.BadParameter("--speed must be >= 0 and --trades-per-day >= 1")
-    config = SimConfig(clock=sim.MarketClock(start_ms, speed), latency_ms=latency_ms)
-    if trades_per_day is not None:
-        config.markets = [dataclasses.replace(m, trades_per_day=trades_per_day) for m in config.markets]
-    click.echo(f"Bybit emulator on http://{host}:{port} and ws://{host}:{port}/v5/public/... "
-               "(Ctrl-C to stop)", err=True)
-    sim.serve(port=port, host=host, config=config)
+    if clear_cache:
+        target, removed = clear(cache_dir)
+        click.echo(f"removed {removed} generated archive files from {target}")
+        return
+    if ctx.obj.get("verbose"):
+        sim_log = logging.getLogger("sim")
+        sim_log.handlers[:] = log.handlers[:]
+        sim_log.setLevel(logging.DEBUG)
+        sim_log.propagate = False
+    options = SimOptions(markets=markets, trades_per_day=trades_per_day, seed=seed, now=now,
+                         clock_start=clock_start, speed=speed, latency_ms=latency_ms, faults=faults,
+                         cache_dir=cache_dir)
+    try:
+        config, mixes = options.build()
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    sim.serve(port=port, host=host, config=config, faults=mixes, announce=click.echo)
 
+
+_add_common_options(main)
 
 if __name__ == "__main__":
     main()
