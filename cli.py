@@ -182,12 +182,19 @@ def _db_option(f: F) -> F:
                         help="DuckDB store file [default: BACKFILL_DB_PATH or ./bybit_backfill.duckdb]")(f)
 
 
-def _range_options(f: F) -> F:
+def _range_options(f: F, default_days: int = 3) -> F:
     f = click.option("--days", type=_Finite(positive=True), default=None,
-                     help="Length of the range in days (with --start or --end, not both).")(f)
-    f = click.option("--end", default=None, help="End (exclusive), YYYY-MM-DD[THH:MM[:SS]] UTC; default now.")(f)
-    f = click.option("--start", default=None, help="Start (inclusive), YYYY-MM-DD[THH:MM[:SS]] UTC.")(f)
+                     help=f"Length of the range in days (with --start or --end, not both) [default: {default_days}].")(f)
+    f = click.option("--end", default=None,
+                     help="End (exclusive), YYYY-MM-DD[THH:MM[:SS]] UTC [default: now, or --start + --days].")(f)
+    f = click.option("--start", default=None,
+                     help=f"Start (inclusive), YYYY-MM-DD[THH:MM[:SS]] UTC [default: the last {default_days} days, "
+                          "i.e. --end minus --days].")(f)
     return f
+
+
+def _week_range_options(f: F) -> F:
+    return _range_options(f, default_days=7)
 
 
 def _category_option(f: F) -> F:
@@ -529,7 +536,7 @@ def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, 
 @_category_option
 @click.option("--symbol", default=None, callback=_symbol, help="Only this symbol (default: all).")
 @click.option("--exec-type", default=None, help="Only this execType, e.g. Trade or Funding.")
-@_range_options
+@_week_range_options
 @_db_option
 @_json_option
 @click.pass_context
@@ -640,10 +647,11 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
 @click.option("--id-mode", type=click.Choice(["tick", "raw"]), default=None,
               help="`i` column: decimal TradeTick.id (tick) or the exchange's id (raw).")
 @_db_option
+@_json_option
 @click.pass_context
 def export_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
                    days: float | None, cache_dir: Path | None, id_mode: str | None,
-                   db: Path | None) -> None:
+                   db: Path | None, as_json: bool) -> None:
     """(Re)write the daily parquet cache files of a range from the store.
 
     Only days complete in the store get a file (a reader takes a file as the whole day); the others
@@ -664,6 +672,10 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
         report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
+    if as_json:
+        _print_json({"written": [{"path": str(w.path), "day": str(w.day), "rows": w.rows} for w in report.written],
+                     "skipped": [{"day": str(k.day), "reason": k.reason} for k in report.skipped]})
+        return
     for item in report.written:
         click.echo(f"{item.path}  {item.rows:,} rows")
     for skipped in report.skipped:
@@ -914,6 +926,33 @@ def sim_command(ctx: click.Context, port: int, host: str, markets: str | None, t
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     sim.serve(port=port, host=host, config=config, faults=mixes, announce=click.echo)
+
+
+@main.command("config")
+@_json_option
+@click.pass_context
+def config_command(ctx: click.Context, as_json: bool) -> None:
+    """The effective configuration: every variable, its value and where it came from.
+
+    Sources: `flag` (the group's --db), `env`, `.env` (in the current directory) or `default`.
+    Secrets (BYBIT_API_KEY, BYBIT_API_SECRET) are never printed: `****` when set.
+
+    \b
+    Example:
+        bybit-backfill config
+        BYBIT_API_TIMEOUT=10 bybit-backfill --db other.duckdb config --json
+    """
+    import os
+
+    from store.settings import describe_settings
+
+    flags = {"backfill_db_path": ctx.obj.get("db")}
+    rows = describe_settings(_settings(ctx), dict(os.environ), Path(".env"), flags)
+    if as_json:
+        _print_json(rows)
+        return
+    click.echo(_table(["variable", "value", "source"],
+                      [[r["variable"], r["value"] if r["set"] else "(not set)", r["source"]] for r in rows]))
 
 
 _add_common_options(main)

@@ -203,6 +203,7 @@ class Store:
         """One transaction: everything inside commits together or not at all (and, within this
         process, after any other transaction on the same file has committed)."""
         with self._write_lock:
+            began = time.monotonic()
             self.execute("BEGIN TRANSACTION")
             try:
                 yield
@@ -211,3 +212,4 @@ class Store:
                     self.connection.execute("ROLLBACK")
                 raise
             self.execute("COMMIT")
+            log.debug("commit on %s after %.0f ms", self.path, (time.monotonic() - began) * 1000)
