@@ -689,40 +689,34 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the answer to this file (csv, json or parquet) instead of stdout.")
 @_db_option
+@_json_option
 @click.pass_context
-def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, db: Path | None) -> None:
+def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, db: Path | None,
+                as_json: bool) -> None:
     """Run read-only SQL against the store: it can change neither the store nor any other file.
 
-    Several statements run in order and each answer is printed.
+    Several statements run in order and each answer is printed. Answers stream (a million rows
+    cost one batch of memory); --json is --format json (NaN as null); the table shows floats as
+    stored and cuts cells wider than 40 characters with an ellipsis.
 
     \b
     Example:
         bybit-backfill sql "SELECT * FROM daily ORDER BY day"
+        bybit-backfill sql "SELECT * FROM trades_v WHERE symbol = 'BTCUSDT'" --format csv > trades.csv
         bybit-backfill sql "SELECT * FROM trades_v LIMIT 1000" --format parquet --output sample.parquet
     """
-    from store.report import render_csv, render_json, run_queries, write_result
+    from store.sql_output import stream_sql, write_sql_file
 
+    fmt = "json" if as_json else fmt
     if output is not None:
         if fmt == "table":
             raise InputError("--output writes csv, json or parquet: add --format csv|json|parquet")
-        written = write_result(_db_path(ctx, db), query, fmt, output)
-        click.echo(f"{output}  {written.rows:,} rows", err=True)
+        written = write_sql_file(_db_path(ctx, db), query, fmt, output)
+        click.echo(f"{output}  {sum(written.rows):,} rows", err=True)
         return
     if fmt == "parquet":
         raise InputError("--format parquet needs --output PATH (parquet is not for a terminal)")
-    results = run_queries(_db_path(ctx, db), query)
-    if fmt == "json":
-        click.echo(render_json(results))
-        return
-    for number, result in enumerate(results):
-        if number:
-            click.echo("")
-        if fmt == "csv":
-            click.echo(render_csv(result), nl=False)
-        elif result.names:
-            click.echo(_table(result.names, result.rows))
-        else:
-            click.echo(f"ok: {result.statement}")
+    stream_sql(_db_path(ctx, db), query, fmt, click.get_binary_stream("stdout"))
 
 
 @main.command("verify")

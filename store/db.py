@@ -180,6 +180,42 @@ class Store:
                 raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
         return results
 
+    def user_statement_texts(self, sql: str) -> list[str]:
+        """The statements of an analyst's SQL, split by DuckDB's own parser (never by us)."""
+        try:
+            statements = [str(s.query).strip() for s in self.connection.extract_statements(sql)]
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+        if not statements:
+            raise InputError("the query is empty (or only comments): give a SQL statement, e.g. "
+                             "\"SELECT * FROM daily\"")
+        return statements
+
+    def user_batches(self, statement: str, rows_per_batch: int = 65_536) -> tuple[Any, Iterator[Any]] | None:
+        """Run one analyst statement and stream its answer: (Arrow schema, Arrow record batches), or
+        None for a statement without an answer. Only one batch is held at a time, so the memory a
+        million-row answer takes is one batch's. Read the batches before the next statement."""
+        self._trace(statement, ())
+        try:
+            relation = self.connection.sql(statement)
+            if relation is None:
+                return None
+            reader = relation.to_arrow_reader(rows_per_batch)
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+
+        def batches() -> Iterator[Any]:
+            try:
+                yield from reader
+            except duckdb.InterruptException:
+                raise KeyboardInterrupt from None
+            except duckdb.Error as error:
+                raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+
+        return reader.schema, batches()
+
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._trace(sql, params)
         try:
