@@ -949,6 +949,63 @@ def config_command(ctx: click.Context, as_json: bool) -> None:
                       [[r["variable"], r["value"] if r["set"] else "(not set)", r["source"]] for r in rows]))
 
 
+@main.command("forget")
+@click.argument("symbol", callback=_symbol)
+@click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), required=True,
+              help="The category to forget (required: no default, so a wrong guess deletes nothing).")
+@click.option("--start", default=None, help="First day forgotten (inclusive), YYYY-MM-DD UTC [default: the first stored].")
+@click.option("--end", default=None, help="Day after the last one forgotten (exclusive), YYYY-MM-DD [default: all after --start].")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_db_option
+@_json_option
+@click.pass_context
+def forget_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+                   yes: bool, db: Path | None, as_json: bool) -> None:
+    """Delete a market's trades, coverage, summaries, gaps and exported files over whole UTC days.
+
+    One transaction: afterwards the store is as if the span had never been fetched (`verify`
+    passes, the next `refresh` fetches it again). Undoes a refresh with the wrong --category.
+    The account's own fills (`executions`) stay.
+
+    \b
+    Example:
+        bybit-backfill forget BTCUSD --category linear --yes
+        bybit-backfill forget BTCUSDT --category linear --start 2024-01-03 --end 2024-01-05
+    """
+    from store.db import Store
+    from store.forget import forget, forget_days, plan_forget
+    from store.plan import parse_when
+
+    now = _now()
+    first, stop = forget_days(start, end, lambda text: parse_when(text, now))
+    with Store.open(_db_path(ctx, db)) as store:
+        planned = plan_forget(store, category, str(symbol), first, stop)
+        if planned.empty:
+            done = planned
+        else:
+            if not yes:
+                counts = ", ".join(f"{n:,} {table}" for table, n in planned.rows.items() if n)
+                click.confirm(f"forget {symbol} ({category}) {_days_text(first, stop)}: {counts} rows and "
+                              f"{len(planned.files)} exported files?", abort=True, err=True)
+            done = forget(store, category, str(symbol), first, stop)
+    if as_json:
+        _print_json(done.as_dict())
+    elif done.empty:
+        click.echo(f"nothing stored for {symbol} ({category}) {_days_text(first, stop)}")
+    else:
+        counts = ", ".join(f"{table} {n:,}" for table, n in done.rows.items() if n)
+        click.echo(f"forgot {symbol} ({category}) {_days_text(first, stop)}: {counts}; "
+                   f"{done.files_deleted} exported files deleted")
+
+
+def _days_text(first: date, stop: date) -> str:
+    from store.forget import EVERYTHING
+
+    if (first, stop) == EVERYTHING:
+        return "on every day"
+    return f"from {first if first != EVERYTHING[0] else 'the start'} to {stop if stop != EVERYTHING[1] else 'the end'} (exclusive)"
+
+
 _add_common_options(main)
 
 if __name__ == "__main__":
