@@ -581,28 +581,59 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
 @_json_option
 @click.pass_context
 def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_json: bool) -> None:
-    """Per symbol: days covered, first and last trade, rows, open gaps, last refresh, live follower.
+    """Per market: days covered, holes, first and last trade, rows, open gaps, fills, last refresh, follower.
+
+    Times are ISO-8601 UTC (Z). `open_gaps` counts what `gaps` lists over `gaps_range` (the
+    command to see them is printed); `holes` are the uncovered spans inside the stored range.
 
     \b
     Example:
         bybit-backfill status BTCUSDT
+        bybit-backfill status --json
     """
     from store.db import Store
     from store.follow_state import follower_status
-    from store.report import status
+    from store.report import iso_utc, status, stored_symbols
 
     with Store.open(_db_path(ctx, db), read_only=True) as store:
         rows = status(store, symbol)
+        known = stored_symbols(store) if not rows else []
     followers = follower_status(_db_path(ctx, db))
     for row in rows:
-        row.update(followers.get((row["category"], row["symbol"]),
-                                 {"follower": "none", "live_last_trade": None, "live_lag_s": None}))
+        found = followers.get((row["category"], row["symbol"]),
+                              {"follower": "none", "live_last_trade": None, "live_lag_s": None})
+        row.update({key: iso_utc(value) for key, value in found.items()})
     if as_json:
         _print_json(rows)
     elif not rows:
-        click.echo("the store holds no trades yet: run `bybit-backfill refresh SYMBOL`")
+        if symbol is not None and known:
+            click.echo(f"no trades for {symbol} (the store has {', '.join(known)}): "
+                       f"run `bybit-backfill refresh {symbol}`")
+        else:
+            click.echo("the store holds no trades yet: run `bybit-backfill refresh SYMBOL`")
     else:
-        click.echo(_table(list(rows[0]), [list(r.values()) for r in rows]))
+        for number, row in enumerate(rows):
+            if number:
+                click.echo("")
+            click.echo(_render_status(row))
+
+
+def _render_status(row: dict[str, Any]) -> str:
+    """One market as `name: value` lines: every field of the row, so fields added later show too."""
+    lines = [f"{row['symbol']} ({row['category']})"]
+    for key, value in row.items():
+        if key in ("symbol", "category", "gaps_range"):
+            continue
+        if key == "holes":
+            lines.append(f"  holes: {len(value)}" + "".join(f"\n    {hole}" for hole in value))
+            continue
+        if key == "open_gaps" and value and row.get("gaps_range"):
+            lo, hi = row["gaps_range"]
+            value = f"{value} (`bybit-backfill gaps {row['symbol']} --category {row['category']} --start {lo} --end {hi}`)"
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else (
+            "-" if value is None else value)
+        lines.append(f"  {key}: {shown}")
+    return "\n".join(lines)
 
 
 @main.command("gaps")
