@@ -220,10 +220,20 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(names: Sequence[str], rows: Sequence[Sequence[Any]], wrap: dict[int, int] | None = None) -> str:
+    """Aligned columns; the columns in `wrap` (index -> width) are wrapped onto continuation lines
+    (long gap reasons), so no line runs off a terminal."""
+    import textwrap
+
+    wrap = wrap or {}
     cells = [[str(name) for name in names]] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(names))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    split = [[textwrap.wrap(c, wrap[i]) or [""] if i in wrap else [c] for i, c in enumerate(row)] for row in cells]
+    widths = [max(len(part) for row in split for part in row[i]) for i in range(len(names))]
+    lines = []
+    for row in split:
+        for depth in range(max(len(parts) for parts in row)):
+            parts = [p[depth] if depth < len(p) else "" for p in row]
+            lines.append("  ".join(c.ljust(w) for c, w in zip(parts, widths)).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -487,10 +497,12 @@ def _render_market(summary: Any) -> None:
 @click.option("--wait-lock", type=float, default=10.0, show_default=True,
               help="Seconds each commit waits for another writer.")
 @_db_option
+@_json_option
 @click.pass_context
 def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, export_every: float,
                    no_export: bool, cache_dir: Path | None, archive_check: float, commit_every: float,
-                   ping_every: float, stale_after: float, wait_lock: float, db: Path | None) -> None:
+                   ping_every: float, stale_after: float, wait_lock: float, db: Path | None,
+                   as_json: bool) -> None:
     """Capture trades live over the WebSocket into the store, until stopped (SIGTERM or Ctrl-C).
 
     Holes after a reconnect are bridged with recent-trade or recorded as gaps; once a captured
@@ -527,6 +539,9 @@ def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, 
 
     asyncio.run(run())
     stats = follower.stats
+    if as_json:
+        _print_json(dict(stats))
+        return
     click.echo(f"follow stopped: {stats['rows_added']:,} rows added in {stats['commits']} commits, "
                f"{stats['disconnects']} disconnects, {stats['gaps']} gaps recorded, "
                f"{stats['archive_days']} days settled from the archive", err=True)
@@ -666,7 +681,8 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
         click.echo("no gaps: the range is covered and consistent")
     else:
         click.echo(_table(["kind", "start", "end", "reason"],
-                          [[g.kind, g.start.isoformat(), g.end.isoformat(), g.reason] for g in found]))
+                          [[g.kind, g.start.isoformat(), g.end.isoformat(), g.reason] for g in found],
+                          wrap={3: 60}))
 
 
 @main.command("export")

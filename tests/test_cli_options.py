@@ -30,7 +30,7 @@ def test_every_command_takes_v_and_version() -> None:
 
 
 def test_every_command_that_prints_a_result_takes_json() -> None:
-    without = {("demo",), ("sim",), ("follow",)}  # narratives and servers, see the README
+    without = {("demo",), ("sim",)}  # a narrative and a server, see the README
     for path, command in all_commands():
         if isinstance(command, cli.click.Group) or tuple(path) in without:
             continue
