@@ -20,7 +20,7 @@ from sim.server import run_in_thread
 DEMO_SYMBOL = "BTCUSDT"
 DEMO_QUERY = """SELECT day, trades, round(open, 1) AS open, round(high, 1) AS high, round(low, 1) AS low,
        round(close, 1) AS close, round(volume, 3) AS volume, round(vwap, 2) AS vwap
-FROM daily WHERE symbol = 'BTCUSDT' ORDER BY day"""
+FROM daily WHERE category = 'linear' AND symbol = 'BTCUSDT' ORDER BY day"""
 
 
 def demo_config(days: int, trades_per_day: int, now: datetime) -> SimConfig:

@@ -110,8 +110,8 @@ def banner(url: str, config: SimConfig, faults: list[tuple[str, float]]) -> list
     lines that point the tool at it (the emulator's own test key, not a secret)."""
     ws_url = url.replace("http://", "ws://", 1)
     key, secret = next(iter(config.api_keys.items()))
-    lines = [f"Bybit emulator on {url} (REST and archive) and {ws_url}/v5/public/{{linear,inverse,spot}} "
-             "(WebSocket); Ctrl+C to stop",
+    lines = [(f"Bybit emulator on {url} (REST and archive) and {ws_url}/v5/public/{{linear,inverse,spot}} "
+              "(WebSocket); Ctrl+C to stop"),
              "markets: " + ", ".join(f"{m.symbol} ({m.category}, {m.trades_per_day:,} trades/day)"
                                      for m in config.markets),
              f"API key it accepts: {key} / secret {secret}",

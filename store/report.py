@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fetch.errors import InputError
 from store import daily
 from store.db import Store
 from store.errors import StoreError
@@ -314,46 +309,3 @@ def run_sql(path: str | Path, query: str) -> tuple[list[str], list[tuple[Any, ..
     """The answer of the last statement of an analyst's SQL (see `run_queries`)."""
     last = run_queries(path, query)[-1]
     return last.names, last.rows
-
-
-def render_csv(result: QueryResult) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(result.names)
-    writer.writerows(result.rows)
-    return buffer.getvalue()
-
-
-def render_json(results: list[QueryResult]) -> str:
-    """One statement: a list of row objects; several: a list of those lists, one per statement."""
-    lists = [[dict(zip(r.names, row)) for row in r.rows] for r in results]
-    return json.dumps(lists[0] if len(lists) == 1 else lists, indent=2, default=str)
-
-
-def write_result(path: str | Path, query: str, fmt: str, output: Path) -> QueryResult:
-    """Write a one-statement query's answer to `output` as csv, json or parquet: the tool writes the
-    file (the analyst's connection cannot), via a hidden temp name and a rename."""
-    results = run_queries(path, query, arrow=fmt == "parquet")
-    if len(results) != 1:
-        raise InputError(f"--output takes the answer of one statement, the query has {len(results)}: "
-                         "run them one at a time")
-    result = results[0]
-    target = Path(output)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            if result.rows is None:
-                raise InputError("the statement returns no rows to write: give a query")
-            pq.write_table(result.rows, temp)
-        else:
-            temp.write_text(render_csv(result) if fmt == "csv" else render_json([result]) + "\n",
-                            encoding="utf-8")
-        os.replace(temp, target)
-    except OSError as error:
-        raise InputError(f"cannot write {target}: {error.strerror or error}; choose another --output") from None
-    finally:
-        temp.unlink(missing_ok=True)
-    rows = result.rows.num_rows if fmt == "parquet" else len(result.rows)
-    return QueryResult(result.statement, result.names, rows)
