@@ -335,13 +335,14 @@ def _render_summary(summary: RefreshSummary) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where backfill_YYYY-MM-DD.parquet go [default: BACKFILL_CACHE_DIR]; a template with "
                    "{symbol} and {category} for several symbols, e.g. 'cache/{symbol}'.")
-@click.option("--wait-lock", type=_Finite(), default=0.0, help="Seconds to wait for another writer.")
+@click.option("--wait-lock", type=_Finite(), default=0.0, show_default=True,
+              help="Seconds to wait for another writer.")
 @click.option("--all", "all_symbols", is_flag=True, help="Every symbol of the category (instruments-info).")
 @click.option("--status", default="Trading", show_default=True,
               help="With --all: Trading, Closed (delisted symbols keep their archive) or all.")
-@click.option("--shard", default=None, help="K/N: only the (symbol, day) pairs machine K of N owns.")
+@click.option("--shard", default=None, help="K/N: only the (symbol, day) pairs machine K of N owns [default: all of them].")
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Symbols refreshed at once.")
-@click.option("--lake", default=None, help="Keep this lake (directory or s3://bucket/prefix) current.")
+@click.option("--lake", default=None, help="Keep this lake (directory or s3://bucket/prefix) current [default: no lake].")
 @_db_option
 @_json_option
 @click.pass_context
@@ -550,7 +551,7 @@ def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, 
 @main.command("executions")
 @_category_option
 @click.option("--symbol", default=None, callback=_symbol, help="Only this symbol (default: all).")
-@click.option("--exec-type", default=None, help="Only this execType, e.g. Trade or Funding.")
+@click.option("--exec-type", default=None, help="Only this execType, e.g. Trade or Funding [default: every type].")
 @_week_range_options
 @_db_option
 @_json_option
@@ -656,7 +657,7 @@ def _render_status(row: dict[str, Any]) -> str:
 @_category_option
 @_range_options
 @click.option("--min-silence", type=_Finite(positive=True), default=None,
-              help="Also report stretches of more than SECONDS without a trade.")
+              help="Also report stretches of more than SECONDS without a trade [default: not looked for].")
 @_db_option
 @_json_option
 @click.pass_context
@@ -692,7 +693,7 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Target directory [default: BACKFILL_CACHE_DIR].")
 @click.option("--id-mode", type=click.Choice(["tick", "raw"]), default=None,
-              help="`i` column: decimal TradeTick.id (tick) or the exchange's id (raw).")
+              help="`i` column: decimal TradeTick.id (tick) or the exchange's id (raw) [default: BACKFILL_EXPORT_ID, tick].")
 @_db_option
 @_json_option
 @click.pass_context
@@ -734,7 +735,7 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="parquet needs --output.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the answer to this file (csv, json or parquet) instead of stdout.")
+              help="Write the answer to this file (csv, json or parquet) [default: stdout].")
 @_db_option
 @_json_option
 @click.pass_context
@@ -835,8 +836,8 @@ def _render_lake(report: Any) -> None:
 @click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable; default: all).")
 @click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), default=None,
               help="Only this category (default: all).")
-@click.option("--start", default=None, help="First day (inclusive), YYYY-MM-DD UTC.")
-@click.option("--end", default=None, help="Last day (exclusive), YYYY-MM-DD UTC.")
+@click.option("--start", default=None, help="First day (inclusive), YYYY-MM-DD UTC [default: the first stored].")
+@click.option("--end", default=None, help="Last day (exclusive), YYYY-MM-DD UTC [default: the last stored].")
 @_db_option
 @_json_option
 @click.pass_context

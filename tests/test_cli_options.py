@@ -112,3 +112,10 @@ def test_config_shows_every_variable_its_source_and_masks_secrets(tmp_path: Path
     assert "very-secret-value" not in text and "file-key-123" not in text and "very-secret-value" not in result.output
     flagged = CliRunner().invoke(cli.main, ["--db", "x.duckdb", "config", "--json"], env=env)  # type: ignore[arg-type]
     assert {r["variable"]: r for r in json.loads(flagged.stdout)}["BACKFILL_DB_PATH"]["source"] == "flag"
+
+
+def test_every_option_states_its_default() -> None:
+    for path, command in all_commands():
+        for param in command.params:  # type: ignore[attr-defined]
+            if isinstance(param, cli.click.Option) and not param.is_flag and not param.show_default:
+                assert "default" in (param.help or "").lower(), (path, param.opts)
