@@ -216,6 +216,35 @@ class Store:
 
         return reader.schema, batches()
 
+    def user_row_batches(self, statement: str, rows_per_batch: int = 10_000
+                         ) -> tuple[list[tuple[str, str]], Iterator[list[tuple[Any, ...]]]] | None:
+        """`user_batches` without pyarrow (the table and JSON outputs render row by row anyway, and
+        `sql` then starts without loading it): ((name, DuckDB type) per column, batches of rows)."""
+        self._trace(statement, ())
+        try:
+            cursor = self.connection.execute(statement)
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+        if not cursor.description:
+            return None
+        columns = [(str(d[0]), str(d[1])) for d in cursor.description]
+
+        def batches() -> Iterator[list[tuple[Any, ...]]]:
+            while True:
+                try:
+                    rows = cursor.fetchmany(rows_per_batch)
+                except duckdb.InterruptException:
+                    raise KeyboardInterrupt from None
+                except duckdb.Error as error:
+                    raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+                if not rows:
+                    return
+                yield rows
+
+        return columns, batches()
+
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._trace(sql, params)
         try:

@@ -4,6 +4,9 @@ Nothing is fetched whole: each statement's answer is read one batch at a time fr
 written at once, so a million-row CSV costs one batch of memory and runs at the speed of Arrow's
 CSV writer (about half the time of DuckDB's own `COPY ... TO` on the same query, `bench/sql_csv.py`).
 
+csv and parquet go through Arrow; table and json render row by row, so they read DuckDB's rows in
+batches (`fetchmany`) and `sql` in its default format starts without loading pyarrow.
+
 Formats, all with LF line endings:
 - csv: header, then rows (Arrow's writer: strings quoted, floats shortest round-trip, NULL empty,
   TIMESTAMPTZ as ISO-8601 `...Z`);
@@ -23,9 +26,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -57,7 +61,8 @@ def stream_sql(path: str | Path, query: str, fmt: str, out: IO[bytes], *,
         writer = _WRITERS[fmt](out, len(statements))
         counts = []
         for number, text in enumerate(statements):
-            answer = store.user_batches(text, batch_rows)
+            answer = (store.user_row_batches(text, batch_rows) if writer.rows_only
+                      else store.user_batches(text, batch_rows))
             counts.append(writer.statement(number, text, answer))
         writer.close()
     return Written(counts)
@@ -84,10 +89,13 @@ def write_sql_file(path: str | Path, query: str, fmt: str, output: Path) -> Writ
     return written
 
 
-Answer = tuple[Any, Iterator[Any]] | None  # (Arrow schema, record batches)
+# (Arrow schema, record batches), or for the row writers ((name, type) per column, lists of rows)
+Answer = tuple[Any, Iterator[Any]] | None
 
 
 class _Writer:
+    rows_only = False  # True: fed DuckDB rows (`user_row_batches`), no pyarrow; else Arrow batches
+
     def __init__(self, out: IO[bytes], statements: int) -> None:
         self.out = out
         self.statements = statements
@@ -146,6 +154,8 @@ def json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         number = float(value)
         return number if math.isfinite(number) else None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).isoformat()
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -158,6 +168,8 @@ def json_value(value: Any) -> Any:
 
 
 class _Json(_Writer):
+    rows_only = True
+
     def __init__(self, out: IO[bytes], statements: int) -> None:
         super().__init__(out, statements)
         if statements > 1:
@@ -169,11 +181,12 @@ class _Json(_Writer):
         self.out.write(b"[")
         rows = 0
         if answer is not None:
-            _schema, batches = answer
+            columns, batches = answer
+            names = [name for name, _type in columns]
             for batch in batches:
-                for row in batch.to_pylist():
+                for row in batch:
                     self.out.write((",\n  " if rows else "\n  ").encode())
-                    self.out.write(json.dumps({k: json_value(v) for k, v in row.items()}, allow_nan=False,
+                    self.out.write(json.dumps({k: json_value(v) for k, v in zip(names, row)}, allow_nan=False,
                                               default=str).encode())
                     rows += 1
         self.out.write(b"\n]" if rows else b"]")
@@ -191,7 +204,7 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.isoformat()
+        return value.astimezone(UTC).isoformat()
     return str(value)
 
 
@@ -200,41 +213,47 @@ def cut(text: str, width: int = MAX_CELL) -> str:
     return text if len(text) <= width else text[: width - 1] + ELLIPSIS
 
 
-def _batch_cells(batch: Any) -> list[list[str]]:
-    """Every cell of a batch as text; float32 columns through Arrow's own shortest float32 text (a
-    Python float of a REAL would show its binary expansion, 11.407999992370605)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def float32_text(value: float) -> str:
+    """The shortest text that reads back to the same REAL (float32): what DuckDB stored, where the
+    Python float of it would show its binary expansion (11.407999992370605 for 11.408)."""
+    if not math.isfinite(value):
+        return repr(value)
+    target = struct.unpack("f", struct.pack("f", value))[0]
+    for digits in range(1, 10):
+        text = f"{value:.{digits}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == target:
+            return repr(float(text))
+    return repr(value)
 
-    columns = []
-    for column in batch.columns:
-        if pa.types.is_float32(column.type) or pa.types.is_float16(column.type):
-            columns.append(["" if v is None else v for v in pc.cast(column, pa.string()).to_pylist()])
-        else:
-            columns.append([cell(v) for v in column.to_pylist()])
-    return [list(row) for row in zip(*columns)] if columns else []
+
+def _row_cells(columns: list[tuple[str, str]], rows: list[tuple[Any, ...]]) -> list[list[str]]:
+    real = [kind in ("FLOAT", "REAL", "FLOAT4") for _name, kind in columns]
+    return [[float32_text(v) if r and isinstance(v, float) else cell(v) for v, r in zip(row, real)]
+            for row in rows]
 
 
 class _Table(_Writer):
+    rows_only = True
+
     def statement(self, number: int, text: str, answer: Answer) -> int:
         if number:
             self.out.write(b"\n")
         if answer is None:
             self.out.write(f"ok: {text}\n".encode())
             return 0
-        schema, batches = answer
-        names = list(schema.names)
+        columns, batches = answer
+        names = [name for name, _type in columns]
         widths: list[int] | None = None
         rows = 0
         for batch in batches:
-            cells = _batch_cells(batch)
+            cells = _row_cells(columns, batch)
             if widths is None:
                 widths = [min(MAX_CELL, max([len(n)] + [len(r[i]) for r in cells])) for i, n in enumerate(names)]
                 self._line([cut(n) for n in names], widths)
                 self.out.write(("  ".join("-" * w for w in widths) + "\n").encode())
             for row in cells:
                 self._line([cut(c, w) for c, w in zip(row, widths)], widths)
-            rows += batch.num_rows
+            rows += len(batch)
         if widths is None:  # no rows: still the header
             widths = [min(MAX_CELL, len(n)) for n in names]
             self._line([cut(n) for n in names], widths)
