@@ -1,7 +1,10 @@
 """`bybit-backfill`: a thin click skin over the `store` library.
 
 Each command builds `Settings`, calls one library function and renders its result. Library errors
-become one line on stderr and exit code 2 in exactly one place (`_Group.invoke`).
+become one line on stderr (and, with `--json`, `{"error": ..., "exit_code": ...}` on stdout) and an
+exit code in exactly one place: `_Group.invoke`, with `_Group.make_context` for bad group-level
+options. `-v` and `--version` are added to every command by `_add_common_options`, so they work
+before or after the command name.
 
 Each command imports the library modules it calls, inside its function: pydantic, DuckDB, pyarrow,
 aiohttp and the refresh machinery then load only when a command needs them, so `--help`, `--version`
