@@ -230,6 +230,9 @@ _V6 = ["COMMENT ON TABLE schema_version IS 'Schema versions applied to this file
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 log = logging.getLogger("context.backfill")
 SCHEMA_VERSION = len(MIGRATIONS)
+# Version 6 only adds comments: a version-5 file answers every read-only command the same, so the
+# read-only commands keep working on it until the next `refresh` upgrades it.
+READABLE_FROM = 5
 
 
 def current_version(store: Store) -> int:
@@ -274,7 +277,7 @@ def check_readable(store: Store) -> None:
     (e.g. a first run killed while it created the file) with what to do, not a catalog error later."""
     check_ours(store)
     version = stored_version(store)
-    if version < SCHEMA_VERSION:
+    if version < READABLE_FROM:
         raise StoreError(f"{store.path} has schema version {version}, this release needs {SCHEMA_VERSION} "
                          "(a first run was interrupted while creating it, or an older release made it); "
                          "run `bybit-backfill refresh` on it once to complete or upgrade it")

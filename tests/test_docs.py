@@ -152,3 +152,23 @@ def test_the_readme_shows_how_to_read_the_comments() -> None:
 def test_the_readme_analyst_queries_filter_on_category_and_symbol() -> None:
     for query in readme_sql_examples():
         assert "category = 'linear'" in query and "symbol = 'BTCUSDT'" in query, query
+
+
+def test_a_version_5_store_stays_readable_and_gains_the_comments_when_written(tmp_path: Path) -> None:
+    from store import Store
+    from store.schema import MIGRATIONS
+
+    path = tmp_path / "v5.duckdb"
+    old = Store.open(path, migrate=False)
+    old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+    for number, steps in enumerate(MIGRATIONS[:5], start=1):
+        for statement in steps:
+            old.execute(statement)
+        old.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+    old.close()
+    result = CliRunner().invoke(cli.main, ["status", "--db", str(path)])
+    assert result.exit_code == 0, result.output
+    with Store.open(path) as upgraded:
+        comment = upgraded.query_one("SELECT comment FROM duckdb_columns() WHERE table_name = 'coverage' "
+                                     "AND column_name = 'start_us'")
+    assert comment and comment[0]
