@@ -84,5 +84,5 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
     echo("Try next:")
     echo(f"  bybit-backfill status --db {db_path}")
     echo(f"  bybit-backfill gaps {DEMO_SYMBOL} --db {db_path} --days {days + 1}")
-    echo(f"  bybit-backfill sql \"SELECT side, count(*), sum(qty) FROM trades GROUP BY side\" --db {db_path}")
+    echo(f"  bybit-backfill sql \"SELECT side, count(*), sum(qty) FROM trades WHERE category = 'linear' AND symbol = 'BTCUSDT' GROUP BY side\" --db {db_path}")
     echo(f"  bybit-backfill verify --db {db_path}")
