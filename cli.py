@@ -1,7 +1,10 @@
 """`bybit-backfill`: a thin click skin over the `store` library.
 
 Each command builds `Settings`, calls one library function and renders its result. Library errors
-become one line on stderr and exit code 2 in exactly one place (`_Group.invoke`).
+become one line on stderr (and, with `--json`, `{"error": ..., "exit_code": ...}` on stdout) and an
+exit code in exactly one place: `_Group.invoke`, with `_Group.make_context` for bad group-level
+options. `-v` and `--version` are added to every command by `_add_common_options`, so they work
+before or after the command name.
 
 Each command imports the library modules it calls, inside its function: pydantic, DuckDB, pyarrow,
 aiohttp and the refresh machinery then load only when a command needs them, so `--help`, `--version`
@@ -54,36 +57,85 @@ EXIT_UNEXPECTED = 1
 
 
 class _Group(click.Group):
-    """The one place library errors and Ctrl-C turn into messages and exit codes."""
+    """The one place library errors and Ctrl-C turn into messages and exit codes.
+
+    With `--json` anywhere on the command line, an error is also JSON, on stdout
+    (`{"error": ..., "exit_code": ...}`), so a script reading stdout sees it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["json_errors"] = "--json" in args
+        return super().parse_args(ctx, args)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        """Bad group-level options (`bybit-backfill --bogus`) get the same one line as the rest."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else (info_name or "bybit-backfill")
+            _report(f"{error.format_message()} (see `{where} --help`)", EXIT_INPUT, "--json" in args)
+            raise click.exceptions.Exit(EXIT_INPUT) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        as_json = bool(ctx.meta.get("json_errors"))
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort):
             raise
         except BackfillError as error:
-            click.echo(f"error: {error}", err=True)
+            _report(str(error), EXIT_INPUT, as_json)
             ctx.exit(EXIT_INPUT)
         except click.UsageError as error:  # bad options too get one line, not a usage screen
             where = error.ctx.command_path if error.ctx is not None else ctx.command_path
-            click.echo(f"error: {error.format_message()} (see `{where} --help`)", err=True)
+            _report(f"{error.format_message()} (see `{where} --help`)", EXIT_INPUT, as_json)
             ctx.exit(EXIT_INPUT)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished days are kept and the day in progress was rolled back; "
-                       "rerun the same command to continue", err=True)
+            _report("interrupted: finished days are kept and the day in progress was rolled back; "
+                    "rerun the same command to continue", EXIT_INTERRUPTED, as_json, prefix="")
             ctx.exit(EXIT_INTERRUPTED)
         except click.ClickException as error:
-            click.echo(f"error: {error.format_message()}", err=True)
+            _report(error.format_message(), EXIT_INPUT, as_json)
             ctx.exit(EXIT_INPUT)
         except Exception as error:  # noqa: BLE001  (a bug: one line, the traceback only when asked for)
-            if ctx.params.get("verbose"):
+            if (ctx.obj or {}).get("verbose"):
                 import traceback
 
                 click.echo(traceback.format_exc().rstrip(), err=True)
             first = str(error).splitlines()[0] if str(error) else ""
-            click.echo(f"error: unexpected {type(error).__name__}: {first} (a bug in bybit-backfill; "
-                       "rerun with -v for the traceback and report it)", err=True)
+            _report(f"unexpected {type(error).__name__}: {first} (a bug in bybit-backfill; "
+                    "rerun with -v for the traceback and report it)", EXIT_UNEXPECTED, as_json)
             ctx.exit(EXIT_UNEXPECTED)
+
+
+def _report(message: str, code: int, as_json: bool, prefix: str = "error: ") -> None:
+    """One error: a line on stderr, and with --json the same as JSON on stdout."""
+    click.echo(f"{prefix}{message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message, "exit_code": code}))
+
+
+def _verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`-v` after a command name means the same as before it: debug lines of context.backfill."""
+    if value and not ctx.resilient_parsing:
+        root = ctx.find_root()
+        root.ensure_object(dict)["verbose"] = True
+        log.setLevel(logging.DEBUG)
+
+
+def _add_common_options(group: click.Group) -> None:
+    """Every command (and subcommand) takes -v and --version, as the group does."""
+    for command in group.commands.values():
+        names = {name for param in command.params for name in param.opts}
+        if "-v" not in names:
+            command.params.append(click.Option(["-v", "--verbose", "verbose_flag"], is_flag=True,
+                                               expose_value=False, callback=_verbose,
+                                               help="Debug logs of the context.backfill logger."))
+        if "--version" not in names:
+            command.params.append(click.Option(["--version"], is_flag=True, expose_value=False,
+                                               is_eager=True, callback=_show_version,
+                                               help="Show the version and exit."))
+        if isinstance(command, click.Group):
+            _add_common_options(command)
 
 
 class _Finite(click.ParamType[float]):
@@ -133,12 +185,19 @@ def _db_option(f: F) -> F:
                         help="DuckDB store file [default: BACKFILL_DB_PATH or ./bybit_backfill.duckdb]")(f)
 
 
-def _range_options(f: F) -> F:
+def _range_options(f: F, default_days: int = 3) -> F:
     f = click.option("--days", type=_Finite(positive=True), default=None,
-                     help="Length of the range in days (with --start or --end, not both).")(f)
-    f = click.option("--end", default=None, help="End (exclusive), YYYY-MM-DD[THH:MM[:SS]] UTC; default now.")(f)
-    f = click.option("--start", default=None, help="Start (inclusive), YYYY-MM-DD[THH:MM[:SS]] UTC.")(f)
+                     help=f"Length of the range in days (with --start or --end, not both) [default: {default_days}].")(f)
+    f = click.option("--end", default=None,
+                     help="End (exclusive), YYYY-MM-DD[THH:MM[:SS]] UTC [default: now, or --start + --days].")(f)
+    f = click.option("--start", default=None,
+                     help=f"Start (inclusive), YYYY-MM-DD[THH:MM[:SS]] UTC [default: the last {default_days} days, "
+                          "i.e. --end minus --days].")(f)
     return f
+
+
+def _week_range_options(f: F) -> F:
+    return _range_options(f, default_days=7)
 
 
 def _category_option(f: F) -> F:
@@ -156,7 +215,9 @@ def _lock_wait(ctx: click.Context, explicit: float | None = None) -> float:
 
 
 def _db_path(ctx: click.Context, db: Path | None) -> Path:
-    return db if db is not None else _settings(ctx).backfill_db_path
+    """The command's --db, else the group's --db, else BACKFILL_DB_PATH."""
+    group_db: Path | None = (ctx.obj or {}).get("db")
+    return db if db is not None else group_db if group_db is not None else _settings(ctx).backfill_db_path
 
 
 def _now() -> datetime:
@@ -167,10 +228,20 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(names: Sequence[str], rows: Sequence[Sequence[Any]], wrap: dict[int, int] | None = None) -> str:
+    """Aligned columns; the columns in `wrap` (index -> width) are wrapped onto continuation lines
+    (long gap reasons), so no line runs off a terminal."""
+    import textwrap
+
+    wrap = wrap or {}
     cells = [[str(name) for name in names]] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(names))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    split = [[textwrap.wrap(c, wrap[i]) or [""] if i in wrap else [c] for i, c in enumerate(row)] for row in cells]
+    widths = [max(len(part) for row in split for part in row[i]) for i in range(len(names))]
+    lines = []
+    for row in split:
+        for depth in range(max(len(parts) for parts in row)):
+            parts = [p[depth] if depth < len(p) else "" for p in row]
+            lines.append("  ".join(c.ljust(w) for c, w in zip(parts, widths)).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -178,9 +249,12 @@ def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
               help="Show the version and exit.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logs of the context.backfill logger.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs of the context.backfill logger: each "
+              "request with its timing, retries, plan decisions, commits.")
+@click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="DuckDB store file of every command [default: BACKFILL_DB_PATH or ./bybit_backfill.duckdb].")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context, verbose: bool, db: Path | None) -> None:
     """A complete, verified local history of Bybit trades.
 
     Whole past days come from Bybit's daily archive files, the newest trades from recent-trade;
@@ -197,6 +271,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     _configure_logging(ctx, logging.DEBUG if verbose else (logging.WARNING if interactive else logging.INFO))
     ctx.ensure_object(dict)
     ctx.obj["interactive"] = interactive
+    ctx.obj["verbose"] = verbose
+    ctx.obj["db"] = db
     if ctx.invoked_subcommand not in {"sim"}:
         ctx.obj["settings"] = Settings()
 
@@ -272,9 +348,9 @@ def _render_summary(summary: RefreshSummary) -> None:
 @click.option("--all", "all_symbols", is_flag=True, help="Every symbol of the category (instruments-info).")
 @click.option("--status", default="Trading", show_default=True,
               help="With --all: Trading, Closed (delisted symbols keep their archive) or all.")
-@click.option("--shard", default=None, help="K/N: only the (symbol, day) pairs machine K of N owns.")
+@click.option("--shard", default=None, help="K/N: only the (symbol, day) pairs machine K of N owns [default: all of them].")
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Symbols refreshed at once.")
-@click.option("--lake", default=None, help="Keep this lake (directory or s3://bucket/prefix) current.")
+@click.option("--lake", default=None, help="Keep this lake (directory or s3://bucket/prefix) current [default: no lake].")
 @_db_option
 @_json_option
 @click.pass_context
@@ -429,10 +505,12 @@ def _render_market(summary: Any) -> None:
 @click.option("--wait-lock", type=float, default=10.0, show_default=True,
               help="Seconds each commit waits for another writer.")
 @_db_option
+@_json_option
 @click.pass_context
 def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, export_every: float,
                    no_export: bool, cache_dir: Path | None, archive_check: float, commit_every: float,
-                   ping_every: float, stale_after: float, wait_lock: float, db: Path | None) -> None:
+                   ping_every: float, stale_after: float, wait_lock: float, db: Path | None,
+                   as_json: bool) -> None:
     """Capture trades live over the WebSocket into the store, until stopped (SIGTERM or Ctrl-C).
 
     Holes after a reconnect are bridged with recent-trade or recorded as gaps; once a captured
@@ -469,6 +547,9 @@ def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, 
 
     asyncio.run(run())
     stats = follower.stats
+    if as_json:
+        _print_json(dict(stats))
+        return
     click.echo(f"follow stopped: {stats['rows_added']:,} rows added in {stats['commits']} commits, "
                f"{stats['disconnects']} disconnects, {stats['gaps']} gaps recorded, "
                f"{stats['archive_days']} days settled from the archive", err=True)
@@ -477,8 +558,8 @@ def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, 
 @main.command("executions")
 @_category_option
 @click.option("--symbol", default=None, callback=_symbol, help="Only this symbol (default: all).")
-@click.option("--exec-type", default=None, help="Only this execType, e.g. Trade or Funding.")
-@_range_options
+@click.option("--exec-type", default=None, help="Only this execType, e.g. Trade or Funding [default: every type].")
+@_week_range_options
 @_db_option
 @_json_option
 @click.pass_context
@@ -523,24 +604,30 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
 @_json_option
 @click.pass_context
 def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_json: bool) -> None:
-    """Per symbol: days covered, first and last trade, rows, open gaps, last refresh, live follower.
+    """Per market: days covered, holes, first and last trade, rows, open gaps, fills, last refresh, follower.
+
+    Times are ISO-8601 UTC (Z). `open_gaps` counts what `gaps` lists over `gaps_range` (the
+    command to see them is printed); `holes` are the uncovered spans inside the stored range.
 
     \b
     Example:
         bybit-backfill status BTCUSDT
+        bybit-backfill status --json
     """
     from store.db import Store
     from store.follow_state import follower_status
-    from store.report import status
+    from store.report import iso_utc, status, stored_symbols
     from store.writer_state import active_writer
 
     with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         rows = status(store, symbol)
+        known = stored_symbols(store) if not rows else []
     followers = follower_status(_db_path(ctx, db))
     writer = active_writer(_db_path(ctx, db))
     for row in rows:
-        row.update(followers.get((row["category"], row["symbol"]),
-                                 {"follower": "none", "live_last_trade": None, "live_lag_s": None}))
+        found = followers.get((row["category"], row["symbol"]),
+                              {"follower": "none", "live_last_trade": None, "live_lag_s": None})
+        row.update({key: iso_utc(value) for key, value in found.items()})
         if as_json:
             row["writer"] = writer
     if writer is not None and not as_json:
@@ -549,9 +636,34 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
     if as_json:
         _print_json(rows)
     elif not rows:
-        click.echo("the store holds no trades yet: run `bybit-backfill refresh SYMBOL`")
+        if symbol is not None and known:
+            click.echo(f"no trades for {symbol} (the store has {', '.join(known)}): "
+                       f"run `bybit-backfill refresh {symbol}`")
+        else:
+            click.echo("the store holds no trades yet: run `bybit-backfill refresh SYMBOL`")
     else:
-        click.echo(_table(list(rows[0]), [list(r.values()) for r in rows]))
+        for number, row in enumerate(rows):
+            if number:
+                click.echo("")
+            click.echo(_render_status(row))
+
+
+def _render_status(row: dict[str, Any]) -> str:
+    """One market as `name: value` lines: every field of the row, so fields added later show too."""
+    lines = [f"{row['symbol']} ({row['category']})"]
+    for key, value in row.items():
+        if key in ("symbol", "category", "gaps_range"):
+            continue
+        if key == "holes":
+            lines.append(f"  holes: {len(value)}" + "".join(f"\n    {hole}" for hole in value))
+            continue
+        if key == "open_gaps" and value and row.get("gaps_range"):
+            lo, hi = row["gaps_range"]
+            value = f"{value} (`bybit-backfill gaps {row['symbol']} --category {row['category']} --start {lo} --end {hi}`)"
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else (
+            "-" if value is None else value)
+        lines.append(f"  {key}: {shown}")
+    return "\n".join(lines)
 
 
 @main.command("gaps")
@@ -559,7 +671,7 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
 @_category_option
 @_range_options
 @click.option("--min-silence", type=_Finite(positive=True), default=None,
-              help="Also report stretches of more than SECONDS without a trade.")
+              help="Also report stretches of more than SECONDS without a trade [default: not looked for].")
 @_db_option
 @_json_option
 @click.pass_context
@@ -584,7 +696,8 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
         click.echo("no gaps: the range is covered and consistent")
     else:
         click.echo(_table(["kind", "start", "end", "reason"],
-                          [[g.kind, g.start.isoformat(), g.end.isoformat(), g.reason] for g in found]))
+                          [[g.kind, g.start.isoformat(), g.end.isoformat(), g.reason] for g in found],
+                          wrap={3: 60}))
 
 
 @main.command("export")
@@ -594,12 +707,13 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Target directory [default: BACKFILL_CACHE_DIR].")
 @click.option("--id-mode", type=click.Choice(["tick", "raw"]), default=None,
-              help="`i` column: decimal TradeTick.id (tick) or the exchange's id (raw).")
+              help="`i` column: decimal TradeTick.id (tick) or the exchange's id (raw) [default: BACKFILL_EXPORT_ID, tick].")
 @_db_option
+@_json_option
 @click.pass_context
 def export_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
                    days: float | None, cache_dir: Path | None, id_mode: str | None,
-                   db: Path | None) -> None:
+                   db: Path | None, as_json: bool) -> None:
     """(Re)write the daily parquet cache files of a range from the store.
 
     Only days complete in the store get a file (a reader takes a file as the whole day); the others
@@ -620,6 +734,10 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
         report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
+    if as_json:
+        _print_json({"written": [{"path": str(w.path), "day": str(w.day), "rows": w.rows} for w in report.written],
+                     "skipped": [{"day": str(k.day), "reason": k.reason} for k in report.skipped]})
+        return
     for item in report.written:
         click.echo(f"{item.path}  {item.rows:,} rows")
     for skipped in report.skipped:
@@ -631,42 +749,36 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="parquet needs --output.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the answer to this file (csv, json or parquet) instead of stdout.")
+              help="Write the answer to this file (csv, json or parquet) [default: stdout].")
 @_db_option
+@_json_option
 @click.pass_context
-def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, db: Path | None) -> None:
+def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, db: Path | None,
+                as_json: bool) -> None:
     """Run read-only SQL against the store: it can change neither the store nor any other file.
 
-    Several statements run in order and each answer is printed.
+    Several statements run in order and each answer is printed. Answers stream (a million rows
+    cost one batch of memory); --json is --format json (NaN as null); the table shows floats as
+    stored and cuts cells wider than 40 characters with an ellipsis.
 
     \b
     Example:
         bybit-backfill sql "SELECT * FROM daily ORDER BY day"
+        bybit-backfill sql "SELECT * FROM trades_v WHERE symbol = 'BTCUSDT'" --format csv > trades.csv
         bybit-backfill sql "SELECT * FROM trades_v LIMIT 1000" --format parquet --output sample.parquet
     """
-    from store.report import render_csv, render_json, run_queries, write_result
+    from store.sql_output import stream_sql, write_sql_file
 
+    fmt = "json" if as_json else fmt
     if output is not None:
         if fmt == "table":
             raise InputError("--output writes csv, json or parquet: add --format csv|json|parquet")
-        written = write_result(_db_path(ctx, db), query, fmt, output, wait_s=_lock_wait(ctx))
-        click.echo(f"{output}  {written.rows:,} rows", err=True)
+        written = write_sql_file(_db_path(ctx, db), query, fmt, output, wait_s=_lock_wait(ctx))
+        click.echo(f"{output}  {sum(written.rows):,} rows", err=True)
         return
     if fmt == "parquet":
         raise InputError("--format parquet needs --output PATH (parquet is not for a terminal)")
-    results = run_queries(_db_path(ctx, db), query, wait_s=_lock_wait(ctx))
-    if fmt == "json":
-        click.echo(render_json(results))
-        return
-    for number, result in enumerate(results):
-        if number:
-            click.echo("")
-        if fmt == "csv":
-            click.echo(render_csv(result), nl=False)
-        elif result.names:
-            click.echo(_table(result.names, result.rows))
-        else:
-            click.echo(f"ok: {result.statement}")
+    stream_sql(_db_path(ctx, db), query, fmt, click.get_binary_stream("stdout"), wait_s=_lock_wait(ctx))
 
 
 @main.command("verify")
@@ -738,8 +850,8 @@ def _render_lake(report: Any) -> None:
 @click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable; default: all).")
 @click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), default=None,
               help="Only this category (default: all).")
-@click.option("--start", default=None, help="First day (inclusive), YYYY-MM-DD UTC.")
-@click.option("--end", default=None, help="Last day (exclusive), YYYY-MM-DD UTC.")
+@click.option("--start", default=None, help="First day (inclusive), YYYY-MM-DD UTC [default: the first stored].")
+@click.option("--end", default=None, help="Last day (exclusive), YYYY-MM-DD UTC [default: the last stored].")
 @_db_option
 @_json_option
 @click.pass_context
@@ -812,47 +924,151 @@ def demo_command(ctx: click.Context, directory: Path, days: int, trades_per_day:
 
 
 @main.command("sim")
-@click.option("--port", type=int, default=8099, show_default=True)
+@click.option("--port", type=int, default=8099, show_default=True, help="0 picks a free port (printed).")
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--markets", default=None,
+              help="SYMBOL:CATEGORY[:TRADES_PER_DAY],... e.g. BTCUSDT:linear:1500000,ETHUSDT:linear:200000 "
+                   "[default: BTCUSDT linear 20,000/day, ETHUSDT linear, BTCUSD inverse, BTCUSDT spot 5,000/day].")
+@click.option("--trades-per-day", type=int, default=None,
+              help="Trades per day of every market without its own count [default: 20,000 / 5,000].")
+@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same trades and files.")
+@click.option("--now", default=None, help="Freeze the market's now at this UTC instant (ISO) [default: the wall clock].")
 @click.option("--clock-start", default=None,
-              help="Start the market clock at this UTC instant (ISO, e.g. 2024-01-10T23:59); default now.")
+              help="Start a running market clock at this UTC instant (ISO, e.g. 2024-01-10T23:59) [default: now].")
 @click.option("--speed", type=float, default=1.0, show_default=True,
               help="Market seconds per wall second (600 crosses a midnight in 6 s of a 1-hour start).")
-@click.option("--trades-per-day", type=int, default=None, help="Trades per day of every market.")
 @click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every answer and push.")
-def sim_command(port: int, host: str, clock_start: str | None, speed: float, trades_per_day: int | None,
-                latency_ms: float) -> None:
-    """Serve the local Bybit emulator until stopped (point BYBIT_*_BASE_URL at it).
+@click.option("--fault", "faults", multiple=True, metavar="KIND[:RATE]",
+              help="Inject a fault kind of sim/faults.py (http_502, ret_10006, drop, truncate_gzip, ws_drop...) "
+                   "into that share of requests [default rate: 0.05]; repeatable.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where generated archive files are kept [default: $TMPDIR/bybit-sim-cache].")
+@click.option("--clear-cache", is_flag=True, help="Delete the generated archive files of the cache dir and exit.")
+@click.pass_context
+def sim_command(ctx: click.Context, port: int, host: str, markets: str | None, trades_per_day: int | None,
+                seed: int, now: str | None, clock_start: str | None, speed: float, latency_ms: float,
+                faults: tuple[str, ...], cache_dir: Path | None, clear_cache: bool) -> None:
+    """Serve the local Bybit emulator until stopped; it prints the env lines that point the tool at it.
 
-    REST, archive and the public WebSocket streams (BYBIT_WS_BASE_URL=ws://HOST:PORT) on one port.
+    REST, archive and the public WebSocket streams on one port. On start it prints its URL, markets,
+    the API key pair it accepts (its own test key) and `export BYBIT_..._BASE_URL=...` lines to paste.
+    -v logs each request with its status and time.
 
     \b
     Example:
         bybit-backfill sim --port 8099
+        bybit-backfill sim --markets BTCUSDT:linear:1500000,ETHUSDT:linear:200000 --fault http_502:0.1 -v
         bybit-backfill sim --clock-start 2024-01-10T23:55 --speed 60 --trades-per-day 500000
+        bybit-backfill sim --clear-cache
     """
-    import dataclasses
-
     import sim
-    from sim.config import SimConfig
+    from sim.options import SimOptions
+    from sim.options import clear_cache as clear
 
-    start_ms = None
-    if clock_start:
-        try:
-            start = datetime.fromisoformat(clock_start)
-        except ValueError:
-            raise click.BadParameter(f"cannot read {clock_start!r}: use YYYY-MM-DDTHH:MM[:SS] (UTC)",
-                                     param_hint="--clock-start") from None
-        start_ms = int((start.replace(tzinfo=UTC) if start.tzinfo is None else start).timestamp() * 1000)
-    if speed < 0 or (trades_per_day is not None and trades_per_day < 1):
-        raise click.BadParameter("--speed must be >= 0 and --trades-per-day >= 1")
-    config = SimConfig(clock=sim.MarketClock(start_ms, speed), latency_ms=latency_ms)
-    if trades_per_day is not None:
-        config.markets = [dataclasses.replace(m, trades_per_day=trades_per_day) for m in config.markets]
-    click.echo(f"Bybit emulator on http://{host}:{port} and ws://{host}:{port}/v5/public/... "
-               "(Ctrl-C to stop)", err=True)
-    sim.serve(port=port, host=host, config=config)
+    if clear_cache:
+        target, removed = clear(cache_dir)
+        click.echo(f"removed {removed} generated archive files from {target}")
+        return
+    if ctx.obj.get("verbose"):
+        sim_log = logging.getLogger("sim")
+        sim_log.handlers[:] = log.handlers[:]
+        sim_log.setLevel(logging.DEBUG)
+        sim_log.propagate = False
+    options = SimOptions(markets=markets, trades_per_day=trades_per_day, seed=seed, now=now,
+                         clock_start=clock_start, speed=speed, latency_ms=latency_ms, faults=faults,
+                         cache_dir=cache_dir)
+    try:
+        config, mixes = options.build()
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    sim.serve(port=port, host=host, config=config, faults=mixes, announce=click.echo)
 
+
+@main.command("config")
+@_json_option
+@click.pass_context
+def config_command(ctx: click.Context, as_json: bool) -> None:
+    """The effective configuration: every variable, its value and where it came from.
+
+    Sources: `flag` (the group's --db), `env`, `.env` (in the current directory) or `default`.
+    Secrets (BYBIT_API_KEY, BYBIT_API_SECRET) are never printed: `****` when set.
+
+    \b
+    Example:
+        bybit-backfill config
+        BYBIT_API_TIMEOUT=10 bybit-backfill --db other.duckdb config --json
+    """
+    import os
+
+    from store.settings import describe_settings
+
+    flags = {"backfill_db_path": ctx.obj.get("db")}
+    rows = describe_settings(_settings(ctx), dict(os.environ), Path(".env"), flags)
+    if as_json:
+        _print_json(rows)
+        return
+    click.echo(_table(["variable", "value", "source"],
+                      [[r["variable"], r["value"] if r["set"] else "(not set)", r["source"]] for r in rows]))
+
+
+@main.command("forget")
+@click.argument("symbol", callback=_symbol)
+@click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), required=True,
+              help="The category to forget (required: no default, so a wrong guess deletes nothing).")
+@click.option("--start", default=None, help="First day forgotten (inclusive), YYYY-MM-DD UTC [default: the first stored].")
+@click.option("--end", default=None, help="Day after the last one forgotten (exclusive), YYYY-MM-DD [default: all after --start].")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_db_option
+@_json_option
+@click.pass_context
+def forget_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+                   yes: bool, db: Path | None, as_json: bool) -> None:
+    """Delete a market's trades, coverage, summaries, gaps and exported files over whole UTC days.
+
+    One transaction: afterwards the store is as if the span had never been fetched (`verify`
+    passes, the next `refresh` fetches it again). Undoes a refresh with the wrong --category.
+    The account's own fills (`executions`) stay.
+
+    \b
+    Example:
+        bybit-backfill forget BTCUSD --category linear --yes
+        bybit-backfill forget BTCUSDT --category linear --start 2024-01-03 --end 2024-01-05
+    """
+    from store.db import Store
+    from store.forget import forget, forget_days, plan_forget
+    from store.plan import parse_when
+
+    now = _now()
+    first, stop = forget_days(start, end, lambda text: parse_when(text, now))
+    with Store.open(_db_path(ctx, db)) as store:
+        planned = plan_forget(store, category, str(symbol), first, stop)
+        if planned.empty:
+            done = planned
+        else:
+            if not yes:
+                counts = ", ".join(f"{n:,} {table}" for table, n in planned.rows.items() if n)
+                click.confirm(f"forget {symbol} ({category}) {_days_text(first, stop)}: {counts} rows and "
+                              f"{len(planned.files)} exported files?", abort=True, err=True)
+            done = forget(store, category, str(symbol), first, stop)
+    if as_json:
+        _print_json(done.as_dict())
+    elif done.empty:
+        click.echo(f"nothing stored for {symbol} ({category}) {_days_text(first, stop)}")
+    else:
+        counts = ", ".join(f"{table} {n:,}" for table, n in done.rows.items() if n)
+        click.echo(f"forgot {symbol} ({category}) {_days_text(first, stop)}: {counts}; "
+                   f"{done.files_deleted} exported files deleted")
+
+
+def _days_text(first: date, stop: date) -> str:
+    from store.forget import EVERYTHING
+
+    if (first, stop) == EVERYTHING:
+        return "on every day"
+    return f"from {first if first != EVERYTHING[0] else 'the start'} to {stop if stop != EVERYTHING[1] else 'the end'} (exclusive)"
+
+
+_add_common_options(main)
 
 if __name__ == "__main__":
     main()

@@ -81,7 +81,10 @@ class RetryLayer:
         attempt = 0
         while True:
             try:
-                return await self._inner.send(request)
+                response = await self._inner.send(request)
+                log.debug("%s %s -> %d in %.0f ms, %d bytes", request.method, request.endpoint or request.path,
+                          response.status, response.elapsed_s * 1000, response.size_bytes)
+                return response
             except BackfillError as exc:
                 decision = classify(exc)
                 retry = decision is Decision.RETRY and attempt < self._policy.max_retries

@@ -8,6 +8,8 @@ per-endpoint limit (10006) and stamps the `X-Bapi-Limit*` headers; and logs (pat
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TERMINAL_KINDS = ("http_500", "http_502", "http_503", "ret_10016", "ret_10006", "ret_10001_empty",
                   "drop", "stall", "huge_json", "malformed_json", "http_403")
 _STREAMING_KINDS = ("drop", "stall", "huge_json")
+log = logging.getLogger("sim")
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Temporarily Unavailable"}
 _BROKEN_JSON = b'{"retCode":0,"retMsg":"OK","result":{"category":"linear","list":[{"execId":'
 
@@ -132,6 +135,7 @@ async def _respond(request: web.Request, handler: Handler, state: SimState, info
 @web.middleware
 async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE_KEY]
+    began = time.perf_counter()
     info = request_info(request)
     state.count(info)
     mix = state.faults.roll(info)
@@ -140,9 +144,20 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = await _respond(request, handler, state, info, mix)
     except web.HTTPException as exc:  # router misses (unknown paths) and the like
         state.log.append((request.path, raw_query(request), exc.status))
+        _log_request(request, exc.status, began, mix)
         raise
     state.log.append((request.path, raw_query(request), response.status))
+    _log_request(request, response.status, began, mix)
     return response
+
+
+def _log_request(request: web.Request, status: int, began: float, mix: list[Fault]) -> None:
+    """One DEBUG line per request on the `sim` logger (`bybit-backfill sim -v` shows them)."""
+    if log.isEnabledFor(logging.DEBUG):
+        query = f"?{request.query_string}" if request.query_string else ""
+        faults = f" fault: {', '.join(f.kind for f in mix)}" if mix else ""
+        log.debug("%s %s%s -> %d in %.1f ms%s", request.method, request.path, query, status,
+                  (time.perf_counter() - began) * 1000, faults)
 
 
 def create_app(config: SimConfig | None = None, state: SimState | None = None) -> web.Application:

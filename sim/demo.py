@@ -20,7 +20,7 @@ from sim.server import run_in_thread
 DEMO_SYMBOL = "BTCUSDT"
 DEMO_QUERY = """SELECT day, trades, round(open, 1) AS open, round(high, 1) AS high, round(low, 1) AS low,
        round(close, 1) AS close, round(volume, 3) AS volume, round(vwap, 2) AS vwap
-FROM daily WHERE symbol = 'BTCUSDT' ORDER BY day"""
+FROM daily WHERE category = 'linear' AND symbol = 'BTCUSDT' ORDER BY day"""
 
 
 def demo_config(days: int, trades_per_day: int, now: datetime) -> SimConfig:
@@ -31,10 +31,16 @@ def demo_config(days: int, trades_per_day: int, now: datetime) -> SimConfig:
     return SimConfig(now_ms=int(now.timestamp() * 1000), markets=[market])
 
 
+def _files(directory: Path) -> dict[str, tuple[int, int]]:
+    """Visible day files with (mtime_ns, size): what a run wrote is what changed."""
+    if not directory.is_dir():
+        return {}
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in directory.glob("backfill_*.parquet")}
+
+
 def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
              echo: Callable[[str], None] = print) -> None:
     from store import Settings, Store
-    from store.cache_dir import cache_path
     from store.plan import day_start_us
     from store.refresh import refresh
     from store.report import run_sql
@@ -55,15 +61,20 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
         end_us = int(config.now_ms or 0) * 1000
         echo(f"Refreshing {DEMO_SYMBOL} from {today - timedelta(days=days)} to now "
              f"({days} archive days + today's REST tail) into {db_path}...")
+        before = _files(cache_dir)
         with Store.open(db_path) as store:
             summary = asyncio.run(refresh(store, settings.fetch_config(), DEMO_SYMBOL, start_us, end_us,
                                           command="demo", **settings.refresh_arguments()))
     echo(f"  {summary.rows_added:,} rows added, {summary.duplicates_skipped:,} duplicates skipped, "
          f"{summary.requests} requests, {summary.elapsed_s:.1f} s")
     for gap in summary.gaps:
-        echo(f"  gap {gap.start:%Y-%m-%d %H:%M} .. {gap.end:%Y-%m-%d %H:%M}: {gap.reason}")
-    first_file = cache_path(cache_dir, today - timedelta(days=days))
-    echo(f"Parquet cache: {summary.files_exported} files in {cache_dir} (e.g. {first_file.name})")
+        echo(f"  gap {gap.start:%Y-%m-%d %H:%M:%S} .. {gap.end:%Y-%m-%d %H:%M:%S} UTC: {gap.reason}")
+    after = _files(cache_dir)
+    written = sorted(name for name, stamp in after.items() if before.get(name) != stamp)
+    kept = sorted(set(after) - set(written))
+    echo(f"Parquet cache in {cache_dir}: {len(written)} files written"
+         + (f" ({', '.join(written)})" if written else "")
+         + (f", {len(kept)} already up to date ({', '.join(kept)})" if kept else ""))
     echo("Analyst query (the `daily` view):")
     names, rows = run_sql(db_path, DEMO_QUERY)
     widths = [max(len(str(n)), *(len(str(r[i])) for r in rows)) for i, n in enumerate(names)]
@@ -73,5 +84,5 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
     echo("Try next:")
     echo(f"  bybit-backfill status --db {db_path}")
     echo(f"  bybit-backfill gaps {DEMO_SYMBOL} --db {db_path} --days {days + 1}")
-    echo(f"  bybit-backfill sql \"SELECT side, count(*), sum(qty) FROM trades GROUP BY side\" --db {db_path}")
+    echo(f"  bybit-backfill sql \"SELECT side, count(*), sum(qty) FROM trades WHERE category = 'linear' AND symbol = 'BTCUSDT' GROUP BY side\" --db {db_path}")
     echo(f"  bybit-backfill verify --db {db_path}")

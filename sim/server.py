@@ -7,8 +7,9 @@ other interfaces unless `serve` is told to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
@@ -89,12 +90,30 @@ def run_in_thread(config: SimConfig | None = None, state: SimState | None = None
         thread.join(timeout=30)
 
 
-def serve(port: int, host: str = "127.0.0.1", config: SimConfig | None = None) -> None:
-    """Block serving the emulator until interrupted (`bybit-backfill sim`, `python -m sim`)."""
-    app = create_app(config or SimConfig())
+def serve(port: int, host: str = "127.0.0.1", config: SimConfig | None = None,
+          faults: list[tuple[str, float]] | None = None,
+          announce: Callable[[str], None] | None = None) -> None:
+    """Block serving the emulator until interrupted (`bybit-backfill sim`, `python -m sim`).
 
-    def announce(_message: str) -> None:
-        print(f"Bybit emulator on http://{host}:{port} (REST and archive) and ws://{host}:{port}/v5/public/... "
-              "(WebSocket); Ctrl+C to stop", flush=True)
+    It binds first and then announces the bound address (port 0 = any free port, so a script or a
+    test can start it without guessing a port), its markets, its key and the env lines to paste.
+    `faults` are (kind, rate) random mixes, seeded from the config's seed."""
+    from .options import banner
 
-    web.run_app(app, host=host, port=port, print=announce, access_log=None)
+    config = config or SimConfig()
+    say = announce or (lambda line: print(line, flush=True))
+
+    async def run() -> None:
+        state = SimState(config)
+        for number, (kind, rate) in enumerate(faults or []):
+            state.faults.random_mix(rate, [kind], seed=config.seed + number)
+        runner, running = await _start(config, state, host, port)
+        try:
+            for line in banner(running.url, config, faults or []):
+                say(line)
+            await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels the loop
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())

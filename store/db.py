@@ -274,6 +274,71 @@ class Store:
                 raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
         return results
 
+    def user_statement_texts(self, sql: str) -> list[str]:
+        """The statements of an analyst's SQL, split by DuckDB's own parser (never by us)."""
+        try:
+            statements = [str(s.query).strip() for s in self.connection.extract_statements(sql)]
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+        if not statements:
+            raise InputError("the query is empty (or only comments): give a SQL statement, e.g. "
+                             "\"SELECT * FROM daily\"")
+        return statements
+
+    def user_batches(self, statement: str, rows_per_batch: int = 65_536) -> tuple[Any, Iterator[Any]] | None:
+        """Run one analyst statement and stream its answer: (Arrow schema, Arrow record batches), or
+        None for a statement without an answer. Only one batch is held at a time, so the memory a
+        million-row answer takes is one batch's. Read the batches before the next statement."""
+        self._trace(statement, ())
+        try:
+            relation = self.connection.sql(statement)
+            if relation is None:
+                return None
+            reader = relation.to_arrow_reader(rows_per_batch)
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+
+        def batches() -> Iterator[Any]:
+            try:
+                yield from reader
+            except duckdb.InterruptException:
+                raise KeyboardInterrupt from None
+            except duckdb.Error as error:
+                raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+
+        return reader.schema, batches()
+
+    def user_row_batches(self, statement: str, rows_per_batch: int = 10_000
+                         ) -> tuple[list[tuple[str, str]], Iterator[list[tuple[Any, ...]]]] | None:
+        """`user_batches` without pyarrow (the table and JSON outputs render row by row anyway, and
+        `sql` then starts without loading it): ((name, DuckDB type) per column, batches of rows)."""
+        self._trace(statement, ())
+        try:
+            cursor = self.connection.execute(statement)
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
+        except duckdb.Error as error:
+            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+        if not cursor.description:
+            return None
+        columns = [(str(d[0]), str(d[1])) for d in cursor.description]
+
+        def batches() -> Iterator[list[tuple[Any, ...]]]:
+            while True:
+                try:
+                    rows = cursor.fetchmany(rows_per_batch)
+                except duckdb.InterruptException:
+                    raise KeyboardInterrupt from None
+                except duckdb.Error as error:
+                    raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+                if not rows:
+                    return
+                yield rows
+
+        return columns, batches()
+
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._trace(sql, params)
         try:
@@ -297,6 +362,7 @@ class Store:
         """One transaction: everything inside commits together or not at all (and, within this
         process, after any other transaction on the same file has committed)."""
         with self._write_lock:
+            began = time.monotonic()
             self.execute("BEGIN TRANSACTION")
             self._in_transaction = True
             try:
@@ -308,3 +374,4 @@ class Store:
             finally:
                 self._in_transaction = False
             self.execute("COMMIT")
+            log.debug("commit on %s after %.0f ms", self.path, (time.monotonic() - began) * 1000)

@@ -63,6 +63,8 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
     summary.days_in_range = len(all_days)
     missing = unverified(store, category, symbol, start_us, end_us, sources)
     summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
+    log.debug("plan %s %s: %d of %d days already stored, %d spans to fetch", category, symbol,
+              summary.days_from_store, len(all_days), len(missing))
     fetched: Fetched | None = None
     note = None
     try:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fetch.errors import InputError
 from store import daily
 from store.db import Store
 from store.errors import StoreError
 
+# One row per market the store knows of (trades, coverage, open gaps or the account's fills); the
+# gaps and holes are computed next, with the very SQL `gaps` runs, so the two always agree.
 STATUS_SQL = """
     WITH t AS (
         SELECT category, symbol, sum(trades) AS rows, min(first_us) AS first_us, max(last_us) AS last_us
@@ -22,23 +19,81 @@ STATUS_SQL = """
     ),
     c AS (
         SELECT category, symbol, count(DISTINCT start_us) FILTER (WHERE source = 'archive') AS days,
-               max(fetched_at) AS last_refresh
-        FROM coverage WHERE source IN ('archive', 'rest') GROUP BY ALL
+               min(start_us) AS covered_from_us, max(end_us) AS covered_to_us, max(fetched_at) AS last_refresh
+        FROM coverage WHERE source IN ('archive', 'rest', 'ws') GROUP BY ALL
     ),
-    g AS (SELECT category, symbol, count(*) AS open_gaps FROM open_gaps GROUP BY ALL)
-    SELECT coalesce(t.category, c.category) AS category, coalesce(t.symbol, c.symbol) AS symbol,
-           coalesce(c.days, 0) AS days_covered, make_timestamp(t.first_us) AS first_trade,
-           make_timestamp(t.last_us) AS last_trade, coalesce(t.rows, 0) AS rows,
-           coalesce(g.open_gaps, 0) AS open_gaps, c.last_refresh
-    FROM t FULL JOIN c USING (category, symbol) LEFT JOIN g
-      ON g.category = coalesce(t.category, c.category) AND g.symbol = coalesce(t.symbol, c.symbol)
-    WHERE ? IS NULL OR coalesce(t.symbol, c.symbol) = ?
-    ORDER BY category, symbol"""
+    g AS (SELECT category, symbol, min(start_us) AS gaps_from_us, max(end_us) AS gaps_to_us
+          FROM open_gaps GROUP BY ALL),
+    x AS (SELECT category, symbol, count(*) AS executions, max(time_us) AS last_execution_us
+          FROM executions GROUP BY ALL),
+    m AS (SELECT category, symbol FROM t UNION SELECT category, symbol FROM c
+          UNION SELECT category, symbol FROM g UNION SELECT category, symbol FROM x)
+    SELECT m.category, m.symbol, coalesce(c.days, 0) AS days_covered, t.first_us, t.last_us,
+           coalesce(t.rows, 0) AS rows, c.covered_from_us, c.covered_to_us, g.gaps_from_us, g.gaps_to_us,
+           c.last_refresh, coalesce(x.executions, 0) AS executions, x.last_execution_us
+    FROM m LEFT JOIN t USING (category, symbol) LEFT JOIN c USING (category, symbol)
+           LEFT JOIN g USING (category, symbol) LEFT JOIN x USING (category, symbol)
+    WHERE ? IS NULL OR m.symbol = ?
+    ORDER BY m.category, m.symbol"""
+
+SYMBOLS_SQL = """
+    SELECT DISTINCT symbol FROM (SELECT symbol FROM day_summary UNION SELECT symbol FROM coverage
+                                 WHERE source <> 'executions')
+    ORDER BY symbol"""
+
+
+def iso_utc(value: Any) -> Any:
+    """Every time `status` shows is ISO-8601 UTC ending in Z (TIMESTAMPTZ values come back in the
+    session's zone, TIMESTAMP values naive: both are the same instants)."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, datetime):
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return aware.isoformat().replace("+00:00", "Z")
+    if isinstance(value, str) and value.endswith("+00:00") and "T" in value:
+        return value.removesuffix("+00:00") + "Z"
+    return value
+
+
+def _iso_us(value: Any) -> str | None:
+    from store.coverage import us_to_dt
+
+    return None if value is None else str(iso_utc(us_to_dt(int(value))))
 
 
 def status(store: Store, symbol: str | None = None) -> list[dict[str, Any]]:
+    """Per market: what is stored, the holes inside the stored range and the open gaps (the ones
+    `gaps` reports over `gaps_range`), the account's fills, and when it was last refreshed.
+
+    A dict per market, so fields added later (the follower, the writer) render without changes."""
+    from store.coverage import find_gaps, uncovered
+
     wanted = symbol.upper() if symbol else None
-    return store.query_dicts(STATUS_SQL, [wanted, wanted])
+    rows = []
+    for row in store.query_dicts(STATUS_SQL, [wanted, wanted]):
+        category, name = row["category"], row["symbol"]
+        covered = (row["covered_from_us"], row["covered_to_us"])
+        holes = uncovered(store, category, name, *covered) if covered[0] is not None else []
+        lo = min(v for v in (row["covered_from_us"], row["gaps_from_us"]) if v is not None) if (
+            row["covered_from_us"] is not None or row["gaps_from_us"] is not None) else None
+        hi = max(v for v in (row["covered_to_us"], row["gaps_to_us"]) if v is not None) if lo is not None else None
+        gaps = find_gaps(store, category, name, lo, hi) if lo is not None and hi is not None else []
+        rows.append({
+            "category": category, "symbol": name, "days_covered": int(row["days_covered"]),
+            "first_trade": _iso_us(row["first_us"]), "last_trade": _iso_us(row["last_us"]),
+            "rows": int(row["rows"]),
+            "holes": [f"{_iso_us(a)} .. {_iso_us(b)}" for a, b in holes],
+            "open_gaps": len(gaps),
+            "gaps_range": [_iso_us(lo), _iso_us(hi)] if lo is not None else None,
+            "last_refresh": iso_utc(row["last_refresh"]),
+            "executions": int(row["executions"]), "last_execution": _iso_us(row["last_execution_us"]),
+        })
+    return rows
+
+
+def stored_symbols(store: Store) -> list[str]:
+    """Every symbol with trades or trade coverage (for "no trades for X; the store has ...")."""
+    return [str(name) for (name,) in store.query(SYMBOLS_SQL)]
 
 
 @dataclass
@@ -255,46 +310,3 @@ def run_sql(path: str | Path, query: str) -> tuple[list[str], list[tuple[Any, ..
     """The answer of the last statement of an analyst's SQL (see `run_queries`)."""
     last = run_queries(path, query)[-1]
     return last.names, last.rows
-
-
-def render_csv(result: QueryResult) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(result.names)
-    writer.writerows(result.rows)
-    return buffer.getvalue()
-
-
-def render_json(results: list[QueryResult]) -> str:
-    """One statement: a list of row objects; several: a list of those lists, one per statement."""
-    lists = [[dict(zip(r.names, row)) for row in r.rows] for r in results]
-    return json.dumps(lists[0] if len(lists) == 1 else lists, indent=2, default=str)
-
-
-def write_result(path: str | Path, query: str, fmt: str, output: Path, *, wait_s: float = 0.0) -> QueryResult:
-    """Write a one-statement query's answer to `output` as csv, json or parquet: the tool writes the
-    file (the analyst's connection cannot), via a hidden temp name and a rename."""
-    results = run_queries(path, query, arrow=fmt == "parquet", wait_s=wait_s)
-    if len(results) != 1:
-        raise InputError(f"--output takes the answer of one statement, the query has {len(results)}: "
-                         "run them one at a time")
-    result = results[0]
-    target = Path(output)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            if result.rows is None:
-                raise InputError("the statement returns no rows to write: give a query")
-            pq.write_table(result.rows, temp)
-        else:
-            temp.write_text(render_csv(result) if fmt == "csv" else render_json([result]) + "\n",
-                            encoding="utf-8")
-        os.replace(temp, target)
-    except OSError as error:
-        raise InputError(f"cannot write {target}: {error.strerror or error}; choose another --output") from None
-    finally:
-        temp.unlink(missing_ok=True)
-    rows = result.rows.num_rows if fmt == "parquet" else len(result.rows)
-    return QueryResult(result.statement, result.names, rows)

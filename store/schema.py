@@ -175,9 +175,64 @@ _V5 = [*reconcile.MIGRATION,
        ("COMMENT ON COLUMN coverage.source IS 'archive (a whole day file), rest (recent-trade), ws (live "
         "WebSocket capture) or executions'")]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# Version 6: every table, view and column explains itself (`SELECT table_name, column_name, comment
+# FROM duckdb_columns()`): comments only, no data changes.
+_MARKET = {"category": "linear, inverse or spot", "symbol": "Bybit symbol, e.g. BTCUSDT"}
+_SUMMARY = {"day": "UTC day", "trades": "Number of trades of the day", "low": "Lowest price",
+            "high": "Highest price", "open": "Price of the first trade", "close": "Price of the last trade",
+            "volume": "sum(qty)", "taker_buy_volume": "sum(qty) of trades whose taker bought"}
+COLUMN_COMMENTS: dict[str, dict[str, str]] = {
+    "conflicts": {**_MARKET, "trade_id": "The trade id seen again",
+                  "stored_time_us": "Time of the stored row, epoch microseconds UTC",
+                  "stored_price": "Price of the stored row", "stored_qty": "Size of the stored row",
+                  "stored_side": "Taker side of the stored row", "new_time_us": "Time of the arriving row",
+                  "new_price": "Price of the arriving row", "new_qty": "Size of the arriving row",
+                  "new_side": "Taker side of the arriving row", "new_source": "Source of the arriving row",
+                  "seen_at": "When the conflict was seen"},
+    "coverage": {**_MARKET, "start_us": "Start of the interval (inclusive), epoch microseconds UTC",
+                 "end_us": "End of the interval (exclusive), epoch microseconds UTC",
+                 "fetched_at": "When the interval was fetched and committed",
+                 "detail": "Where it came from (e.g. the archive file) or other notes"},
+    "day_summary": {**_MARKET, **_SUMMARY, "first_us": "Time of the first trade, epoch microseconds UTC",
+                    "last_us": "Time of the last trade, epoch microseconds UTC"},
+    "executions": {"exec_id": "execId: the fill's id (the key)", **_MARKET, "order_id": "orderId of the fill",
+                   "price": "execPrice", "qty": "execQty", "side": "Buy or Sell (the account's side)",
+                   "fee": "execFee (negative: a rebate)", "fee_currency": "Currency of the fee",
+                   "is_maker": "True when the account was the maker"},
+    "exports": {**_MARKET, "day": "UTC day of the file", "path": "Path of the parquet file",
+                "rows": "Rows written", "id_mode": "tick (decimal TradeTick.id) or raw (the exchange id) in column i",
+                "exported_at": "When the file was written"},
+    "open_gaps": {**_MARKET, "start_us": "Start of the gap (inclusive), epoch microseconds UTC",
+                  "end_us": "End of the gap (exclusive), epoch microseconds UTC",
+                  "reason": "Why the interval could not be covered", "recorded_at": "When the gap was recorded"},
+    "reconciliation": {**_MARKET, "day": "UTC day reconciled", "archive_trades": "Trades in the archive file",
+                       "live_trades": "Live (ws/rest) trades stored for the day before the archive replaced them",
+                       "matched": "Trades in both", "reconciled_at": "When the archive replaced the live rows"},
+    "schema_version": {"version": "Schema version applied", "applied_at": "When it was applied"},
+    "daily": {**_MARKET, **_SUMMARY, "first_ts": "Time of the first trade (TIMESTAMP, UTC)",
+              "last_ts": "Time of the last trade (TIMESTAMP, UTC)", "vwap": "Volume-weighted average price"},
+    "trades_v": {**_MARKET, "trade_id": "Exchange trade id", "tick_id": "TradeTick.id",
+                 "ts": "Trade time (TIMESTAMP, UTC, microseconds)", "time_us": "Trade time, epoch microseconds UTC",
+                 "price": "Trade price", "qty": "Trade size", "side": "Taker side: buy or sell",
+                 "is_buyer_maker": "True when the taker sold", "is_block_trade": "Block trade flag (NULL if unknown)",
+                 "source": "archive, rest or ws", "notional": "price * qty"},
+}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_V6 = ["COMMENT ON TABLE schema_version IS 'Schema versions applied to this file, one row per migration'"] + [
+    f"COMMENT ON COLUMN {table}.{column} IS {_quote(comment)}"
+    for table, columns in COLUMN_COMMENTS.items() for column, comment in columns.items()]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 log = logging.getLogger("context.backfill")
 SCHEMA_VERSION = len(MIGRATIONS)
+# Version 6 only adds comments: a version-5 file answers every read-only command the same, so the
+# read-only commands keep working on it until the next `refresh` upgrades it.
+READABLE_FROM = 5
 
 
 def current_version(store: Store) -> int:
@@ -222,7 +277,7 @@ def check_readable(store: Store) -> None:
     (e.g. a first run killed while it created the file) with what to do, not a catalog error later."""
     check_ours(store)
     version = stored_version(store)
-    if version < SCHEMA_VERSION:
+    if version < READABLE_FROM:
         raise StoreError(f"{store.path} has schema version {version}, this release needs {SCHEMA_VERSION} "
                          "(a first run was interrupted while creating it, or an older release made it); "
                          "run `bybit-backfill refresh` on it once to complete or upgrade it")

@@ -133,3 +133,29 @@ def settings_table() -> list[tuple[str, str, str]]:
         shown = "" if isinstance(default, SecretStr) else str(default)
         rows.append((name.upper(), shown, field.description or ""))
     return rows
+
+
+def describe_settings(settings: Settings, environ: dict[str, str], env_file: Path | None = Path(".env"),
+                      flags: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The effective configuration, one row per variable: its value and where it came from (`flag`,
+    `env`, `.env` or `default`), the way pydantic-settings resolved it (env beats .env beats the
+    default). Secrets are never shown: `****` when set, with `set` saying whether it is."""
+    from dotenv import dotenv_values
+
+    in_env = {key.lower(): key for key in environ}
+    in_file = {key.lower() for key, value in dotenv_values(env_file).items()
+               if value is not None} if env_file is not None and env_file.is_file() else set()
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = (flags or {}).get(name)
+        source = "flag" if value is not None else "env" if name in in_env else ".env" if name in in_file else "default"
+        if value is None:
+            value = getattr(settings, name)
+        row: dict[str, Any] = {"variable": name.upper(), "source": source}
+        if isinstance(value, SecretStr):
+            row.update(value="****" if value.get_secret_value() else "", set=bool(value.get_secret_value()))
+        else:
+            row.update(value=str(value), set=True)
+        row["meaning"] = field.description or ""
+        rows.append(row)
+    return rows
