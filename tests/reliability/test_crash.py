@@ -359,3 +359,36 @@ def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_confi
     assert len(reads) > 50, "the reader must have raced the writers many times"
     assert parquet_problems(cache) == [] and len(list(cache.glob("backfill_*.parquet"))) == 8
     assert leftovers(cache) == [], "temp files of the killed exports were removed"
+
+
+def test_one_of_two_writers_killed_at_random_moments_loses_and_duplicates_nothing(sim_config,
+                                                                                 tmp_path: Path) -> None:
+    """Two refreshes share one store, each holding it only while it commits (BTCUSDT, and ETHUSDT
+    over the same days); one is SIGKILLed after a random one of its requests. The other completes;
+    the store holds whole committed days only; the killed one's rerun completes it: every trade of
+    both symbols exactly once."""
+    rng = random.Random(20241201)
+    config = replace(slow_exchange(sim_config), markets=[
+        MarketSpec("BTCUSDT", "linear", trades_per_day=PER_DAY, listed=date(2024, 1, 1)),
+        MarketSpec("ETHUSDT", "linear", trades_per_day=PER_DAY // 3, base_price=3_000.0, listed=date(2024, 1, 1))])
+    other = ["refresh", "ETHUSDT", "--start", "2024-01-01", "--end", "2024-01-10"]
+    kills = 6
+    with run_in_thread(config) as sim:
+        whole = counted_run(sim, tmp_path / "baseline.duckdb", tmp_path / "baseline-cache", REFRESH)
+        for n in range(kills):
+            db = tmp_path / f"two{n}.duckdb"
+            survivor = start_cli(sim.url, db, tmp_path / f"eth{n}", other, capture=True)
+            victim = start_cli(sim.url, db, tmp_path / f"btc{n}", REFRESH)
+            kill_after_request(sim, victim, rng.randint(1, whole))
+            _, err = survivor.communicate(timeout=180)
+            assert survivor.returncode == 0, err
+            with Store.open(db, read_only=True) as store:
+                assert verify(store).ok
+                committed = archive_days(store, "BTCUSDT")
+                assert store.query_one("SELECT count(*) FROM trades WHERE symbol = 'BTCUSDT' AND source = "
+                                       "'archive'") == (PER_DAY * len(committed),), "whole BTCUSDT days only"
+                assert_exactly_the_truth(store, sim.config, "ETHUSDT", day(1), us(day(10)))
+            with fast(sim), Store.open(db) as store:
+                asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(10))))
+                assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)))
+                assert_exactly_the_truth(store, sim.config, "ETHUSDT", day(1), us(day(10)))
