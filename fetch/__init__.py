@@ -26,10 +26,10 @@ if TYPE_CHECKING:
                          ExchangeError, InputError, IpBanned, ParameterError, RateLimited, ServerError,
                          Terminal, Transient, TransportError)
     from .executions import ExecutionSource, Window, plan_windows
-    from .models import (TRADE_SCHEMA, Category, Execution, LimitStatus, RecentTail, Source, Trade,
-                         trades_to_table)
+    from .models import TRADE_SCHEMA, Category, Execution, RecentTail, Source, Trade, trades_to_table
     from .parse import archive_rows, read_archive
     from .rest import RecentTradeSource
+    from .wire import LimitStatus
 
 __all__ = [
     "ArchiveError", "ArchiveFile", "ArchiveSource", "AuthError", "BackfillError", "BadResponse",
@@ -51,9 +51,9 @@ _EXPORTS = {
                "ExchangeError", "InputError", "IpBanned", "ParameterError", "RateLimited", "ServerError",
                "Terminal", "Transient", "TransportError"),
     "executions": ("ExecutionSource", "Window", "plan_windows"),
-    "models": ("TRADE_SCHEMA", "Category", "Execution", "LimitStatus", "RecentTail", "Source", "Trade",
-               "trades_to_table"),
+    "models": ("TRADE_SCHEMA", "Category", "Execution", "RecentTail", "Source", "Trade", "trades_to_table"),
     "parse": ("archive_rows", "read_archive"),
     "rest": ("RecentTradeSource",),
+    "wire": ("LimitStatus",),
 }
 __getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())

@@ -25,7 +25,7 @@ from enum import Enum
 from .config import BreakerPolicy
 from .errors import (BackfillError, BadResponse, CircuitOpen, IpBanned, RateLimited, ServerError,
                      TransportError)
-from .transport import Request, Response, Transport
+from .wire import Request, Response, Transport
 
 log = logging.getLogger("context.backfill")
 

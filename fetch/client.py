@@ -27,14 +27,15 @@ from types import TracebackType
 from typing import Any
 
 from .breaker import BreakerLayer, BreakerState, CircuitBreaker, Transition
-from .check import CheckLayer
+from .response_check import CheckLayer
 from .config import Credentials, FetchConfig
 from .errors import AuthError, BackfillError, ClockSkew, IpBanned, RateLimited
 from .limiter import LimiterLayer, RateLimiter
 from .parse import parse_envelope, parse_server_time_ms
 from .retry import Decision, RetryLayer
 from .signing import ParamValue, auth_headers, build_query
-from .transport import AiohttpTransport, Request, Response, Transport
+from .transport import AiohttpTransport
+from .wire import Request, Response, Transport
 
 log = logging.getLogger("context.backfill")
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from ._ordered import ordered_map
+from .ordered_map import ordered_map
 from .client import BybitClient
 from .errors import BadResponse, InputError
 from .models import Category, Execution

@@ -89,15 +89,6 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
-class LimitStatus:
-    """The `X-Bapi-Limit*` headers of one response; every field is optional on the wire."""
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset_at_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RecentTail:
     """What recent-trade returned: the trades (ascending) and the span they prove complete."""
 

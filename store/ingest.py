@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fetch import arrowconst
+from fetch import arrow_scalars
 from fetch.models import TRADE_SCHEMA
 from store.daily import resummarize
 from store.db import Store
@@ -195,10 +195,10 @@ class Staging:
         if self.source is None:
             self.source = str(batch.column("source")[0].as_py())
         for name, expected in (("category", self.category), ("symbol", self.symbol), ("source", self.source)):
-            if not pc.all(pc.equal(batch.column(name), arrowconst.string(expected)), skip_nulls=False).as_py():
+            if not pc.all(pc.equal(batch.column(name), arrow_scalars.string(expected)), skip_nulls=False).as_py():
                 raise ValueError(f"a batch staged for {self.category} {self.symbol} ({self.source}) holds "
                                  f"another {name}")
-        sides = arrowconst.string_array(("buy", "sell"))
+        sides = arrow_scalars.string_array(("buy", "sell"))
         if not pc.all(pc.is_in(batch.column("side"), value_set=sides), skip_nulls=False).as_py():
             raise ValueError("a staged trade's side is neither 'buy' nor 'sell'")
         self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))

@@ -28,7 +28,7 @@ from fetch.parse import (
     parse_recent_trades,
     read_archive,
 )
-from fetch.transport import Request, Response
+from fetch.wire import Request, Response
 from store import Store, read_cache, refresh, tick_id
 from store.coverage import dt_to_us
 from store.ingest import ingest_batch
