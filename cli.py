@@ -296,9 +296,9 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
     """
     import asyncio
 
-    from store.db import Store
-    from store.plan import resolve_range
     from store.refresh import refresh
+    from store.schema import open_store
+    from store.timerange import resolve_range
 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
@@ -316,7 +316,7 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
         check_cache_template(str(cache_dir), 1)
         cache_dir = cache_dir_for(str(cache_dir), category, symbol)
     progress = _ProgressLine(ctx.obj["interactive"] and not as_json)
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         try:
             summary = asyncio.run(refresh(store, settings.fetch_config(), symbol, start_us, end_us,
                                           category=category, progress=progress,
@@ -347,12 +347,12 @@ def _single_lake(ctx: click.Context, *, store_path: Path, lake: str | None, cate
     import os
     from datetime import timedelta
 
-    from store.db import Store
     from store.lake import open_location, write_lake
-    from store.plan import day_of_us
+    from store.schema import open_store
+    from store.timeutil import day_of_us
 
     location = open_location(lake, os.environ)
-    with Store.open(store_path, read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(store_path, read_only=True, wait_s=_lock_wait(ctx)) as store:
         return write_lake(store, location, categories=[category], symbols=[symbol],
                           first=day_of_us(start_us), stop=day_of_us(end_us - 1) + timedelta(days=1))
 
@@ -365,9 +365,9 @@ def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, e
     import os
 
     from fetch.instruments import statuses_for
-    from store.db import Store
     from store.lake import open_location
     from store.market import Shard, refresh_market
+    from store.schema import open_store
 
     settings = _settings(ctx)
     statuses = statuses_for(status)
@@ -380,7 +380,7 @@ def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, e
         log.info("%s: %d days fetched, %d rows added%s", result.symbol, result.days_fetched,
                  result.rows_added, f", failed: {result.error}" if result.error else "")
 
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         summary = asyncio.run(refresh_market(
             store, settings.fetch_config(), list(symbols) or None, start_us, end_us, category=category,
             statuses=statuses, shard=parsed, cache_template=template, id_mode=settings.backfill_export_id,
@@ -493,9 +493,9 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
     """
     import asyncio
 
-    from store.db import Store
     from store.executions import refresh_executions
-    from store.plan import resolve_range
+    from store.schema import open_store
+    from store.timerange import resolve_range
 
     settings = _settings(ctx)
     config = settings.fetch_config()
@@ -503,7 +503,7 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
         raise InputError("executions needs BYBIT_API_KEY and BYBIT_API_SECRET (env or .env): set both "
                          "to a key with read permission")
     start_us, end_us = resolve_range(start, end, days, _now(), default_days=7)
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
         summary = asyncio.run(refresh_executions(store, config, start_us, end_us, category=category,
                                                  symbol=symbol, exec_type=exec_type))
     if as_json:
@@ -529,12 +529,12 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
     Example:
         bybit-backfill status BTCUSDT
     """
-    from store.db import Store
     from store.follow_state import follower_status
     from store.report import status
+    from store.schema import open_store
     from store.writer_state import active_writer
 
-    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         rows = status(store, symbol)
     followers = follower_status(_db_path(ctx, db))
     writer = active_writer(_db_path(ctx, db))
@@ -572,11 +572,11 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
         bybit-backfill gaps BTCUSDT --start 2024-01-01 --end 2024-01-08 --min-silence 60
     """
     from store.coverage import find_gaps
-    from store.db import Store
-    from store.plan import resolve_range
+    from store.schema import open_store
+    from store.timerange import resolve_range
 
     start_us, end_us = resolve_range(start, end, days, _now())
-    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         found = find_gaps(store, category, symbol.upper(), start_us, end_us, min_silence)
     if as_json:
         _print_json([gap.as_dict() for gap in found])
@@ -609,14 +609,15 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
     Example:
         bybit-backfill export BTCUSDT --start 2024-01-01 --end 2024-01-08 --cache-dir ./cache
     """
-    from store.db import Store
     from store.export import export_range
-    from store.plan import days_touching, resolve_range
+    from store.schema import open_store
+    from store.timerange import resolve_range
+    from store.timeutil import days_touching
 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
     wanted: list[date] = days_touching([(start_us, end_us)])
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
         report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
@@ -684,11 +685,11 @@ def verify_command(ctx: click.Context, db: Path | None, as_json: bool, repair: b
         bybit-backfill verify
         bybit-backfill verify --repair && bybit-backfill refresh BTCUSDT --start 2024-01-01
     """
-    from store.db import Store
     from store.report import repair as repair_store
     from store.report import verify
+    from store.schema import open_store
 
-    with Store.open(_db_path(ctx, db), read_only=not repair, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=not repair, wait_s=_lock_wait(ctx)) as store:
         if repair:
             repaired = repair_store(store)
             if not as_json:
@@ -753,15 +754,15 @@ def lake_write_command(ctx: click.Context, dest: str, symbols: tuple[str, ...], 
     """
     import os
 
-    from store.db import Store
     from store.lake import open_location, write_lake
-    from store.plan import parse_when
+    from store.schema import open_store
+    from store.timerange import parse_when
 
     now = _now()
     first = parse_when(start, now).date() if start else date(2000, 1, 1)
     stop = parse_when(end, now).date() if end else None
     location = open_location(dest, os.environ)
-    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         report = write_lake(store, location, categories=[category] if category else None,
                             symbols=list(symbols) or None, first=first, stop=stop)
     _print_json(report.as_dict()) if as_json else _render_lake(report)

@@ -33,11 +33,12 @@ def demo_config(days: int, trades_per_day: int, now: datetime) -> SimConfig:
 
 def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
              echo: Callable[[str], None] = print) -> None:
-    from store import Settings, Store
+    from store import Settings
     from store.cache_dir import cache_path
-    from store.plan import day_start_us
     from store.refresh import refresh
     from store.report import run_sql
+    from store.schema import open_store
+    from store.timeutil import day_start_us
 
     now = datetime.now(UTC).replace(microsecond=0)
     today = now.date()
@@ -55,7 +56,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
         end_us = int(config.now_ms or 0) * 1000
         echo(f"Refreshing {DEMO_SYMBOL} from {today - timedelta(days=days)} to now "
              f"({days} archive days + today's REST tail) into {db_path}...")
-        with Store.open(db_path) as store:
+        with open_store(db_path) as store:
             summary = asyncio.run(refresh(store, settings.fetch_config(), DEMO_SYMBOL, start_us, end_us,
                                           command="demo", **settings.refresh_arguments()))
     echo(f"  {summary.rows_added:,} rows added, {summary.duplicates_skipped:,} duplicates skipped, "

@@ -20,14 +20,15 @@ if TYPE_CHECKING:
     from store.executions import ExecutionsSummary, refresh_executions
     from store.export import CACHE_SCHEMA, export_days
     from store.history import BybitConnectorHistory, TradeTick, create_history_provider, read_cache, tick_id
-    from store.plan import resolve_range
     from store.refresh import Progress, RefreshSummary, refresh
+    from store.schema import open_store
     from store.settings import Settings
+    from store.timerange import resolve_range
 
 __all__ = [
     "BybitConnectorHistory", "CACHE_SCHEMA", "ExecutionsSummary", "ExportError", "Gap", "NotADatabase",
     "Progress", "RefreshSummary", "Settings", "Store", "StoreError", "StoreLocked", "TradeTick",
-    "cache_path", "create_history_provider", "export_days", "find_gaps", "read_cache", "refresh",
+    "cache_path", "create_history_provider", "export_days", "find_gaps", "open_store", "read_cache", "refresh",
     "refresh_executions", "resolve_range", "tick_id",
 ]
 
@@ -39,9 +40,10 @@ _EXPORTS = {
     "executions": ("ExecutionsSummary", "refresh_executions"),
     "export": ("CACHE_SCHEMA", "export_days"),
     "history": ("BybitConnectorHistory", "TradeTick", "create_history_provider", "read_cache", "tick_id"),
-    "plan": ("resolve_range",),
     "refresh": ("Progress", "RefreshSummary", "refresh"),
+    "schema": ("open_store",),
     "settings": ("Settings",),
+    "timerange": ("resolve_range",),
 }
 __getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from store.coverage import find_gaps
 from store.db import Store
 from store.errors import ExportError, StoreError
-from store.plan import day_start_us, days_touching
+from store.timeutil import day_start_us, days_touching
 
 OWNER_FILE = ".bybit-backfill-owner.json"
 TEMP_DIR = ".bybit-backfill-tmp"

@@ -10,25 +10,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from store.db import Store
+from store.timeutil import us_to_dt
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-DAY_US = 86_400_000_000
 TRADE_SOURCES = ("archive", "rest", "ws")
-
-
-def us_to_dt(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
-
-
-def dt_to_us(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass(frozen=True, slots=True)

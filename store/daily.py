@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from store.coverage import DAY_US
+from store.timeutil import DAY_US
 
 if TYPE_CHECKING:
     from store.db import Store

@@ -168,9 +168,10 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0,
-             memory_limit: str = "2GB", migrate: bool = True, sandbox: bool = False) -> Store:
-        """Open (creating and migrating unless read-only); wait up to `wait_s` for another writer.
-        `sandbox` (read-only only) locks the connection away from every other file (`SANDBOX`)."""
+             memory_limit: str = "2GB", sandbox: bool = False) -> Store:
+        """Open the file as it is (creating it unless read-only); wait up to `wait_s` for another
+        writer. `sandbox` (read-only only) locks the connection away from every other file (`SANDBOX`).
+        Nothing is migrated here: `store.schema.open_store` opens and brings the schema up to date."""
         target = str(path)
         if read_only and not Path(target).exists():
             raise StoreError(f"no store at {target}; run `bybit-backfill refresh` first or pass --db")
@@ -180,18 +181,7 @@ class Store:
         if sandbox:
             config.update(SANDBOX)
         connection = _connect(target, read_only or sandbox, config, wait_s)
-        store = cls(connection, target, read_only or sandbox, wait_s=wait_s, config=config)
-        try:
-            if migrate:
-                from store import schema  # schema needs Store: imported late, no cycle at load time
-                if read_only or sandbox:
-                    schema.check_readable(store)
-                else:
-                    schema.migrate(store)
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return cls(connection, target, read_only or sandbox, wait_s=wait_s, config=config)
 
     def close(self) -> None:
         if self._connection is not None:

@@ -18,8 +18,9 @@ import pyarrow as pa
 from fetch import BybitClient, ExecutionSource, FetchConfig
 from fetch.models import Execution
 from fetch.symbols import normalize_symbol
-from store.coverage import add_coverage, uncovered, us_to_dt
+from store.coverage import add_coverage, uncovered
 from store.db import Store
+from store.timeutil import us_to_dt
 
 ALL_SYMBOLS = "*"
 

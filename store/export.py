@@ -46,7 +46,7 @@ from store.cache_dir import (
 )
 from store.db import Store
 from store.errors import ExportError, StoreError
-from store.plan import day_start_us
+from store.timeutil import day_start_us
 
 CACHE_SCHEMA = pa.schema([
     pa.field("T", pa.int64()),

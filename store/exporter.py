@@ -32,7 +32,7 @@ class ExportedRows:
 
 def _write_on_own_connection(path: str, *, category: str, symbol: str, day: date, target: Path,
                              id_mode: str) -> int:
-    with Store.open(path, wait_s=REACQUIRE_WAIT_S, migrate=False) as own:
+    with Store.open(path, wait_s=REACQUIRE_WAIT_S) as own:
         return write_day(own, category=category, symbol=symbol, day=day, target=target, id_mode=id_mode)
 
 

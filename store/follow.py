@@ -43,12 +43,14 @@ from fetch.errors import BackfillError, ParameterError
 from fetch.models import Trade, trades_to_table
 from fetch.rest import RecentTradeSource
 from fetch.ws import PublicStream, StreamOptions, plan_connections
-from store.coverage import DAY_US, record_open_gaps, us_to_dt
+from store.coverage import record_open_gaps
 from store.db import Store
 from store.errors import StoreError
 from store.follow_state import follower_status, state_dir, write_json_atomic
 from store.ingest import ingest_batch
+from store.schema import open_store
 from store.spans import CoverageClaim, Session, SpanBook, Work
+from store.timeutil import DAY_US, us_to_dt
 
 log = logging.getLogger("context.backfill")
 
@@ -210,7 +212,7 @@ class Follower:
     async def _load_previous_ends(self) -> None:
         """Where each symbol's verified coverage ended before this run: the first bridge starts there."""
         def load() -> dict[str, int | None]:
-            with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
+            with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
                 rows = store.query("SELECT symbol, max(end_us) FROM coverage WHERE category = ? AND source IN "
                                    "('archive', 'rest', 'ws') GROUP BY symbol", [self.config.category])
             return {str(s): int(e) for s, e in rows if e is not None}
@@ -251,7 +253,7 @@ class Follower:
 
     def _commit_sync(self, works: dict[str, Work]) -> int:
         added = 0
-        with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store, store.atomic():
+        with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store, store.atomic():
             for symbol, work in works.items():
                 added += self._write_work(store, symbol, work)
         return added
@@ -320,7 +322,7 @@ class Follower:
         async with self._write:
             def work() -> int:
                 files = 0
-                with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
+                with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
                     for symbol in self.symbols:
                         directory, newest = self.cache_dir_for(symbol), self.books[symbol].committed_newest_us
                         if directory is None or newest is None:
@@ -348,7 +350,7 @@ class Follower:
             for day in [d for d in days if d in published]:
                 start = int((day - date(1970, 1, 1)).days) * DAY_US
                 async with self._write:
-                    store = Store.open(self.config.db_path, wait_s=self.config.lock_wait_s)
+                    store = open_store(self.config.db_path, wait_s=self.config.lock_wait_s)
                     try:
                         summary = await refresh(store, self.config.fetch, symbol, start, start + DAY_US,
                                                 category=self.config.category, cache_dir=self.cache_dir_for(symbol),
@@ -365,7 +367,7 @@ class Follower:
                                 "trying again at the next check", symbol, day, ", ".join(summary.days_failed))
 
     def _unsettled_days(self, symbol: str, today_start: int) -> list[date]:
-        with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
+        with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
             rows = store.query(UNSETTLED_DAYS_SQL, [self.config.category, symbol, today_start, today_start,
                                                     self.config.category, symbol])
         return [date(1970, 1, 1) + timedelta(days=int(r[0])) for r in rows]

@@ -43,7 +43,7 @@ from fetch.errors import InputError
 from store.coverage import uncovered
 from store.db import Store
 from store.errors import ExportError, StoreError
-from store.plan import day_start_us, days_touching
+from store.timeutil import day_start_us, days_touching
 
 TABLE = "trades"
 DATA_NAME = "part-0.parquet"
@@ -487,7 +487,7 @@ def verify_lake(location: Location) -> VerifyReport:
     report = VerifyReport(location.uri)
     listing = _listing(location)
     try:
-        scratch = Store.open(":memory:", migrate=False)
+        scratch = Store.open(":memory:")
     except StoreError as error:
         raise LakeError(f"cannot start DuckDB to verify the lake: {error}") from None
     with scratch:

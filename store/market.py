@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fetch.errors import BackfillError, InputError
-from store.coverage import us_to_dt
 from store.db import Store
-from store.plan import day_of_us, day_start_us, days_touching
+from store.timeutil import day_of_us, day_start_us, days_touching, us_to_dt
 
 if TYPE_CHECKING:
     from fetch.client import BybitClient

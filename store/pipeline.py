@@ -38,9 +38,10 @@ from store.coverage import Gap, add_coverage
 from store.db import Store
 from store.exporter import ExportedRows, Exporter
 from store.ingest import EMPTY, IngestResult, Staging, distinct_ids_between, ingest_batch, ingest_staged
-from store.plan import RefreshPlan, day_start_us, plan_refresh, unpublished_reason
+from store.plan import RefreshPlan, plan_refresh, unpublished_reason
 from store.staging import stage_file
 from store.summary import Progress, ProgressCallback
+from store.timeutil import day_start_us
 from store.writer_state import WriterNote
 
 if TYPE_CHECKING:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from fetch.symbols import normalize_symbol
 from store.cache_dir import check_cache_dir, complete_days, days_needing_export
-from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified, us_to_dt
+from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified
 from store.db import Store
-from store.plan import days_touching
 from store.summary import Progress, ProgressCallback, RefreshSummary
+from store.timeutil import days_touching, us_to_dt
 
 if TYPE_CHECKING:
     from fetch.client import BybitClient

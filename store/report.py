@@ -14,6 +14,7 @@ from fetch.errors import InputError
 from store import daily
 from store.db import Store
 from store.errors import StoreError
+from store.schema import open_store
 
 STATUS_SQL = """
     WITH t AS (
@@ -144,7 +145,7 @@ def verify(store: Store) -> VerifyReport:
 
 
 def _iso(value_us: int) -> str:
-    from store.coverage import us_to_dt
+    from store.timeutil import us_to_dt
 
     try:
         return us_to_dt(int(value_us)).isoformat()
@@ -207,7 +208,7 @@ def _export_problems(store: Store) -> list[str]:
 def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: str,
                   size_bytes: int | None, stored: int) -> str | None:
     from store.cache_dir import footer_rows
-    from store.plan import day_start_us
+    from store.timeutil import day_start_us
 
     try:
         size = target.stat().st_size
@@ -246,7 +247,7 @@ def run_queries(path: str | Path, query: str, *, arrow: bool = False, wait_s: fl
     """Every statement of an analyst's SQL, on a sandboxed read-only connection (`store.db.SANDBOX`):
     it can neither change the store nor read or write any other file. Waits up to `wait_s` while a
     writer commits."""
-    with Store.open(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
+    with open_store(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
         return [QueryResult(text, names, rows) for text, names, rows in
                 store.user_statements(query, arrow=arrow)]
 

@@ -11,13 +11,11 @@ grows insert time day after day, while the anti-join stays flat. `verify` re-che
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from store import daily, reconcile
+from store.db import Store
 from store.errors import StoreError
-
-if TYPE_CHECKING:
-    from store.db import Store
 
 _V1 = [
     """CREATE TABLE trades (
@@ -246,3 +244,19 @@ def migrate(store: Store) -> int:
                 store.execute(statement)
             store.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
     return SCHEMA_VERSION - version
+
+
+def open_store(path: str | Path, *, read_only: bool = False, wait_s: float = 0.0, memory_limit: str = "2GB",
+               sandbox: bool = False) -> Store:
+    """`Store.open`, then the schema: migrated to this release when writable, checked when read-only
+    or sandboxed (a read-only open cannot migrate). The store is closed again if either step fails."""
+    store = Store.open(path, read_only=read_only, wait_s=wait_s, memory_limit=memory_limit, sandbox=sandbox)
+    try:
+        if store.read_only:
+            check_readable(store)
+        else:
+            migrate(store)
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -61,10 +61,12 @@ def readme_sql_examples() -> list[str]:
 async def test_readme_analyst_queries_run_against_a_refreshed_store(sim, tmp_path: Path) -> None:
     from storeutil import day, sim_fetch_config, us
 
-    from store import Store, refresh
+    from store import refresh
+
+    from store.schema import open_store
     from store.report import run_sql
 
-    with Store.open(tmp_path / "docs.duckdb") as opened:
+    with open_store(tmp_path / "docs.duckdb") as opened:
         await refresh(opened, sim_fetch_config(sim.url), "BTCUSDT", us(day(2)), us(day(3)))
     queries = readme_sql_examples()
     assert len(queries) >= 3

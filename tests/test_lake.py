@@ -14,6 +14,8 @@ import pytest
 from storeutil import day, sim_fetch_config, us
 
 from store import Store, refresh
+
+from store.schema import open_store
 from store.lake import (
     DATA_NAME,
     LAKE_SCHEMA,
@@ -31,7 +33,7 @@ from store.lake import (
 
 @pytest.fixture
 def store(tmp_path: Path):
-    opened = Store.open(tmp_path / "store.duckdb")
+    opened = open_store(tmp_path / "store.duckdb")
     yield opened
     opened.close()
 

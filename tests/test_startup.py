@@ -18,7 +18,7 @@ import pytest
 
 import fetch
 import store
-from store.db import Store
+from store.schema import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ["aiohttp", "fetch.client", "fetch.transport", "store.refresh", "store.pipeline", "store.executions",
@@ -47,7 +47,7 @@ def loaded_after(code: str, tmp_path: Path, *args: str, extra_env: dict[str, str
 
 def test_read_only_commands_never_import_aiohttp_the_client_or_refresh(tmp_path: Path) -> None:
     db = str(tmp_path / "s.duckdb")
-    Store.open(db).close()
+    open_store(db).close()
     commands = [["status", "--db", db], ["sql", "SELECT 1", "--db", db],
                 ["gaps", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-03", "--db", db],
                 ["verify", "--db", db],
@@ -60,7 +60,7 @@ def test_read_only_commands_never_import_aiohttp_the_client_or_refresh(tmp_path:
 
 def test_sql_status_and_gaps_start_without_pyarrow(tmp_path: Path) -> None:
     db = str(tmp_path / "s.duckdb")
-    Store.open(db).close()
+    open_store(db).close()
     commands = [["status", "--db", db], ["sql", "SELECT 1", "--db", db],
                 ["gaps", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-03", "--db", db]]
     loaded = loaded_after(RUN_COMMANDS, tmp_path, json.dumps(commands))

@@ -28,7 +28,8 @@ from relutil import archive_days, assert_exactly_the_truth, run_cli
 from storeutil import day, sim_fetch_config, us
 
 from sim.server import RunningSim
-from store import Store, refresh
+from store import refresh
+from store.schema import open_store
 
 TAIL = "/v5/market/recent-trade"
 
@@ -48,7 +49,7 @@ class World:
 @pytest.fixture
 def world(sim_thread: RunningSim, tmp_path: Path) -> Iterator[World]:
     db = tmp_path / "store.duckdb"
-    with Store.open(db) as store:  # two archive days, so "changes nothing" has something to keep
+    with open_store(db) as store:  # two archive days, so "changes nothing" has something to keep
         asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(7)), us(day(9)),
                             cache_dir=tmp_path / "cache"))
     env = cli_env(sim_thread.url, db, tmp_path / "cache")
@@ -62,8 +63,8 @@ def world(sim_thread: RunningSim, tmp_path: Path) -> Iterator[World]:
 def hold_lock(world: World) -> None:
     """Another process opens the store for writing and keeps it open."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from store import Store\n"
-        f"s = Store.open({str(world.db)!r}); print('ready', flush=True); sys.stdin.read(); s.close()")],
+        "import sys; from store import open_store\n"
+        f"s = open_store({str(world.db)!r}); print('ready', flush=True); sys.stdin.read(); s.close()")],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     world.holders.append(holder)
     assert holder.stdout.readline().strip() == "ready"
@@ -105,7 +106,7 @@ def a_foreign_database(world: World) -> None:
 
 def a_second_store(world: World) -> None:
     """Another store holding the same symbol's days, to be exported into the first one's directory."""
-    with Store.open(world.tmp / "second.duckdb") as store:
+    with open_store(world.tmp / "second.duckdb") as store:
         asyncio.run(refresh(store, sim_fetch_config(world.sim.url), "BTCUSDT", us(day(7)), us(day(8))))
 
 
@@ -355,8 +356,8 @@ def test_sql_answers_go_to_a_file_through_the_tool(world: World, fmt: str) -> No
 def test_opening_and_closing_a_store_leaves_its_bytes_alone(world: World) -> None:
     # What makes the checksum comparison above fair: a read-write open that writes nothing is invisible.
     before = listing(world.tmp)
-    Store.open(world.db).close()
-    Store.open(world.db, read_only=True).close()
+    open_store(world.db).close()
+    open_store(world.db, read_only=True).close()
     assert listing(world.tmp) == before
 
 
@@ -370,12 +371,12 @@ def test_a_truncated_archive_day_prints_the_summary_names_the_day_and_exits_1(wo
             "unusable") in out
     line = one_error_line(err)
     assert "1 archive day(s) failed (2024-01-05)" in line and "rerun the same command" in line
-    with Store.open(world.db, read_only=True) as store:
+    with open_store(world.db, read_only=True) as store:
         assert archive_days(store, "BTCUSDT") == [day(4), day(6), day(7), day(8)]
     code, out, err = run_cli(world.env, *args)  # the file is whole again: the rerun completes the range
     assert code == 0, err
     assert "days: 3 in range, 2 already stored, 1 fetched, 0 failed" in out and "gaps left: 0" in out
-    with Store.open(world.db, read_only=True) as store:
+    with open_store(world.db, read_only=True) as store:
         assert_exactly_the_truth(store, world.sim.config, "BTCUSDT", day(4), us(day(9)))
 
 
