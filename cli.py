@@ -24,7 +24,7 @@ import click
 from fetch.errors import BackfillError, InputError
 
 if TYPE_CHECKING:
-    from store.refresh import Progress, RefreshSummary
+    from store.refresh_summary import Progress, RefreshSummary
     from store.settings import Settings
 
 log = logging.getLogger("context.backfill")
@@ -296,7 +296,7 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
     """
     import asyncio
 
-    from store.refresh import refresh
+    from store.orchestrator import refresh
     from store.schema import open_store
     from store.timerange import resolve_range
 

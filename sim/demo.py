@@ -35,7 +35,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
              echo: Callable[[str], None] = print) -> None:
     from store import Settings
     from store.cache_dir import cache_path
-    from store.refresh import refresh
+    from store.orchestrator import refresh
     from store.report import run_sql
     from store.schema import open_store
     from store.timeutil import day_start_us

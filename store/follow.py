@@ -338,7 +338,7 @@ class Follower:
 
     async def settle_published_days(self) -> None:
         """Refresh each captured day whose archive file is out: the archive replaces the live rows."""
-        from store.refresh import refresh
+        from store.orchestrator import refresh
 
         assert self._client is not None
         today_start = int(self.clock() // 86_400) * DAY_US

@@ -22,7 +22,8 @@ from fetch.errors import AuthError, InputError
 from fetch.symbols import normalize_symbol
 from store.cache_dir import cache_path, stale_reason
 from store.db import Store
-from store.refresh import RefreshSummary, refresh
+from store.orchestrator import refresh
+from store.refresh_summary import RefreshSummary
 from store.schema import open_store
 from store.service_settings import settings_from
 from store.timeutil import day_start_us, days_touching, dt_to_us, us_to_dt

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from fetch import arrow_scalars
 from fetch.models import TRADE_SCHEMA
-from store.daily import resummarize
+from store.day_summary import resummarize
 from store.db import Store
 from store.reconcile import reconcile_day
 

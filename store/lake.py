@@ -94,7 +94,7 @@ def parse_partition_dir(relative: str) -> tuple[str, str, date] | None:
 
 
 def fingerprint(rows: int, id_xor: int, time_sum: int) -> str:
-    """`rows:bit_xor(tick_id):sum(time_us)`, as `store.daily` writes it for `day_summary`."""
+    """`rows:bit_xor(tick_id):sum(time_us)`, as `store.day_summary` writes it for `day_summary`."""
     return f"{rows}:{id_xor}:{time_sum}"
 
 

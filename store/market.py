@@ -1,6 +1,6 @@
 """Many symbols, many machines: whole-market refreshes, deterministic shards, the lake kept current.
 
-`refresh_market` runs the one-symbol `store.refresh.refresh` for each piece of work, several at
+`refresh_market` runs the one-symbol `store.orchestrator.refresh` for each piece of work, several at
 once, and adds nothing to how a day is fetched or stored. What it adds:
 
 * one client for the whole run: one connection pool, one rate limiter and one breaker across every
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from fetch.client import BybitClient
     from fetch.config import FetchConfig
     from store.lake import LakeReport, Location
-    from store.summary import RefreshSummary
+    from store.refresh_summary import RefreshSummary
 
 log = logging.getLogger("context.backfill")
 
@@ -282,7 +282,7 @@ async def _run_item(store: Store, config: FetchConfig, client: BybitClient, item
                     category: str, id_mode: str, cache_template: str | None, lake: Location | None,
                     result: SymbolResult, summary: MarketSummary, errors: list[BackfillError]) -> None:
     """One refresh on a cursor of its own, then its days into the lake."""
-    from store.refresh import refresh
+    from store.orchestrator import refresh
 
     cursor = store.sibling()
     try:

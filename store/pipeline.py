@@ -8,9 +8,9 @@ staged; the tail stored last. The store file is held only while a day (or the ta
 processes read and write it in between.
 
 Each step returns what happened (`DayOutcome`, `TailOutcome`); `fetch_missing` hands them back as
-one `Fetched` that `store.refresh` folds into its summary once. Nothing here mutates a shared run.
+one `Fetched` that `store.orchestrator` folds into its summary once. Nothing here mutates a shared run.
 
-`store.refresh` imports this module only when something is missing: pyarrow's compute and CSV
+`store.orchestrator` imports this module only when something is missing: pyarrow's compute and CSV
 modules, the ingest SQL and the network stack load only then.
 """
 
@@ -39,8 +39,8 @@ from store.db import Store
 from store.exporter import ExportedRows, Exporter
 from store.ingest import EMPTY, IngestResult, Staging, distinct_ids_between, ingest_batch, ingest_staged
 from store.plan import RefreshPlan, plan_refresh, unpublished_reason
+from store.refresh_summary import Progress, ProgressCallback
 from store.staging import stage_file
-from store.summary import Progress, ProgressCallback
 from store.timeutil import day_start_us
 from store.writer_state import WriterNote
 
@@ -89,7 +89,7 @@ class TailOutcome:
 
 @dataclass
 class Fetched:
-    """Everything a fetch did, for the summary: folded once by `store.refresh`."""
+    """Everything a fetch did, for the summary: folded once by `store.orchestrator`."""
 
     days: list[DayOutcome] = field(default_factory=list)
     tail: TailOutcome | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fetch.errors import InputError
-from store import daily
+from store import day_summary
 from store.db import Store
 from store.errors import StoreError
 from store.schema import open_store
@@ -140,7 +140,7 @@ def verify(store: Store) -> VerifyReport:
     report.add("symbols are spelled as Bybit does", [
         f"{table}: {symbol!r}: {_REPAIR}" for table, symbol in store.query(UNNORMALIZED_SYMBOLS_SQL)])
     report.add("exports match the store", _export_problems(store))
-    report.add("the daily summary matches the trades", daily.mismatches(store))
+    report.add("the daily summary matches the trades", day_summary.mismatches(store))
     return report
 
 
@@ -182,7 +182,7 @@ def repair(store: Store) -> Repaired:
     """Drop what the store cannot back, in one transaction: implausible trades with the coverage of
     their spans, and coverage that claims the impossible. Nothing true is lost: every span dropped
     is fetched again by the next `refresh`, which checks what it gets."""
-    from store import daily
+    from store import day_summary
 
     counts = []
     with store.atomic():
@@ -190,7 +190,7 @@ def repair(store: Store) -> Repaired:
             row = store.query_one(statement, [_EARLIEST_US, _SLACK_US])
             counts.append(int(row[0]) if row and row[0] is not None else 0)
         store.execute("DELETE FROM day_summary")
-        store.execute(daily.FILL_ALL_SQL)
+        store.execute(day_summary.FILL_ALL_SQL)
     return Repaired(coverage_rows=counts[0] + counts[2], trades=counts[1])
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from store import daily, reconcile
+from store import day_summary, reconcile
 from store.db import Store
 from store.errors import StoreError
 
@@ -134,12 +134,12 @@ _V2 = [
 
 # Version 3 keeps a per-day summary with the trades, so `daily` reads a row a day, not every trade.
 _V3 = [
-    daily.CREATE_TABLE_SQL,
+    day_summary.CREATE_TABLE_SQL,
     ("COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: "
      "recomputed from trades by every ingest, in its transaction'"),
     "COMMENT ON COLUMN day_summary.notional IS 'sum(price * qty): vwap = notional / volume'",
-    daily.FILL_ALL_SQL,
-    daily.DAILY_VIEW_SQL,
+    day_summary.FILL_ALL_SQL,
+    day_summary.DAILY_VIEW_SQL,
     "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
 ]
 
@@ -148,7 +148,7 @@ _V3 = [
 _V4 = [
     "DROP VIEW daily",
     "DROP TABLE day_summary",
-    daily.CREATE_TABLE_SQL,
+    day_summary.CREATE_TABLE_SQL,
     ("COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: "
      "recomputed from trades by every ingest, in its transaction'"),
     "COMMENT ON COLUMN day_summary.notional IS 'sum(price * qty): vwap = notional / volume'",
@@ -156,8 +156,8 @@ _V4 = [
     "COMMENT ON COLUMN day_summary.time_sum IS 'sum of the day''s time_us'",
     ("COMMENT ON COLUMN day_summary.fingerprint IS 'trades:id_xor:time_sum, changes whenever the "
      "day''s set of trades does'"),
-    daily.FILL_ALL_SQL,
-    daily.DAILY_VIEW_SQL,
+    day_summary.FILL_ALL_SQL,
+    day_summary.DAILY_VIEW_SQL,
     "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
     "ALTER TABLE exports ADD COLUMN fingerprint VARCHAR",
     "ALTER TABLE exports ADD COLUMN size_bytes BIGINT",

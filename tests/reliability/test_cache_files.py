@@ -23,7 +23,7 @@ from sim.server import RunningSim
 from store import BybitConnectorHistory, Settings, refresh
 from store.schema import open_store
 from store.cache_dir import OWNER_FILE, cache_path, days_needing_export, stale_reason
-from store.daily import resummarize
+from store.day_summary import resummarize
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from fetch.symbols import normalize_symbol
 from store.cache_dir import check_cache_dir, complete_days, days_needing_export
 from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified
 from store.db import Store
-from store.summary import Progress, ProgressCallback, RefreshSummary
+from store.refresh_summary import Progress, ProgressCallback, RefreshSummary
 from store.timeutil import days_touching, us_to_dt
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from fetch.config import FetchConfig
     from store.pipeline import Fetched
 
-__all__ = ["Progress", "ProgressCallback", "RefreshSummary", "refresh"]
+__all__ = ["refresh"]
 
 log = logging.getLogger("context.backfill")
 
