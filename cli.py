@@ -807,7 +807,7 @@ def demo_command(ctx: click.Context, directory: Path, days: int, trades_per_day:
     Example:
         bybit-backfill demo
     """
-    from sim.demo import run_demo
+    from demo import run_demo
 
     run_demo(directory, days=days, trades_per_day=trades_per_day, echo=click.echo)
 

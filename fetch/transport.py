@@ -1,9 +1,10 @@
 """The bottom layer: one HTTP request on the wire, and the only module that imports aiohttp's client.
 
 Every layer above speaks `Request` -> `Response` through the one-method `Transport` protocol
-(`fetch.wire`, which imports no aiohttp), so tests can swap this layer for a fake and the demo can point it at `sim/`. aiohttp's exceptions (and
-timeouts, resets) are translated to `TransportError` here and nowhere else; messages carry a redacted
-URL (path and parameter names, never headers, signatures or long values).
+(`fetch.wire`, which imports no aiohttp), so tests can swap this layer for a fake and the demo can
+point it at `sim/`. aiohttp's exceptions (and timeouts, resets) are translated to `TransportError`
+here and nowhere else; messages carry a redacted URL (path and parameter names, never headers,
+signatures or long values).
 
 Archive downloads are streamed to a temp file beside the destination in chunks and renamed into
 place only when complete, so a reader never sees half a file; a body shorter than its

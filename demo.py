@@ -2,8 +2,8 @@
 
 It starts the emulator in-process on 127.0.0.1, refreshes a few days of a busy symbol into a demo
 store (archive days plus the REST tail of "today"), exports the parquet cache, runs one analyst
-query and prints what to try next. It imports the library like any user would; the library never
-imports `sim`.
+query and prints what to try next. An app like the CLI, beside both: it imports the library and the
+emulator like any user would, while the library never imports `sim` and `sim` never imports `store`.
 """
 
 from __future__ import annotations
