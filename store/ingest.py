@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fetch import arrow_scalars
+from fetch.errors import InputError
 from fetch.models import TRADE_SCHEMA
 from store.day_summary import resummarize
 from store.db import Store
@@ -196,11 +197,11 @@ class Staging:
             self.source = str(batch.column("source")[0].as_py())
         for name, expected in (("category", self.category), ("symbol", self.symbol), ("source", self.source)):
             if not pc.all(pc.equal(batch.column(name), arrow_scalars.string(expected)), skip_nulls=False).as_py():
-                raise ValueError(f"a batch staged for {self.category} {self.symbol} ({self.source}) holds "
+                raise InputError(f"a batch staged for {self.category} {self.symbol} ({self.source}) holds "
                                  f"another {name}")
         sides = arrow_scalars.string_array(("buy", "sell"))
         if not pc.all(pc.is_in(batch.column("side"), value_set=sides), skip_nulls=False).as_py():
-            raise ValueError("a staged trade's side is neither 'buy' nor 'sell'")
+            raise InputError("a staged trade's side is neither 'buy' nor 'sell'")
         self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))
         try:
             self.store.execute(append_stage_sql())
