@@ -1,7 +1,8 @@
 """`bybit-backfill`: a thin click skin over the `store` library.
 
 Each command builds `Settings`, calls one library function and renders its result. Library errors
-become one line on stderr and exit code 2 in exactly one place (`_Group.invoke`).
+become one line on stderr and an exit code by kind (`_exit_code`: 2 bad input, 3 the exchange, 4 the
+store) in exactly one place (`_Group.invoke`).
 
 Each command imports the library modules it calls, inside its function: pydantic, DuckDB, pyarrow,
 aiohttp and the refresh machinery then load only when a command needs them, so `--help`, `--version`
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("context.backfill")
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PARTIAL = 1  # the run finished, but part of it failed (e.g. an unusable archive day): rerun
-EXIT_INPUT = 2
+EXIT_INPUT = 2     # bad input or a refusal: fix the command, the settings or the credentials
+EXIT_EXCHANGE = 3  # Bybit unreachable or unusable after the retries (network, bans, bad answers)
+EXIT_STORE = 4     # the store or its cache dir: locked, not ours, unwritable
 EXIT_INTERRUPTED = 130
 
 
@@ -53,6 +56,19 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 EXIT_UNEXPECTED = 1
 
 
+def _exit_code(error: BackfillError) -> int:
+    """Bad input (a wrong symbol and refused credentials included) first, then the store; any other
+    error of ours came from the exchange or the way to it."""
+    from fetch.errors import AuthError, ParameterError
+    from store.errors import StoreError
+
+    if isinstance(error, InputError | ParameterError | AuthError):
+        return EXIT_INPUT
+    if isinstance(error, StoreError):
+        return EXIT_STORE
+    return EXIT_EXCHANGE
+
+
 class _Group(click.Group):
     """The one place library errors and Ctrl-C turn into messages and exit codes."""
 
@@ -63,7 +79,7 @@ class _Group(click.Group):
             raise
         except BackfillError as error:
             click.echo(f"error: {error}", err=True)
-            ctx.exit(EXIT_INPUT)
+            ctx.exit(_exit_code(error))
         except click.UsageError as error:  # bad options too get one line, not a usage screen
             where = error.ctx.command_path if error.ctx is not None else ctx.command_path
             click.echo(f"error: {error.format_message()} (see `{where} --help`)", err=True)

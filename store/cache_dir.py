@@ -138,7 +138,7 @@ def read_owner(cache_dir: Path) -> Owner | None:
 
 def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: str) -> Path:
     """Before any file is written: refuse a directory owned by another store, symbol or id mode
-    (exit 2, naming the owner); mark an unowned one as ours."""
+    (exit 4, naming the owner); mark an unowned one as ours."""
     directory = check_cache_dir(cache_dir)
     wanted = Owner(os.path.realpath(store.path), category, symbol, id_mode)
     found = read_owner(directory)

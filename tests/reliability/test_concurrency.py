@@ -110,7 +110,7 @@ def run_subprocess_cli(env: dict[str, str], args: list[str]) -> tuple[int, str, 
     return done.returncode, done.stdout, done.stderr
 
 
-def test_a_lock_wait_that_runs_out_is_exit_2_naming_the_holder(tmp_path: Path) -> None:
+def test_a_lock_wait_that_runs_out_is_exit_4_naming_the_holder(tmp_path: Path) -> None:
     db = tmp_path / "held.duckdb"
     open_store(db).close()
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
@@ -119,7 +119,7 @@ def test_a_lock_wait_that_runs_out_is_exit_2_naming_the_holder(tmp_path: Path) -
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         env = {**cli_env("http://127.0.0.1:9", db, tmp_path / "cache"), "BACKFILL_LOCK_WAIT_S": "0.3"}
         code, out, err = run_subprocess_cli(env, ["status"])
-        assert code == 2 and out == ""
+        assert code == 4 and out == ""
         assert err.count("\n") == 1 and str(db) in err and f"pid {holder.pid}" in err
         assert "0.3 s" in err and "BACKFILL_LOCK_WAIT_S" in err
     finally:
