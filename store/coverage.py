@@ -116,28 +116,39 @@ def silences(store: Store, category: str, symbol: str, start_us: int, end_us: in
     return [(int(a), int(b)) for a, b in rows]
 
 
-def count_mismatches_sql() -> str:
-    """Archive days in [?, ?) whose stored rows (from `day_summary`, a row a day) differ from the
-    distinct ids the day's newest file held. Archive coverage is whole UTC days (`verify` checks)."""
-    return """
-        WITH newest AS (
-            SELECT start_us, end_us, expected_rows FROM coverage
-            WHERE category = ? AND symbol = ? AND source = 'archive' AND expected_rows IS NOT NULL
-              AND end_us > ? AND start_us < ?
-            QUALIFY row_number() OVER (PARTITION BY start_us ORDER BY fetched_at DESC) = 1
-        )
-        SELECT n.start_us, n.end_us, n.expected_rows, coalesce(s.trades, 0) AS stored
-        FROM newest n LEFT JOIN day_summary s
-          ON s.category = ? AND s.symbol = ? AND s.day = CAST(make_timestamp(n.start_us) AS DATE)
-        WHERE n.expected_rows <> coalesce(s.trades, 0)
-        ORDER BY n.start_us"""
+# Archive days whose stored rows (from `day_summary`, a row a day) differ from the distinct ids the
+# day's newest file held; NULL category or symbol matches every one. Archive coverage is whole UTC
+# days (`verify` checks), so the day's summary row is the day's stored rows.
+COUNT_MISMATCHES_SQL = """
+    WITH newest AS (
+        SELECT category, symbol, start_us, end_us, expected_rows FROM coverage
+        WHERE source = 'archive' AND expected_rows IS NOT NULL
+          AND (?::VARCHAR IS NULL OR category = ?) AND (?::VARCHAR IS NULL OR symbol = ?)
+          AND end_us > ? AND start_us < ?
+        QUALIFY row_number() OVER (PARTITION BY category, symbol, start_us ORDER BY fetched_at DESC) = 1
+    )
+    SELECT n.category, n.symbol, n.start_us, n.end_us, n.expected_rows, coalesce(s.trades, 0) AS stored
+    FROM newest n LEFT JOIN day_summary s
+      ON s.category = n.category AND s.symbol = n.symbol AND s.day = CAST(make_timestamp(n.start_us) AS DATE)
+    WHERE n.expected_rows <> coalesce(s.trades, 0)
+    ORDER BY n.category, n.symbol, n.start_us"""
+
+_ALL_TIME = (-(2**62), 2**62)
+
+
+def all_count_mismatches(store: Store, category: str | None = None, symbol: str | None = None,
+                         start_us: int = _ALL_TIME[0],
+                         end_us: int = _ALL_TIME[1]) -> list[tuple[str, str, int, int, int, int]]:
+    """(category, symbol, start_us, end_us, expected, stored) of every archive day in [start, end)
+    whose store disagrees with its file; None for category or symbol means every one."""
+    rows = store.query(COUNT_MISMATCHES_SQL, [category, category, symbol, symbol, start_us, end_us])
+    return [(str(c), str(s), int(a), int(b), int(e), int(n)) for c, s, a, b, e, n in rows]
 
 
 def count_mismatches(store: Store, category: str, symbol: str, start_us: int,
                      end_us: int) -> list[tuple[int, int, int, int]]:
     """(start_us, end_us, expected, stored) of every archive day whose store disagrees with its file."""
-    rows = store.query(count_mismatches_sql(), [category, symbol, start_us, end_us, category, symbol])
-    return [(int(a), int(b), int(e), int(n)) for a, b, e, n in rows]
+    return [row[2:] for row in all_count_mismatches(store, category, symbol, start_us, end_us)]
 
 
 def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: int,

@@ -368,7 +368,7 @@ class Follower:
 
     def _unsettled_days(self, symbol: str, today_start: int) -> list[date]:
         with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
-            rows = store.query(UNSETTLED_DAYS_SQL, [self.config.category, symbol, today_start, today_start,
+            rows = store.query(UNSETTLED_DAYS_SQL, [DAY_US, self.config.category, symbol, today_start, today_start,
                                                     self.config.category, symbol])
         return [date(1970, 1, 1) + timedelta(days=int(r[0])) for r in rows]
 
@@ -383,15 +383,16 @@ class Follower:
 
 
 UNSETTLED_DAYS_SQL = """
-    WITH live AS (
-        SELECT DISTINCT d FROM coverage, range(start_us // 86400000000, (end_us - 1) // 86400000000 + 1) t(d)
+    WITH p AS (SELECT ?::BIGINT AS day_us),
+    live AS (
+        SELECT DISTINCT d, p.day_us FROM coverage, p, range(start_us // p.day_us, (end_us - 1) // p.day_us + 1) t(d)
         WHERE category = ? AND symbol = ? AND source IN ('ws', 'rest') AND start_us < ?
           AND detail LIKE '%session%'
     )
     SELECT d FROM live
-    WHERE d * 86400000000 < ? AND NOT EXISTS (
+    WHERE d * day_us < ? AND NOT EXISTS (
         SELECT 1 FROM coverage c WHERE c.category = ? AND c.symbol = ? AND c.source = 'archive'
-          AND c.start_us = live.d * 86400000000)
+          AND c.start_us = live.d * live.day_us)
     ORDER BY d"""
 
 

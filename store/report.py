@@ -12,9 +12,11 @@ from typing import Any
 
 from fetch.errors import InputError
 from store import day_summary
+from store.coverage import all_count_mismatches
 from store.db import Store
 from store.errors import StoreError
 from store.schema import open_store
+from store.timeutil import DAY_US, day_of_us
 
 STATUS_SQL = """
     WITH t AS (
@@ -63,22 +65,13 @@ DUPLICATE_KEYS_SQL = """
 
 PARTIAL_DAYS_SQL = """
     SELECT category, symbol, start_us, end_us FROM coverage
-    WHERE source = 'archive' AND (start_us % 86400000000 <> 0 OR end_us - start_us <> 86400000000)"""
-
-DAY_COUNTS_SQL = """
-    SELECT c.category, c.symbol, CAST(make_timestamp(c.start_us) AS DATE) AS day, c.expected_rows,
-           (SELECT count(*) FROM trades t WHERE t.category = c.category AND t.symbol = c.symbol
-              AND t.time_us >= c.start_us AND t.time_us < c.end_us) AS stored
-    FROM coverage c
-    WHERE c.source = 'archive' AND c.expected_rows IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY c.category, c.symbol, c.start_us ORDER BY c.fetched_at DESC) = 1
-       AND c.expected_rows <> stored"""
+    WHERE source = 'archive' AND (start_us % ? <> 0 OR end_us - start_us <> ?)"""
 
 EXPORT_COUNTS_SQL = """
     SELECT e.category, e.symbol, e.day, e.path, e.rows, e.id_mode, e.size_bytes,
            (SELECT count(*) FROM trades t WHERE t.category = e.category AND t.symbol = e.symbol
               AND t.time_us >= epoch_us(CAST(e.day AS TIMESTAMP))
-              AND t.time_us < epoch_us(CAST(e.day AS TIMESTAMP)) + 86400000000) AS stored
+              AND t.time_us < epoch_us(CAST(e.day AS TIMESTAMP)) + ?) AS stored
     FROM exports e ORDER BY e.day, e.path"""
 
 # What a file holds, reduced to (rows, sum of T, xor of a hash of every row): computed the same way
@@ -128,9 +121,9 @@ def verify(store: Store) -> VerifyReport:
     report.add("no duplicate trade keys", [f"{s} {i} stored {n} times"
                                            for _, s, i, n in store.query(DUPLICATE_KEYS_SQL)])
     report.add("archive coverage is whole UTC days", [f"{s}: [{a}, {b})" for _, s, a, b in
-                                                      store.query(PARTIAL_DAYS_SQL)])
+                                                      store.query(PARTIAL_DAYS_SQL, [DAY_US, DAY_US])])
     report.add("archive days hold what their files held", [
-        f"{s} {d}: file {e}, store {n}" for _, s, d, e, n in store.query(DAY_COUNTS_SQL)])
+        f"{s} {day_of_us(a)}: file {e}, store {n}" for _, s, a, _, e, n in all_count_mismatches(store)])
     report.add("coverage claims nothing before Bybit existed, nothing past when it was fetched, no empty "
                "archive day", [f"{s} {src} [{_iso(a)}, {_iso(b)}): {_REPAIR}"
                                for _, s, src, a, b in store.query(UNBACKED_COVERAGE_SQL, [_EARLIEST_US, _SLACK_US])])
@@ -198,7 +191,7 @@ def _export_problems(store: Store) -> list[str]:
     """Every exported file checked against the store: present, the size written, a readable footer,
     the cache columns, and the very rows of the day (a truncated, foreign or tampered file fails)."""
     problems = []
-    for category, symbol, day, path, _rows, id_mode, size_bytes, stored in store.query(EXPORT_COUNTS_SQL):
+    for category, symbol, day, path, _rows, id_mode, size_bytes, stored in store.query(EXPORT_COUNTS_SQL, [DAY_US]):
         problem = _file_problem(store, Path(path), category, symbol, day, id_mode, size_bytes, int(stored))
         if problem is not None:
             problems.append(f"{symbol} {day}: {path} {problem}; `bybit-backfill export` rewrites it")
@@ -225,7 +218,7 @@ def _file_problem(store: Store, target: Path, category: str, symbol: str, day: A
         found = store.query_one(FILE_DIGEST_SQL, [str(target)])
     except StoreError as error:
         return f"cannot be read ({error})"
-    params = [category, symbol, day_start_us(day), day_start_us(day) + 86_400_000_000]
+    params = [category, symbol, day_start_us(day), day_start_us(day) + DAY_US]
     expected = store.query_one(store_digest_sql(id_mode), params)
     if found is None or int(found[0]) != stored:
         return f"has {found[0] if found else 0} rows, the store {stored}"

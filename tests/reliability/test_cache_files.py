@@ -61,7 +61,7 @@ def test_a_symlink_to_an_owned_dir_is_the_same_dir(sim_thread: RunningSim, store
     other = tmp_path / "other.duckdb"
     code, _, err = run_cli(cli_env(sim_thread.url, other, link), "refresh", "BTCUSDT", "--start",
                            "2024-01-07", "--end", "2024-01-08")
-    assert code == 2 and "belongs to BTCUSDT (linear, id mode tick) of the store" in err, err
+    assert code == 4 and "belongs to BTCUSDT (linear, id mode tick) of the store" in err, err
     assert sorted(p.name for p in cache.glob("backfill_*")) == ["backfill_2024-01-07.parquet",
                                                                "backfill_2024-01-08.parquet"]
 
