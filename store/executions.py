@@ -20,6 +20,7 @@ from fetch.models import Execution
 from fetch.symbols import normalize_symbol
 from store.coverage import add_coverage, uncovered
 from store.db import Store
+from store.refresh_summary import copy_client_counters
 from store.timeutil import us_to_dt
 
 ALL_SYMBOLS = "*"
@@ -125,7 +126,4 @@ async def _crawl(store: Store, client: BybitClient, missing: list[tuple[int, int
                     summary.by_exec_type[execution.exec_type] = (
                         summary.by_exec_type.get(execution.exec_type, 0) + 1)
     finally:
-        stats = client.stats
-        summary.requests, summary.retries = stats.requests, stats.retries
-        summary.errors_by_type = dict(stats.errors_by_type)
-        summary.breaker_openings = stats.breaker_openings
+        copy_client_counters(summary, client.stats)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from fetch.errors import BackfillError, InputError
 from store.db import Store
+from store.refresh_summary import copy_client_counters
 from store.timeutil import day_of_us, day_start_us, days_touching, us_to_dt
 
 if TYPE_CHECKING:
@@ -267,9 +268,7 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
         async with asyncio.TaskGroup() as group:
             for item in items:
                 group.create_task(one(item))
-        stats = client.stats
-        summary.requests, summary.retries = stats.requests, stats.retries
-        summary.bytes_downloaded = stats.bytes_downloaded
+        copy_client_counters(summary, client.stats)
     if items and errors and len(errors) == len(items):
         raise errors[0]
     summary.elapsed_s = time.monotonic() - began

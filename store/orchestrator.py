@@ -22,7 +22,7 @@ from fetch.symbols import normalize_symbol
 from store.cache_dir import check_cache_dir, complete_days, days_needing_export
 from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified
 from store.db import Store
-from store.refresh_summary import Progress, ProgressCallback, RefreshSummary
+from store.refresh_summary import Progress, ProgressCallback, RefreshSummary, copy_client_counters
 from store.timeutil import days_touching, us_to_dt
 
 if TYPE_CHECKING:
@@ -103,15 +103,11 @@ def _fold(summary: RefreshSummary, fetched: Fetched) -> None:
     summary.days_fetched = sum(1 for d in fetched.days if d.result is not None)
     summary.days_failed = [d.day.isoformat() for d in fetched.days if d.failed]
     summary.tail_rows = fetched.tail.rows if fetched.tail is not None else 0
-    stats = fetched.stats
-    summary.requests, summary.retries = stats.requests, stats.retries
-    summary.errors_by_type = dict(stats.errors_by_type)
+    copy_client_counters(summary, fetched.stats)
     # Unusable files and untrue answers fail past the client's counters.
     for name, count in (("ArchiveError", len(summary.days_failed)), ("Implausible", fetched.implausible)):
         if count:
             summary.errors_by_type[name] = summary.errors_by_type.get(name, 0) + count
-    summary.breaker_openings, summary.peak_throttle = stats.breaker_openings, stats.peak_throttle
-    summary.bytes_downloaded = stats.bytes_downloaded
 
 
 def _export_stale(store: Store, summary: RefreshSummary, cache_dir: Path, all_days: list[date],
