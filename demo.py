@@ -36,7 +36,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
     from store import Settings
     from store.cache_dir import cache_path
     from store.orchestrator import refresh
-    from store.report import run_sql
+    from store.report import render_table, run_sql
     from store.schema import open_store
     from store.timeutil import day_start_us
 
@@ -67,10 +67,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
     echo(f"Parquet cache: {summary.files_exported} files in {cache_dir} (e.g. {first_file.name})")
     echo("Analyst query (the `daily` view):")
     names, rows = run_sql(db_path, DEMO_QUERY)
-    widths = [max(len(str(n)), *(len(str(r[i])) for r in rows)) for i, n in enumerate(names)]
-    echo("  " + "  ".join(str(n).ljust(w) for n, w in zip(names, widths)))
-    for row in rows:
-        echo("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    echo(render_table(names, rows, indent="  "))
     echo("Try next:")
     echo(f"  bybit-backfill status --db {db_path}")
     echo(f"  bybit-backfill gaps {DEMO_SYMBOL} --db {db_path} --days {days + 1}")

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,16 @@ def run_sql(path: str | Path, query: str) -> tuple[list[str], list[tuple[Any, ..
     """The answer of the last statement of an analyst's SQL (see `run_queries`)."""
     last = run_queries(path, query)[-1]
     return last.names, last.rows
+
+
+def render_table(names: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "") -> str:
+    """Aligned columns under a dashed header line, NULL as blank: the one table the CLI and the
+    demo print."""
+    cells = [[str(name) for name in names]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(names))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(indent + line for line in lines)
 
 
 def render_csv(result: QueryResult) -> str:
