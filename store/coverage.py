@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from store.db import Store
 from store.timeutil import us_to_dt
 
 TRADE_SOURCES = ("archive", "rest", "ws")
+GapKind = Literal["uncovered", "silence", "count_mismatch"]
 
 
 @dataclass(frozen=True, slots=True)
 class Gap:
     """One interval the store cannot vouch for, with why."""
 
-    kind: str  # uncovered | silence | count_mismatch
+    kind: GapKind
     start_us: int
     end_us: int
     reason: str

@@ -43,6 +43,7 @@ from fetch.errors import BackfillError, ParameterError
 from fetch.models import Trade, trades_to_table
 from fetch.rest import RecentTradeSource
 from fetch.ws import PublicStream, StreamOptions, plan_connections
+from store.cache_dir import IdMode
 from store.coverage import record_open_gaps
 from store.db import Store
 from store.errors import StoreError
@@ -74,7 +75,7 @@ class FollowConfig:
     stream: StreamOptions = field(default_factory=StreamOptions)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
-    id_mode: str = "tick"
+    id_mode: IdMode = "tick"
 
 
 def reconnect_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:

@@ -38,6 +38,7 @@ from store.timeutil import day_of_us, day_start_us, days_touching, us_to_dt
 if TYPE_CHECKING:
     from fetch.client import BybitClient
     from fetch.config import FetchConfig
+    from store.cache_dir import IdMode
     from store.lake import LakeReport, Location
     from store.refresh_summary import RefreshSummary
 
@@ -222,7 +223,7 @@ async def list_symbols(client: BybitClient, category: str, statuses: Sequence[st
 async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[str] | None,
                          start_us: int, end_us: int, *, category: str = "linear",
                          statuses: Sequence[str] = ("Trading",), shard: Shard | None = None,
-                         cache_template: str | None = None, id_mode: str = "tick",
+                         cache_template: str | None = None, id_mode: IdMode = "tick",
                          lake: Location | None = None, concurrency: int = DEFAULT_CONCURRENCY,
                          client: BybitClient | None = None,
                          on_symbol: Callable[[SymbolResult], None] | None = None) -> MarketSummary:
@@ -278,7 +279,7 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
 
 
 async def _run_item(store: Store, config: FetchConfig, client: BybitClient, item: WorkItem, *,
-                    category: str, id_mode: str, cache_template: str | None, lake: Location | None,
+                    category: str, id_mode: IdMode, cache_template: str | None, lake: Location | None,
                     result: SymbolResult, summary: MarketSummary, errors: list[BackfillError]) -> None:
     """One refresh on a cursor of its own, then its days into the lake."""
     from store.orchestrator import refresh

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fetch.symbols import normalize_symbol
-from store.cache_dir import check_cache_dir, complete_days, days_needing_export
+from store.cache_dir import IdMode, check_cache_dir, complete_days, days_needing_export
 from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified
 from store.db import Store
 from store.refresh_summary import Progress, ProgressCallback, RefreshSummary, copy_client_counters
@@ -40,7 +40,7 @@ def _noop(_: Progress) -> None:
 
 
 async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int, end_us: int, *,
-                  category: str = "linear", cache_dir: Path | None = None, id_mode: str = "tick",
+                  category: str = "linear", cache_dir: Path | None = None, id_mode: IdMode = "tick",
                   progress: ProgressCallback | None = None, client: BybitClient | None = None,
                   work_dir: Path | None = None, sources: tuple[str, ...] = TRADE_SOURCES,
                   command: str | None = None) -> RefreshSummary:
@@ -111,7 +111,7 @@ def _fold(summary: RefreshSummary, fetched: Fetched) -> None:
 
 
 def _export_stale(store: Store, summary: RefreshSummary, cache_dir: Path, all_days: list[date],
-                  id_mode: str, fetched: Fetched | None, report: ProgressCallback) -> None:
+                  id_mode: IdMode, fetched: Fetched | None, report: ProgressCallback) -> None:
     """Write every day of the range whose file is missing or out of date (the background exporter
     has done most of them already); pyarrow's writer loads only if one is."""
     category, symbol = summary.category, summary.symbol

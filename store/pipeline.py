@@ -33,7 +33,7 @@ from fetch.client import BybitClient, ClientStats
 from fetch.errors import ArchiveError, Implausible
 from fetch.models import RecentTail, trades_to_table
 from fetch.rest import RecentTradeSource
-from store.cache_dir import check_dir_owner
+from store.cache_dir import IdMode, check_dir_owner
 from store.coverage import Gap, add_coverage
 from store.db import Store
 from store.exporter import ExportedRows, Exporter
@@ -65,7 +65,7 @@ class Job:
     end_us: int
     progress: ProgressCallback
     cache_dir: Path | None = None
-    id_mode: str = "tick"
+    id_mode: IdMode = "tick"
     note: WriterNote | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from store.coverage import Gap
 
@@ -14,11 +14,14 @@ if TYPE_CHECKING:
     from fetch.client import ClientStats
 
 
+ProgressEvent = Literal["plan", "bytes", "day", "tail", "export"]
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     """One step of a refresh, for a progress bar or a log line."""
 
-    event: str  # plan | bytes | day | tail | export
+    event: ProgressEvent
     day: date | None = None
     rows: int = 0
     bytes: int = 0

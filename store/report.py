@@ -13,6 +13,7 @@ from typing import Any
 
 from fetch.errors import InputError
 from store import day_summary
+from store.cache_dir import IdMode
 from store.coverage import all_count_mismatches
 from store.db import Store
 from store.errors import StoreError
@@ -84,7 +85,7 @@ CACHE_COLUMNS = [("T", "BIGINT"), ("i", "VARCHAR"), ("p", "DOUBLE"), ("q", "DOUB
                  ("m", "BOOLEAN")]
 
 
-def store_digest_sql(id_mode: str) -> str:
+def store_digest_sql(id_mode: IdMode) -> str:
     from store.export import day_rows_sql  # the exporter's own query: the file must hold exactly it
 
     return f"SELECT {_DIGEST} FROM ({day_rows_sql(id_mode)})"
@@ -199,7 +200,7 @@ def _export_problems(store: Store) -> list[str]:
     return problems
 
 
-def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: str,
+def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: IdMode,
                   size_bytes: int | None, stored: int) -> str | None:
     from store.cache_dir import footer_rows
     from store.timeutil import day_start_us
