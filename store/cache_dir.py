@@ -166,11 +166,14 @@ def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, i
     return directory
 
 
+_CHECK_EXPORT_LOG_SQL = "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?"
+
+
 def _check_export_log(store: Store, directory: Path, category: str, symbol: str) -> None:
     """A directory an earlier release wrote has no marker: this store's export log still knows."""
     resolved = directory.resolve()
     for path, owner_category, owner_symbol in store.query(
-            "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?",
+            _CHECK_EXPORT_LOG_SQL,
             [category, symbol]):
         if Path(path).resolve().parent == resolved:
             raise ExportError(f"the cache dir {directory} holds {owner_symbol} ({owner_category}) files; "
@@ -196,10 +199,13 @@ def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str, i
     claim_cache_dir(store, cache_dir, category, symbol, id_mode)
 
 
+LAST_EXPORT_OF_PATH_SQL = ("SELECT category, symbol FROM exports WHERE path = ? "
+                   "ORDER BY exported_at DESC LIMIT 1")
+
+
 def check_owner(store: Store, target: Path, category: str, symbol: str) -> None:
     """Refuse to overwrite a file another symbol exported into the same directory."""
-    row = store.query_one("SELECT category, symbol FROM exports WHERE path = ? "
-                          "ORDER BY exported_at DESC LIMIT 1", [str(target)])
+    row = store.query_one(LAST_EXPORT_OF_PATH_SQL, [str(target)])
     if row is not None and (str(row[0]), str(row[1])) != (category, symbol):
         raise ExportError(f"{target} belongs to {row[1]} ({row[0]}); give each symbol its own "
                           "--cache-dir (the file name carries no symbol)")
@@ -230,6 +236,11 @@ def day_fingerprint(store: Store, category: str, symbol: str, day: date) -> str:
     return str(row[0]) if row else EMPTY_FINGERPRINT
 
 
+FORGET_EXPORT_SQL = "DELETE FROM exports WHERE path = ?"
+RECORD_EXPORT_SQL = ("INSERT INTO exports (category, symbol, day, path, rows, id_mode, fingerprint, size_bytes) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def record_export(store: Store, *, category: str, symbol: str, day: date, target: Path, rows: int,
                   id_mode: IdMode, fingerprint: str | None = None, size_bytes: int | None = None) -> None:
     """Log a written file with what it was written from. A plain `rows` (no `Written`) takes the
@@ -245,9 +256,8 @@ def record_export(store: Store, *, category: str, symbol: str, day: date, target
     if size_bytes is None:
         with contextlib.suppress(OSError):
             size_bytes = target.stat().st_size
-    store.execute("DELETE FROM exports WHERE path = ?", [str(target)])
-    store.execute("INSERT INTO exports (category, symbol, day, path, rows, id_mode, fingerprint, size_bytes) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    store.execute(FORGET_EXPORT_SQL, [str(target)])
+    store.execute(RECORD_EXPORT_SQL,
                   [category, symbol, day, str(target), int(rows), id_mode, fingerprint, size_bytes])
 
 

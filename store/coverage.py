@@ -44,6 +44,10 @@ class Gap:
                 **({"detail": self.detail} if self.detail else {})}
 
 
+ADD_COVERAGE_SQL = ("INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, "
+                    "added_rows, detail, exec_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def add_coverage(store: Store, *, category: str, symbol: str, source: str, start_us: int, end_us: int,
                  added_rows: int, file_rows: int | None = None, expected_rows: int | None = None,
                  detail: str | None = None, exec_type: str | None = None) -> None:
@@ -51,8 +55,7 @@ def add_coverage(store: Store, *, category: str, symbol: str, source: str, start
     if end_us <= start_us:
         raise ValueError(f"empty coverage interval [{start_us}, {end_us})")
     store.execute(
-        "INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, "
-        "added_rows, detail, exec_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ADD_COVERAGE_SQL,
         [category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows, detail, exec_type])
 
 
@@ -92,28 +95,27 @@ def uncovered(store: Store, category: str, symbol: str, start_us: int, end_us: i
     return [(int(a), int(b)) for a, b in rows]
 
 
-def silences_sql() -> str:
-    return """
-        WITH buckets AS (
-            SELECT time_us // ? AS bucket, min(time_us) AS first_us, max(time_us) AS last_us
-            FROM trades
-            WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
-            GROUP BY bucket
-        ),
-        edges AS (
-            SELECT last_us AS silent_from, lead(first_us) OVER (ORDER BY bucket) AS silent_to
-            FROM buckets
-        )
-        SELECT silent_from, silent_to FROM edges
-        WHERE silent_to - silent_from > ?
-        ORDER BY silent_from"""
+SILENCES_SQL = """
+    WITH buckets AS (
+        SELECT time_us // ? AS bucket, min(time_us) AS first_us, max(time_us) AS last_us
+        FROM trades
+        WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
+        GROUP BY bucket
+    ),
+    edges AS (
+        SELECT last_us AS silent_from, lead(first_us) OVER (ORDER BY bucket) AS silent_to
+        FROM buckets
+    )
+    SELECT silent_from, silent_to FROM edges
+    WHERE silent_to - silent_from > ?
+    ORDER BY silent_from"""
 
 
 def silences(store: Store, category: str, symbol: str, start_us: int, end_us: int,
              min_silence_s: float) -> list[tuple[int, int]]:
     threshold = int(min_silence_s * 1_000_000)
     width = max(1, threshold // 2)
-    rows = store.query(silences_sql(), [width, category, symbol, start_us, end_us, threshold])
+    rows = store.query(SILENCES_SQL, [width, category, symbol, start_us, end_us, threshold])
     return [(int(a), int(b)) for a, b in rows]
 
 
@@ -173,20 +175,27 @@ def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+CLEAR_OPEN_GAPS_SQL = ("DELETE FROM open_gaps WHERE category = ? AND symbol = ? AND start_us >= ? "
+                               "AND end_us <= ?")
+RECORD_OPEN_GAP_SQL = ("INSERT INTO open_gaps (category, symbol, start_us, end_us, reason) "
+                               "VALUES (?, ?, ?, ?, ?)")
+
+
 def record_open_gaps(store: Store, category: str, symbol: str, start_us: int, end_us: int,
                      gaps: list[Gap]) -> None:
     """Replace the recorded reasons inside [start, end) with this refresh's findings."""
-    store.execute("DELETE FROM open_gaps WHERE category = ? AND symbol = ? AND start_us >= ? "
-                  "AND end_us <= ?", [category, symbol, start_us, end_us])
+    store.execute(CLEAR_OPEN_GAPS_SQL, [category, symbol, start_us, end_us])
     for gap in gaps:
-        store.execute("INSERT INTO open_gaps (category, symbol, start_us, end_us, reason) "
-                      "VALUES (?, ?, ?, ?, ?)", [category, symbol, gap.start_us, gap.end_us, gap.reason])
+        store.execute(RECORD_OPEN_GAP_SQL, [category, symbol, gap.start_us, gap.end_us, gap.reason])
+
+
+RECORDED_REASONS_SQL = ("SELECT start_us, end_us, reason FROM open_gaps WHERE category = ? AND "
+                        "symbol = ? AND end_us > ? AND start_us < ? ORDER BY start_us, recorded_at DESC")
 
 
 def recorded_reasons(store: Store, category: str, symbol: str, start_us: int,
                      end_us: int) -> list[tuple[int, int, str]]:
-    rows = store.query("SELECT start_us, end_us, reason FROM open_gaps WHERE category = ? AND "
-                       "symbol = ? AND end_us > ? AND start_us < ? ORDER BY start_us, recorded_at DESC",
+    rows = store.query(RECORDED_REASONS_SQL,
                        [category, symbol, start_us, end_us])
     return [(int(a), int(b), str(c)) for a, b, c in rows]
 

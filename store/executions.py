@@ -51,10 +51,9 @@ class ExecutionsSummary:
         return data
 
 
-def insert_executions_sql() -> str:
-    columns = ", ".join(_EXECUTION_COLUMNS)
-    return (f"INSERT INTO executions ({columns}) SELECT {columns} FROM incoming_executions "
-            "ON CONFLICT (exec_id) DO NOTHING")
+INSERT_EXECUTIONS_SQL = (f"INSERT INTO executions ({', '.join(_EXECUTION_COLUMNS)}) "
+                         f"SELECT {', '.join(_EXECUTION_COLUMNS)} FROM incoming_executions "
+                         "ON CONFLICT (exec_id) DO NOTHING")
 
 
 def _as_table(executions: list[Execution]) -> pa.Table:
@@ -74,7 +73,7 @@ def store_window(store: Store, executions: list[Execution], *, category: str, sy
         if executions:
             store.register("incoming_executions", _as_table(executions))
             try:
-                row = store.query_one(insert_executions_sql())
+                row = store.query_one(INSERT_EXECUTIONS_SQL)
                 added = int(row[0]) if row else 0
             finally:
                 store.unregister("incoming_executions")

@@ -83,6 +83,10 @@ def reconnect_delay(attempt: int, base_s: float, cap_s: float, rng: random.Rando
     return rng.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 30)))
 
 
+_LOAD_PREVIOUS_ENDS_SQL = ("SELECT symbol, max(end_us) FROM coverage WHERE category = ? AND source IN "
+                           "('archive', 'rest', 'ws') GROUP BY symbol")
+
+
 class Follower:
     """The long-running live capture; `run()` until `stop()`. Also an async iterator of new trades
     (`updates()`), or pass `on_trades` to be called after each commit with the trades it stored."""
@@ -214,8 +218,7 @@ class Follower:
         """Where each symbol's verified coverage ended before this run: the first bridge starts there."""
         def load() -> dict[str, int | None]:
             with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
-                rows = store.query("SELECT symbol, max(end_us) FROM coverage WHERE category = ? AND source IN "
-                                   "('archive', 'rest', 'ws') GROUP BY symbol", [self.config.category])
+                rows = store.query(_LOAD_PREVIOUS_ENDS_SQL, [self.config.category])
             return {str(s): int(e) for s, e in rows if e is not None}
 
         ends = await _in_thread(load)
@@ -397,16 +400,20 @@ UNSETTLED_DAYS_SQL = """
     ORDER BY d"""
 
 
+INSERT_CLAIM_SQL = ("INSERT INTO coverage (category, symbol, source, start_us, end_us, added_rows, detail) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)")
+EXTEND_CLAIM_SQL = ("UPDATE coverage SET end_us = ?, added_rows = added_rows + ?, fetched_at = now() "
+                          "WHERE category = ? AND symbol = ? AND source = ? AND detail = ?")
+
+
 def write_claim(store: Store, category: str, symbol: str, claim: CoverageClaim, *, update: bool,
                 added_rows: int = 0) -> None:
     """Insert a session's coverage row, or extend the one an earlier commit inserted."""
     if update:
-        store.execute("UPDATE coverage SET end_us = ?, added_rows = added_rows + ?, fetched_at = now() "
-                      "WHERE category = ? AND symbol = ? AND source = ? AND detail = ?",
+        store.execute(EXTEND_CLAIM_SQL,
                       [claim.end_us, added_rows, category, symbol, claim.source, claim.key])
         return
-    store.execute("INSERT INTO coverage (category, symbol, source, start_us, end_us, added_rows, detail) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
+    store.execute(INSERT_CLAIM_SQL,
                   [category, symbol, claim.source, claim.start_us, claim.end_us, added_rows, claim.key])
 
 

@@ -146,11 +146,14 @@ def _with_reasons(gaps: list[Gap], reasons: list[Gap]) -> list[Gap]:
     return result
 
 
+_EXPORTABLE_DAYS_SQL = ("SELECT day FROM day_summary WHERE category = ? AND symbol = ? "
+                        "AND day >= ? AND day <= ?")
+
+
 def _exportable_days(store: Store, category: str, symbol: str, days: list[date]) -> list[date]:
     """Days with any stored trade that are complete in the store: a reader takes a file as the whole
     day, so today (still going on) or a day with a hole gets none."""
     if not days:
         return []
-    rows = store.query("SELECT day FROM day_summary WHERE category = ? AND symbol = ? "
-                       "AND day >= ? AND day <= ?", [category, symbol, days[0], days[-1]])
+    rows = store.query(_EXPORTABLE_DAYS_SQL, [category, symbol, days[0], days[-1]])
     return complete_days(store, category, symbol, sorted(row[0] for row in rows))[0]

@@ -173,6 +173,9 @@ REPAIR_STATEMENTS = (
 )
 
 
+CLEAR_DAY_SUMMARY_SQL = "DELETE FROM day_summary"
+
+
 def repair(store: Store) -> Repaired:
     """Drop what the store cannot back, in one transaction: implausible trades with the coverage of
     their spans, and coverage that claims the impossible. Nothing true is lost: every span dropped
@@ -184,7 +187,7 @@ def repair(store: Store) -> Repaired:
         for statement in REPAIR_STATEMENTS:
             row = store.query_one(statement, [_EARLIEST_US, _SLACK_US])
             counts.append(int(row[0]) if row and row[0] is not None else 0)
-        store.execute("DELETE FROM day_summary")
+        store.execute(CLEAR_DAY_SUMMARY_SQL)
         store.execute(day_summary.FILL_ALL_SQL)
     return Repaired(coverage_rows=counts[0] + counts[2], trades=counts[1])
 

@@ -178,20 +178,25 @@ log = logging.getLogger("context.backfill")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_version"
+CREATE_VERSION_TABLE_SQL = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                              "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
 def current_version(store: Store) -> int:
-    store.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
-                  "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-    row = store.query_one("SELECT coalesce(max(version), 0) FROM schema_version")
+    store.execute(CREATE_VERSION_TABLE_SQL)
+    row = store.query_one(VERSION_SQL)
     return int(row[0]) if row else 0
+
+
+HAS_VERSION_TABLE_SQL = ("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
+                             "AND table_name = 'schema_version'")
 
 
 def stored_version(store: Store) -> int:
     """The schema version of a file, read without changing it (0: no schema at all)."""
-    row = store.query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
-                          "AND table_name = 'schema_version'")
+    row = store.query_one(HAS_VERSION_TABLE_SQL)
     if not row or not row[0]:
         return 0
-    row = store.query_one("SELECT coalesce(max(version), 0) FROM schema_version")
+    row = store.query_one(VERSION_SQL)
     return int(row[0]) if row else 0
 
 
@@ -226,6 +231,9 @@ def check_readable(store: Store) -> None:
                          "run `bybit-backfill refresh` on it once to complete or upgrade it")
 
 
+RECORD_VERSION_SQL = "INSERT INTO schema_version (version) VALUES (?)"
+
+
 def migrate(store: Store) -> int:
     """Bring the file to SCHEMA_VERSION, one transaction per step; returns the steps applied."""
     check_ours(store)
@@ -242,7 +250,7 @@ def migrate(store: Store) -> int:
                 continue
             for statement in MIGRATIONS[number - 1]:
                 store.execute(statement)
-            store.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+            store.execute(RECORD_VERSION_SQL, [number])
     return SCHEMA_VERSION - version
 
 

@@ -265,7 +265,7 @@ def test_a_store_killed_while_its_schema_was_created_is_refused_read_only_then_c
     env = cli_env(sim_thread.url, db, tmp_path / "cache")
     for command in (["status"], ["verify"], ["sql", "SELECT 1"]):
         code, out, err = run_cli(env, *command)
-        assert code == 2 and out == "", (command, err)
+        assert code == 4 and out == "", (command, err)
         assert err.startswith(f"error: {db} has schema version 0") and "run `bybit-backfill refresh`" in err
     code, _, err = run_cli(env, "refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2024-01-09")
     assert code == 0, err
