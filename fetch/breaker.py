@@ -23,8 +23,15 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .config import BreakerPolicy
-from .errors import (BackfillError, BadResponse, CircuitOpen, IpBanned, RateLimited, ServerError,
-                     TransportError)
+from .errors import (
+    BackfillError,
+    BadResponse,
+    CircuitOpen,
+    IpBanned,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
 from .wire import Request, Response, Transport
 
 log = logging.getLogger("context.backfill")

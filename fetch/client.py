@@ -24,14 +24,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .breaker import BreakerLayer, BreakerState, CircuitBreaker, Transition
-from .response_check import CheckLayer
 from .config import Credentials, FetchConfig
 from .errors import AuthError, BackfillError, ClockSkew, IpBanned, RateLimited
 from .limiter import LimiterLayer, RateLimiter
 from .parse import parse_envelope, parse_server_time_ms
+from .response_check import CheckLayer
 from .retry import Decision, RetryLayer
 from .signing import ParamValue, auth_headers, build_query
 from .transport import AiohttpTransport
@@ -130,7 +130,7 @@ class BybitClient:
         return (f"BybitClient(rest={ends.rest_base_url!r}, archive={ends.archive_base_url!r}, "
                 f"credentials={self.config.credentials!r})")
 
-    async def __aenter__(self) -> BybitClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

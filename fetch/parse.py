@@ -13,6 +13,7 @@ The archive CSV reader lives in `fetch.archive_csv` (it is the one hot path) and
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -216,7 +217,7 @@ def _as_float(value: Any, field: str, endpoint: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise BadResponse(f"`{field}`{_on(endpoint)} is not a number: {_snippet(repr(value))}") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise BadResponse(f"`{field}`{_on(endpoint)} is not a finite number: {value!r}")
     return number
 

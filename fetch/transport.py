@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import aiohttp
 from yarl import URL
@@ -44,7 +45,7 @@ class AiohttpTransport:
         self._connection_limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> AiohttpTransport:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -105,7 +106,7 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path, request: Req
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     size = 0
     try:
-        with open(tmp, "wb") as out:
+        with open(tmp, "wb") as out:  # noqa: ASYNC230 (a local temp file; each chunk's write is short)
             async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
                 out.write(chunk)
                 size += len(chunk)

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from store.timerange import resolve_range
 
 __all__ = [
-    "BybitConnectorHistory", "CACHE_SCHEMA", "ExecutionsSummary", "ExportError", "Gap", "NotADatabase",
+    "CACHE_SCHEMA", "BybitConnectorHistory", "ExecutionsSummary", "ExportError", "Gap", "NotADatabase",
     "Progress", "RefreshSummary", "Settings", "Store", "StoreError", "StoreLocked", "TradeTick",
-    "cache_path", "create_history_provider", "export_days", "find_gaps", "open_store", "read_cache", "refresh",
-    "refresh_executions", "resolve_range", "tick_id",
+    "cache_path", "create_history_provider", "export_days", "find_gaps", "open_store", "read_cache",
+    "refresh", "refresh_executions", "resolve_range", "tick_id",
 ]
 
 _EXPORTS = {
