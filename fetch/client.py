@@ -23,8 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from .breaker import BreakerLayer, BreakerState, CircuitBreaker, Transition
 from .config import Credentials, FetchConfig
@@ -35,7 +34,7 @@ from .response_check import CheckLayer
 from .retry import Decision, RetryLayer
 from .signing import ParamValue, auth_headers, build_query
 from .transport import AiohttpTransport
-from .wire import Request, Response, Transport
+from .wire import Closing, Request, Response, Transport
 
 log = logging.getLogger("context.backfill")
 
@@ -90,7 +89,7 @@ class _CountingLayer:
         return await self._inner.send(request)
 
 
-class BybitClient:
+class BybitClient(Closing):
     """Public, private (signed) and archive calls through limiter, breaker and retries.
 
     Use as `async with BybitClient(config) as client:`; `transport` replaces the aiohttp bottom
@@ -129,13 +128,6 @@ class BybitClient:
         ends = self.config.endpoints
         return (f"BybitClient(rest={ends.rest_base_url!r}, archive={ends.archive_base_url!r}, "
                 f"credentials={self.config.credentials!r})")
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the HTTP session if this client created it (a passed-in transport is the caller's)."""

@@ -23,34 +23,25 @@ import os
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import aiohttp
 from yarl import URL
 
 from .config import Timeouts
 from .errors import ResponseTooLarge, TransportError
-from .wire import Request, Response
+from .wire import Closing, Request, Response
 
 CHUNK_BYTES = 1 << 20
 MAX_BODY_BYTES = 16 << 20  # Bybit's largest answers (1000 trades, 100 fills) are well under 1 MB
 
 
-class AiohttpTransport:
+class AiohttpTransport(Closing):
     """One aiohttp session for the whole run, created on first use; timeouts on every request."""
 
     def __init__(self, timeouts: Timeouts, *, connection_limit: int = 32) -> None:
         self._timeouts = timeouts
         self._connection_limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:

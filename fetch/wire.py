@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
 Kind = Literal["api", "archive"]
 
@@ -71,6 +72,20 @@ class Transport(Protocol):
     """Anything that can send a `Request`: the aiohttp transport, a layer wrapping it, a test fake."""
 
     async def send(self, request: Request) -> Response: ...
+
+
+class Closing:
+    """`async with` for an object that owns a session: leaving the block awaits its `close()`."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release what the object owns; a no-op here."""
 
 
 @dataclass(frozen=True, slots=True)
