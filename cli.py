@@ -2,9 +2,9 @@
 
 Each command builds `Settings`, calls one library function and renders its result. Library errors
 become one line on stderr (and, with `--json`, `{"error": ..., "exit_code": ...}` on stdout) and an
-exit code in exactly one place: `_Group.invoke`, with `_Group.make_context` for bad group-level
-options. `-v` and `--version` are added to every command by `_add_common_options`, so they work
-before or after the command name.
+exit code by kind (`_exit_code`: 2 bad input, 3 the exchange, 4 the store) in exactly one place:
+`_Group.invoke`, with `_Group.make_context` for bad group-level options. `-v` and `--version` are
+added to every command by `_add_common_options`, so they work before or after the command name.
 
 Each command imports the library modules it calls, inside its function: pydantic, DuckDB, pyarrow,
 aiohttp and the refresh machinery then load only when a command needs them, so `--help`, `--version`
@@ -27,13 +27,15 @@ import click
 from fetch.errors import BackfillError, InputError
 
 if TYPE_CHECKING:
-    from store.refresh import Progress, RefreshSummary
+    from store.refresh_summary import Progress, RefreshSummary
     from store.settings import Settings
 
 log = logging.getLogger("context.backfill")
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PARTIAL = 1  # the run finished, but part of it failed (e.g. an unusable archive day): rerun
-EXIT_INPUT = 2
+EXIT_INPUT = 2     # bad input or a refusal: fix the command, the settings or the credentials
+EXIT_EXCHANGE = 3  # Bybit unreachable or unusable after the retries (network, bans, bad answers)
+EXIT_STORE = 4     # the store or its cache dir: locked, not ours, unwritable
 EXIT_INTERRUPTED = 130
 
 
@@ -54,6 +56,19 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 
 
 EXIT_UNEXPECTED = 1
+
+
+def _exit_code(error: BackfillError) -> int:
+    """Bad input (a wrong symbol and refused credentials included) first, then the store; any other
+    error of ours came from the exchange or the way to it."""
+    from fetch.errors import AuthError, ParameterError
+    from store.errors import StoreError
+
+    if isinstance(error, InputError | ParameterError | AuthError):
+        return EXIT_INPUT
+    if isinstance(error, StoreError):
+        return EXIT_STORE
+    return EXIT_EXCHANGE
 
 
 class _Group(click.Group):
@@ -83,8 +98,8 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.Abort):
             raise
         except BackfillError as error:
-            _report(str(error), EXIT_INPUT, as_json)
-            ctx.exit(EXIT_INPUT)
+            _report(str(error), _exit_code(error), as_json)
+            ctx.exit(_exit_code(error))
         except click.UsageError as error:  # bad options too get one line, not a usage screen
             where = error.ctx.command_path if error.ctx is not None else ctx.command_path
             _report(f"{error.format_message()} (see `{where} --help`)", EXIT_INPUT, as_json)
@@ -229,21 +244,9 @@ def _print_json(data: Any) -> None:
 
 
 def _table(names: Sequence[str], rows: Sequence[Sequence[Any]], wrap: dict[int, int] | None = None) -> str:
-    """Aligned columns; the columns in `wrap` (index -> width) are wrapped onto continuation lines
-    (long gap reasons), so no line runs off a terminal."""
-    import textwrap
+    from store.report import render_table
 
-    wrap = wrap or {}
-    cells = [[str(name) for name in names]] + [["" if v is None else str(v) for v in row] for row in rows]
-    split = [[textwrap.wrap(c, wrap[i]) or [""] if i in wrap else [c] for i, c in enumerate(row)] for row in cells]
-    widths = [max(len(part) for row in split for part in row[i]) for i in range(len(names))]
-    lines = []
-    for row in split:
-        for depth in range(max(len(parts) for parts in row)):
-            parts = [p[depth] if depth < len(p) else "" for p in row]
-            lines.append("  ".join(c.ljust(w) for c, w in zip(parts, widths)).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(names, rows, wrap=wrap)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -372,9 +375,9 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
     """
     import asyncio
 
-    from store.db import Store
-    from store.plan import resolve_range
-    from store.refresh import refresh
+    from store.orchestrator import refresh
+    from store.schema import open_store
+    from store.timerange import resolve_range
 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
@@ -392,7 +395,7 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
         check_cache_template(str(cache_dir), 1)
         cache_dir = cache_dir_for(str(cache_dir), category, symbol)
     progress = _ProgressLine(ctx.obj["interactive"] and not as_json)
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         try:
             summary = asyncio.run(refresh(store, settings.fetch_config(), symbol, start_us, end_us,
                                           category=category, progress=progress,
@@ -423,12 +426,12 @@ def _single_lake(ctx: click.Context, *, store_path: Path, lake: str | None, cate
     import os
     from datetime import timedelta
 
-    from store.db import Store
     from store.lake import open_location, write_lake
-    from store.plan import day_of_us
+    from store.schema import open_store
+    from store.timeutil import day_of_us
 
     location = open_location(lake, os.environ)
-    with Store.open(store_path, read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(store_path, read_only=True, wait_s=_lock_wait(ctx)) as store:
         return write_lake(store, location, categories=[category], symbols=[symbol],
                           first=day_of_us(start_us), stop=day_of_us(end_us - 1) + timedelta(days=1))
 
@@ -441,9 +444,9 @@ def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, e
     import os
 
     from fetch.instruments import statuses_for
-    from store.db import Store
     from store.lake import open_location
     from store.market import Shard, refresh_market
+    from store.schema import open_store
 
     settings = _settings(ctx)
     statuses = statuses_for(status)
@@ -456,7 +459,7 @@ def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, e
         log.info("%s: %d days fetched, %d rows added%s", result.symbol, result.days_fetched,
                  result.rows_added, f", failed: {result.error}" if result.error else "")
 
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         summary = asyncio.run(refresh_market(
             store, settings.fetch_config(), list(symbols) or None, start_us, end_us, category=category,
             statuses=statuses, shard=parsed, cache_template=template, id_mode=settings.backfill_export_id,
@@ -574,9 +577,9 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
     """
     import asyncio
 
-    from store.db import Store
     from store.executions import refresh_executions
-    from store.plan import resolve_range
+    from store.schema import open_store
+    from store.timerange import resolve_range
 
     settings = _settings(ctx)
     config = settings.fetch_config()
@@ -584,7 +587,7 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
         raise InputError("executions needs BYBIT_API_KEY and BYBIT_API_SECRET (env or .env): set both "
                          "to a key with read permission")
     start_us, end_us = resolve_range(start, end, days, _now(), default_days=7)
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
         summary = asyncio.run(refresh_executions(store, config, start_us, end_us, category=category,
                                                  symbol=symbol, exec_type=exec_type))
     if as_json:
@@ -614,12 +617,12 @@ def status_command(ctx: click.Context, symbol: str | None, db: Path | None, as_j
         bybit-backfill status BTCUSDT
         bybit-backfill status --json
     """
-    from store.db import Store
     from store.follow_state import follower_status
     from store.report import iso_utc, status, stored_symbols
+    from store.schema import open_store
     from store.writer_state import active_writer
 
-    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         rows = status(store, symbol)
         known = stored_symbols(store) if not rows else []
     followers = follower_status(_db_path(ctx, db))
@@ -684,11 +687,11 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
         bybit-backfill gaps BTCUSDT --start 2024-01-01 --end 2024-01-08 --min-silence 60
     """
     from store.coverage import find_gaps
-    from store.db import Store
-    from store.plan import resolve_range
+    from store.schema import open_store
+    from store.timerange import resolve_range
 
     start_us, end_us = resolve_range(start, end, days, _now())
-    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         found = find_gaps(store, category, symbol.upper(), start_us, end_us, min_silence)
     if as_json:
         _print_json([gap.as_dict() for gap in found])
@@ -723,14 +726,15 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
     Example:
         bybit-backfill export BTCUSDT --start 2024-01-01 --end 2024-01-08 --cache-dir ./cache
     """
-    from store.db import Store
     from store.export import export_range
-    from store.plan import days_touching, resolve_range
+    from store.schema import open_store
+    from store.timerange import resolve_range
+    from store.timeutil import days_touching
 
     settings = _settings(ctx)
     start_us, end_us = resolve_range(start, end, days, _now())
     wanted: list[date] = days_touching([(start_us, end_us)])
-    with Store.open(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
         report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
@@ -796,11 +800,11 @@ def verify_command(ctx: click.Context, db: Path | None, as_json: bool, repair: b
         bybit-backfill verify
         bybit-backfill verify --repair && bybit-backfill refresh BTCUSDT --start 2024-01-01
     """
-    from store.db import Store
     from store.report import repair as repair_store
     from store.report import verify
+    from store.schema import open_store
 
-    with Store.open(_db_path(ctx, db), read_only=not repair, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=not repair, wait_s=_lock_wait(ctx)) as store:
         if repair:
             repaired = repair_store(store)
             if not as_json:
@@ -865,15 +869,15 @@ def lake_write_command(ctx: click.Context, dest: str, symbols: tuple[str, ...], 
     """
     import os
 
-    from store.db import Store
     from store.lake import open_location, write_lake
-    from store.plan import parse_when
+    from store.schema import open_store
+    from store.timerange import parse_when
 
     now = _now()
     first = parse_when(start, now).date() if start else date(2000, 1, 1)
     stop = parse_when(end, now).date() if end else None
     location = open_location(dest, os.environ)
-    with Store.open(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
+    with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
         report = write_lake(store, location, categories=[category] if category else None,
                             symbols=list(symbols) or None, first=first, stop=stop)
     _print_json(report.as_dict()) if as_json else _render_lake(report)
@@ -918,7 +922,7 @@ def demo_command(ctx: click.Context, directory: Path, days: int, trades_per_day:
     Example:
         bybit-backfill demo
     """
-    from sim.demo import run_demo
+    from demo import run_demo
 
     run_demo(directory, days=days, trades_per_day=trades_per_day, echo=click.echo)
 
@@ -1034,13 +1038,13 @@ def forget_command(ctx: click.Context, symbol: str, category: str, start: str | 
         bybit-backfill forget BTCUSD --category linear --yes
         bybit-backfill forget BTCUSDT --category linear --start 2024-01-03 --end 2024-01-05
     """
-    from store.db import Store
     from store.forget import forget, forget_days, plan_forget
-    from store.plan import parse_when
+    from store.schema import open_store
+    from store.timerange import parse_when
 
     now = _now()
     first, stop = forget_days(start, end, lambda text: parse_when(text, now))
-    with Store.open(_db_path(ctx, db)) as store:
+    with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
         planned = plan_forget(store, category, str(symbol), first, stop)
         if planned.empty:
             done = planned

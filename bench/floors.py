@@ -47,14 +47,14 @@ def day_floor(csv_gz: Path, work: Path) -> dict[str, object]:
 
 
 def export_pair(db: Path, symbol: str, category: str, day: date, work: Path, runs: int) -> dict[str, object]:
-    from store import Store
     from store.export import day_rows_sql, export_days
-    from store.plan import day_start_us
+    from store.schema import open_store
+    from store.timeutil import day_start_us
 
     work.mkdir(parents=True, exist_ok=True)
     ours, copy = [], []
     params = [category, symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
-    with Store.open(db) as store:
+    with open_store(db) as store:
         for k in range(runs):
             for which in (("ours", "copy") if k % 2 == 0 else ("copy", "ours")):
                 started = time.perf_counter()

@@ -61,8 +61,8 @@ def prefill(config: SimConfig, db: Path, hours: float) -> int:
     import pyarrow as pa
 
     from fetch.models import TRADE_SCHEMA
-    from store import Store
     from store.ingest import ingest_batch
+    from store.schema import open_store
 
     now_ms = config.market_now_ms()
     frozen = SimConfig(seed=config.seed, markets=config.markets, now_ms=now_ms - 30_000)
@@ -77,7 +77,7 @@ def prefill(config: SimConfig, db: Path, hours: float) -> int:
                           "time_us": table.column("time_us"), "price": table.column("price"),
                           "qty": table.column("qty"), "side": table.column("side"),
                           "is_block_trade": pa.nulls(n, pa.bool_()), "source": ["ws"] * n}, schema=TRADE_SCHEMA)
-        with Store.open(db) as store, store.atomic():
+        with open_store(db) as store, store.atomic():
             rows += ingest_batch(store, batch, category="linear", symbol="BTCUSDT").added
     return rows
 

@@ -32,13 +32,13 @@ FILL_SQL = """
 def main(argv: list[str]) -> None:
     import duckdb
 
-    from store.db import Store
+    from store.schema import open_store
     from store.sql_output import stream_sql
 
     rows = int(argv[0]) if argv else 1_000_000
     with tempfile.TemporaryDirectory(prefix="bench-sql-") as tmp:
         db = Path(tmp) / "bench.duckdb"
-        with Store.open(db) as store:
+        with open_store(db) as store:
             store.execute(FILL_SQL, [rows])
         copy_s, stream_s = [], []
         for _ in range(3):

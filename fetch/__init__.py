@@ -22,23 +22,37 @@ if TYPE_CHECKING:
     from .breaker import BreakerState, CircuitBreaker
     from .client import BybitClient, ClientStats
     from .config import BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy, Timeouts
-    from .errors import (ArchiveError, AuthError, BackfillError, BadResponse, CircuitOpen, ClockSkew,
-                         ExchangeError, InputError, IpBanned, ParameterError, RateLimited, ServerError,
-                         Terminal, Transient, TransportError)
+    from .errors import (
+        ArchiveError,
+        AuthError,
+        BackfillError,
+        BadResponse,
+        CircuitOpen,
+        ClockSkew,
+        ExchangeError,
+        InputError,
+        IpBanned,
+        ParameterError,
+        RateLimited,
+        ServerError,
+        Terminal,
+        Transient,
+        TransportError,
+    )
     from .executions import ExecutionSource, Window, plan_windows
-    from .models import (TRADE_SCHEMA, Category, Execution, LimitStatus, RecentTail, Source, Trade,
-                         trades_to_table)
+    from .models import TRADE_SCHEMA, Category, Execution, RecentTail, Source, Trade, trades_to_table
     from .parse import archive_rows, read_archive
     from .rest import RecentTradeSource
+    from .wire import LimitStatus
 
 __all__ = [
-    "ArchiveError", "ArchiveFile", "ArchiveSource", "AuthError", "BackfillError", "BadResponse",
-    "BreakerPolicy", "BreakerState", "BybitClient", "Category", "CircuitBreaker", "CircuitOpen",
-    "ClientStats", "ClockSkew", "Credentials", "Endpoints", "ExchangeError", "Execution",
+    "TRADE_SCHEMA", "ArchiveError", "ArchiveFile", "ArchiveSource", "AuthError", "BackfillError",
+    "BadResponse", "BreakerPolicy", "BreakerState", "BybitClient", "Category", "CircuitBreaker",
+    "CircuitOpen", "ClientStats", "ClockSkew", "Credentials", "Endpoints", "ExchangeError", "Execution",
     "ExecutionSource", "FetchConfig", "InputError", "IpBanned", "LimitStatus", "ParameterError",
     "RateLimited", "RateLimits", "RecentTail", "RecentTradeSource", "RetryPolicy", "ServerError",
-    "Source", "TRADE_SCHEMA", "Terminal", "Timeouts", "Trade", "Transient", "TransportError", "Window",
-    "archive_path", "archive_rows", "plan_windows", "read_archive", "trades_to_table",
+    "Source", "Terminal", "Timeouts", "Trade", "Transient", "TransportError", "Window", "archive_path",
+    "archive_rows", "plan_windows", "read_archive", "trades_to_table",
 ]
 
 _EXPORTS = {
@@ -51,9 +65,9 @@ _EXPORTS = {
                "ExchangeError", "InputError", "IpBanned", "ParameterError", "RateLimited", "ServerError",
                "Terminal", "Transient", "TransportError"),
     "executions": ("ExecutionSource", "Window", "plan_windows"),
-    "models": ("TRADE_SCHEMA", "Category", "Execution", "LimitStatus", "RecentTail", "Source", "Trade",
-               "trades_to_table"),
+    "models": ("TRADE_SCHEMA", "Category", "Execution", "RecentTail", "Source", "Trade", "trades_to_table"),
     "parse": ("archive_rows", "read_archive"),
     "rest": ("RecentTradeSource",),
+    "wire": ("LimitStatus",),
 }
 __getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from ._ordered import ordered_map
 from .client import BybitClient
 from .errors import ArchiveError, BackfillError, InputError
 from .models import Category
+from .ordered_map import ordered_map
 from .parse import parse_archive_index
-
 
 
 @dataclass(frozen=True, slots=True)

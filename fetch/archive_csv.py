@@ -13,7 +13,7 @@ and inflating was the largest single cost of a day. Two conversions must be exac
 * spot ids restart at 1 every day, so the stable trade id is `YYYYMMDD` + the id zero-padded to
   10 digits (`202401020000000017`): unique across days, still a decimal that fits in an int64.
 
-Constants come from `arrowconst` (built from raw buffers): converting any Python value would make
+Constants come from `arrow_scalars` (built from raw buffers): converting any Python value would make
 pyarrow import pandas, when installed, for ~0.2 s of every refresh.
 
 Every failure of the file (unknown header, truncated gzip, malformed row, bad number, no rows at all,
@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from isal import igzip, isal_zlib
 
-from . import arrowconst
+from . import arrow_scalars
 from .errors import ArchiveError
 from .models import TRADE_SCHEMA, Category, Source
 from .plausible import first_implausible_row
@@ -162,7 +162,7 @@ def _convert_options(fmt: ArchiveFormat) -> pacsv.ConvertOptions:
 
 def _derivatives_batch(batch: pa.RecordBatch, category: str, symbol: str, day: date) -> pa.RecordBatch:
     ids = batch.column("trdMatchID")
-    if pc.any(pc.equal(pc.utf8_length(ids), arrowconst.int64(0))).as_py():
+    if pc.any(pc.equal(pc.utf8_length(ids), arrow_scalars.int64(0))).as_py():
         raise ValueError("a row has an empty trdMatchID")
     time_us = _scaled_int(batch.column("timestamp"), 6)
     return _assemble(batch, category, symbol, ids, time_us, batch.column("size"))
@@ -170,11 +170,11 @@ def _derivatives_batch(batch: pa.RecordBatch, category: str, symbol: str, day: d
 
 def _spot_batch(batch: pa.RecordBatch, category: str, symbol: str, day: date) -> pa.RecordBatch:
     seq = batch.column("id").cast(pa.int64())
-    if pc.any(pc.or_(pc.less(seq, arrowconst.int64(0)),
-                     pc.greater_equal(seq, arrowconst.int64(_MAX_SPOT_ID)))).as_py():
+    if pc.any(pc.or_(pc.less(seq, arrow_scalars.int64(0)),
+                     pc.greater_equal(seq, arrow_scalars.int64(_MAX_SPOT_ID)))).as_py():
         raise ValueError(f"a spot id is outside 0..{_MAX_SPOT_ID - 1}")
     padded = pc.utf8_lpad(seq.cast(pa.string()), 10, "0")
-    ids = pc.binary_join_element_wise(arrowconst.string(day.strftime("%Y%m%d")), padded, arrowconst.string(""))
+    ids = pc.binary_join_element_wise(arrow_scalars.string(day.strftime("%Y%m%d")), padded, arrow_scalars.string(""))
     time_us = _scaled_int(batch.column("timestamp"), 3)  # ms with 3 decimals -> µs
     return _assemble(batch, category, symbol, ids, time_us, batch.column("volume"))
 
@@ -198,14 +198,14 @@ def _scaled_int_fixed_point(text: pa.Array, decimals: int) -> pa.Array | None:
         return None
     dots = pc.find_substring(text, ".")
     lengths = pc.utf8_length(text)
-    with_dot = pc.greater_equal(dots, arrowconst.int64(0))
+    with_dot = pc.greater_equal(dots, arrow_scalars.int64(0))
     width = pc.max(dots).as_py() if pc.any(with_dot).as_py() else pc.min(lengths).as_py()
     if width is None or width < 1 or width + decimals > 18:  # 18 digits always fit in an int64
         return None
     shaped = pc.if_else(with_dot,
-                        pc.and_(pc.equal(dots, arrowconst.int64(width)),
-                                pc.less_equal(lengths, arrowconst.int64(width + 1 + decimals))),
-                        pc.equal(lengths, arrowconst.int64(width)))
+                        pc.and_(pc.equal(dots, arrow_scalars.int64(width)),
+                                pc.less_equal(lengths, arrow_scalars.int64(width + 1 + decimals))),
+                        pc.equal(lengths, arrow_scalars.int64(width)))
     if not pc.all(shaped, skip_nulls=False).as_py():
         return None
     digits = pc.replace_substring(text, ".", "", max_replacements=1)
@@ -217,11 +217,11 @@ def _assemble(batch: pa.RecordBatch, category: str, symbol: str, ids: pa.Array, 
     side = pc.utf8_lower(batch.column("side"))  # checked with the rest of the row (`_check_rows`)
     n = batch.num_rows
     return pa.RecordBatch.from_arrays([
-        pa.repeat(arrowconst.string(category), n),
-        pa.repeat(arrowconst.string(symbol), n),
+        pa.repeat(arrow_scalars.string(category), n),
+        pa.repeat(arrow_scalars.string(symbol), n),
         ids, time_us, batch.column("price"), qty, side,
         pa.nulls(n, pa.bool_()),
-        pa.repeat(arrowconst.string(Source.ARCHIVE.value), n),
+        pa.repeat(arrow_scalars.string(Source.ARCHIVE.value), n),
     ], schema=TRADE_SCHEMA)
 
 

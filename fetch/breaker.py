@@ -23,9 +23,16 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .config import BreakerPolicy
-from .errors import (BackfillError, BadResponse, CircuitOpen, IpBanned, RateLimited, ServerError,
-                     TransportError)
-from .transport import Request, Response, Transport
+from .errors import (
+    BackfillError,
+    BadResponse,
+    CircuitOpen,
+    IpBanned,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
+from .wire import Request, Response, Transport
 
 log = logging.getLogger("context.backfill")
 
@@ -33,6 +40,8 @@ THROTTLE_LOG_STEP = 0.5  # log the throttle when it moved this much since it was
 
 
 class BreakerState(str, Enum):
+    """CLOSED sends, OPEN sends nothing until the cooldown ends, HALF_OPEN lets one probe through."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half-open"
@@ -58,10 +67,9 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What recording one result did: a state transition (or None) and the throttle change."""
+    """What recording one result did: a state transition (or None) and the throttle it left."""
 
     transition: Transition | None
-    throttle_before: float
     throttle_after: float
 
 
@@ -102,8 +110,7 @@ class CircuitBreaker:
         self._probe_in_flight = False
 
     def record(self, exc: BaseException | None, *, probe: bool = False) -> Outcome:
-        """Record one answer (None = success); returns the transition and throttle change it caused."""
-        before = self.throttle
+        """Record one answer (None = success); returns the transition it caused and the throttle after."""
         if probe:
             self._probe_in_flight = False
         if isinstance(exc, IpBanned):
@@ -120,7 +127,7 @@ class CircuitBreaker:
             self.consecutive_rate_limits = 0
             self.throttle = max(1.0, self.throttle * self.policy.throttle_decay)
             transition = self._close() if probe and self.state is BreakerState.HALF_OPEN else None
-        return Outcome(transition, before, self.throttle)
+        return Outcome(transition, self.throttle)
 
     def _on_limit(self, exc: BaseException, cooldown_s: float, *, immediate: bool,
                   probe: bool) -> Transition | None:

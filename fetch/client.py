@@ -23,18 +23,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .breaker import BreakerLayer, BreakerState, CircuitBreaker, Transition
-from .check import CheckLayer
 from .config import Credentials, FetchConfig
 from .errors import AuthError, BackfillError, ClockSkew, IpBanned, RateLimited
 from .limiter import LimiterLayer, RateLimiter
 from .parse import parse_envelope, parse_server_time_ms
+from .response_check import CheckLayer
 from .retry import Decision, RetryLayer
 from .signing import ParamValue, auth_headers, build_query
-from .transport import AiohttpTransport, Request, Response, Transport
+from .transport import AiohttpTransport
+from .wire import Closing, Request, Response, Transport
 
 log = logging.getLogger("context.backfill")
 
@@ -89,7 +89,7 @@ class _CountingLayer:
         return await self._inner.send(request)
 
 
-class BybitClient:
+class BybitClient(Closing):
     """Public, private (signed) and archive calls through limiter, breaker and retries.
 
     Use as `async with BybitClient(config) as client:`; `transport` replaces the aiohttp bottom
@@ -128,13 +128,6 @@ class BybitClient:
         ends = self.config.endpoints
         return (f"BybitClient(rest={ends.rest_base_url!r}, archive={ends.archive_base_url!r}, "
                 f"credentials={self.config.credentials!r})")
-
-    async def __aenter__(self) -> BybitClient:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the HTTP session if this client created it (a passed-in transport is the caller's)."""

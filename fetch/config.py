@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
+    """Where the REST API, the archive files and the public WebSocket streams are (point all three at
+    `sim/` to run offline)."""
+
     rest_base_url: str = "https://api.bybit.com"
     archive_base_url: str = "https://public.bybit.com"
     ws_base_url: str = "wss://stream.bybit.com"  # public streams: {ws_base_url}/v5/public/{category}
@@ -35,7 +38,8 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter: base, 2*base, 4*base... up to `max_retries` tries more."""
+    """Exponential backoff with +-25% jitter (`fetch.retry.JITTER`): base, 2*base, 4*base... capped at
+    `max_delay_s`, up to `max_retries` tries more."""
 
     max_retries: int = 5
     base_s: float = 0.5
@@ -68,6 +72,8 @@ class RateLimits:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
+    """Seconds an API request may take in all and to connect; an archive download gets longer."""
+
     total_s: float = 30.0
     connect_s: float = 10.0
     archive_total_s: float = 600.0

@@ -17,10 +17,11 @@ The root lives here, in the lowest layer, so `store/` and `cli.py` can extend it
     ├── ResponseTooLarge               an answer over the size cap (16 MB)          (Terminal)
     ├── CircuitOpen                    the breaker refuses to send                  (Terminal)
     ├── ArchiveError(day)              a daily file is missing, truncated, malformed (Terminal)
-    └── StoreError (store/errors.py)   StoreLocked, NotADatabase, ExportError
+    └── StoreError (store/errors.py)   StoreLocked, NotADatabase, ExportError, QueryError
 
-`Transient` and `Terminal` are marker mixins: the retry layer asks `isinstance(e, Transient)` and
-nothing else, so the retry decision is made once, here, by the type.
+`Transient` and `Terminal` are marker mixins: the retry layer decides by the type alone. It retries
+`Transient` errors, except `ClockSkew`, which it hands up first so the client resyncs its clock and
+retries once with a fresh signature (`fetch.retry.classify`).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _classify_code(ret_code: int) -> tuple[type[ExchangeError], str]:
     return ExchangeError, "unexpected error; see Bybit's error code list"
 
 
-def error_for_status(status: int, *, endpoint: str = "", body_hint: str = "") -> ExchangeError | None:
+def error_for_status(status: int, *, endpoint: str = "") -> ExchangeError | None:
     """Map an HTTP status that is an error by itself; None when the JSON body must decide."""
     where = f" on {endpoint}" if endpoint else ""
     if status == 429:
@@ -163,7 +164,7 @@ def error_for_status(status: int, *, endpoint: str = "", body_hint: str = "") ->
     if found is None:
         return None
     cls, advice = found
-    return cls(f"HTTP {status}{where}: {advice}{body_hint}", status=status, endpoint=endpoint)
+    return cls(f"HTTP {status}{where}: {advice}", status=status, endpoint=endpoint)
 
 
 def _classify_status(status: int) -> tuple[type[ExchangeError], str] | None:

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from ._ordered import ordered_map
 from .client import BybitClient
 from .errors import BadResponse, InputError
 from .models import Category, Execution
+from .ordered_map import ordered_map
 from .parse import parse_execution_page
 from .signing import ParamValue
 

@@ -31,9 +31,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from .config import RateLimits
-from .models import LimitStatus
-from .parse import parse_limit_headers
-from .transport import Request, Response, Transport
+from .wire import LimitStatus, Request, Response, Transport, parse_limit_headers
 
 LOW_MARGIN = 2        # "low": no more left in the window than in flight plus this
 MAX_PACE_WAIT_S = 5.0  # our clock and Bybit's differ; never trust a reset further away than this

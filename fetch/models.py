@@ -14,6 +14,8 @@ import pyarrow as pa
 
 
 class Category(str, Enum):
+    """Bybit's product category: which archive folder, which recent-trade limit, which stream."""
+
     LINEAR = "linear"
     INVERSE = "inverse"
     SPOT = "spot"
@@ -25,6 +27,8 @@ class Category(str, Enum):
 
 
 class Source(str, Enum):
+    """Where a stored trade came from: a daily archive file, recent-trade (REST) or live capture (ws)."""
+
     ARCHIVE = "archive"
     REST = "rest"
     WS = "ws"
@@ -89,15 +93,6 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
-class LimitStatus:
-    """The `X-Bapi-Limit*` headers of one response; every field is optional on the wire."""
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset_at_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RecentTail:
     """What recent-trade returned: the trades (ascending) and the span they prove complete."""
 
@@ -105,4 +100,3 @@ class RecentTail:
     oldest_us: int | None
     newest_us: int | None
     limit: int
-    as_of_us: int | None = None  # server time of the answer: nothing traded after newest until then

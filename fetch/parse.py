@@ -13,6 +13,7 @@ The archive CSV reader lives in `fetch.archive_csv` (it is the one hot path) and
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,11 +22,11 @@ from typing import Any
 
 from .archive_csv import ArchiveFormat, archive_rows, read_archive, sniff_header
 from .errors import BadResponse, error_for
-from .models import Execution, LimitStatus, Source, Trade
+from .models import Execution, Source, Trade
 
 __all__ = [
     "ArchiveFormat", "Envelope", "ExecutionPage", "archive_rows", "check_envelope",
-    "parse_archive_index", "parse_envelope", "parse_execution_page", "parse_limit_headers",
+    "parse_archive_index", "parse_envelope", "parse_execution_page",
     "parse_recent_trades", "parse_server_time_ms", "read_archive", "sniff_header", "unwrap",
 ]
 
@@ -180,16 +181,6 @@ def parse_archive_index(html: str, symbol: str | None = None) -> list[date]:
     return sorted(days)
 
 
-def parse_limit_headers(headers: Mapping[str, str]) -> LimitStatus:
-    """`X-Bapi-Limit`, `-Status`, `-Reset-Timestamp` (any case) -> `LimitStatus`; absent or bad -> None."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    return LimitStatus(
-        limit=_int_or_none(lowered.get("x-bapi-limit")),
-        remaining=_int_or_none(lowered.get("x-bapi-limit-status")),
-        reset_at_ms=_int_or_none(lowered.get("x-bapi-limit-reset-timestamp")),
-    )
-
-
 # --- small helpers --------------------------------------------------------------------------------
 
 def _rows(result: Mapping[str, Any], endpoint: str) -> list[Any]:
@@ -226,7 +217,7 @@ def _as_float(value: Any, field: str, endpoint: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise BadResponse(f"`{field}`{_on(endpoint)} is not a number: {_snippet(repr(value))}") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise BadResponse(f"`{field}`{_on(endpoint)} is not a finite number: {value!r}")
     return number
 
@@ -244,13 +235,6 @@ def _optional_bool(value: Any) -> bool | None:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1")
     return bool(value)
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return None if value is None else int(value.strip())
-    except ValueError:
-        return None
 
 
 def _on(endpoint: str) -> str:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import arrowconst
+from . import arrow_scalars
 from .models import Trade
 
 # Bybit opened in 2018: no trade of any market is older.
@@ -71,15 +71,15 @@ def first_implausible_row(*, symbols: pa.Array | None, symbol: str, sides: pa.Ar
     clean busy day pays a handful of compute kernels per batch and nothing more."""
     checks: list[tuple[pa.Array, str]] = []
     if symbols is not None:
-        checks.append((pc.equal(symbols, arrowconst.string(symbol)), f"the symbol is not {symbol}"))
-    checks.append((pc.is_in(sides, value_set=arrowconst.string_array(_SIDES)),
+        checks.append((pc.equal(symbols, arrow_scalars.string(symbol)), f"the symbol is not {symbol}"))
+    checks.append((pc.is_in(sides, value_set=arrow_scalars.string_array(_SIDES)),
                    "the side is neither buy nor sell"))
-    zero = arrowconst.float64(0.0)
+    zero = arrow_scalars.float64(0.0)
     for name, values in (("price", prices), ("size", qtys)):
         checks.append((pc.and_(pc.is_finite(values), pc.greater(values, zero)),
                        f"the {name} is not a finite positive number"))
-    checks.append((pc.and_(pc.greater_equal(times_us, arrowconst.int64(not_before_us)),
-                           pc.less(times_us, arrowconst.int64(not_after_us))),
+    checks.append((pc.and_(pc.greater_equal(times_us, arrow_scalars.int64(not_before_us)),
+                           pc.less(times_us, arrow_scalars.int64(not_after_us))),
                    f"the time lies outside {_when(not_before_us)} .. {_when(not_after_us)}"))
     first: tuple[int, str] | None = None
     for ok, why in checks:

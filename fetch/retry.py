@@ -15,7 +15,7 @@ from enum import Enum
 
 from .config import RetryPolicy
 from .errors import BackfillError, ClockSkew, RateLimited, Transient
-from .transport import Request, Response, Transport
+from .wire import Request, Response, Transport
 
 log = logging.getLogger("context.backfill")
 

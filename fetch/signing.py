@@ -58,7 +58,7 @@ def build_query(params: Mapping[str, ParamValue]) -> str:
     return "&".join(parts)
 
 
-def _format_value(value: str | int | float | bool) -> str:
+def _format_value(value: str | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

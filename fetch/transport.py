@@ -1,9 +1,10 @@
 """The bottom layer: one HTTP request on the wire, and the only module that imports aiohttp's client.
 
-Every layer above speaks `Request` -> `Response` through the one-method `Transport` protocol, so
-tests can swap this layer for a fake and the demo can point it at `sim/`. aiohttp's exceptions (and
-timeouts, resets) are translated to `TransportError` here and nowhere else; messages carry a redacted
-URL (path and parameter names, never headers, signatures or long values).
+Every layer above speaks `Request` -> `Response` through the one-method `Transport` protocol
+(`fetch.wire`, which imports no aiohttp), so tests can swap this layer for a fake and the demo can
+point it at `sim/`. aiohttp's exceptions (and timeouts, resets) are translated to `TransportError`
+here and nowhere else; messages carry a redacted URL (path and parameter names, never headers,
+signatures or long values).
 
 Archive downloads are streamed to a temp file beside the destination in chunks and renamed into
 place only when complete, so a reader never sees half a file; a body shorter than its
@@ -21,95 +22,26 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Protocol
 
 import aiohttp
 from yarl import URL
 
 from .config import Timeouts
 from .errors import ResponseTooLarge, TransportError
+from .wire import Closing, Request, Response
 
-Kind = Literal["api", "archive"]
 CHUNK_BYTES = 1 << 20
 MAX_BODY_BYTES = 16 << 20  # Bybit's largest answers (1000 trades, 100 fills) are well under 1 MB
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One GET. `query` is the final, already-encoded query string: it is what gets signed and sent.
-
-    `kind` says which host it goes to ('api' is rate-limited and guarded by the breaker, 'archive' is
-    a static file server); `public` marks market-data calls (paced by `public_delay_ms`); `signed`
-    asks the signing layer to add fresh X-BAPI-* headers; `dest` makes it a streamed download.
-    """
-
-    base_url: str
-    path: str
-    query: str = ""
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    kind: Kind = "api"
-    endpoint: str = ""
-    signed: bool = False
-    public: bool = True
-    dest: Path | None = None
-    on_bytes: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def url(self) -> str:
-        base = self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
-        return f"{base}?{self.query}" if self.query else base
-
-    @property
-    def redacted_url(self) -> str:
-        """The URL for messages: parameter names kept, long values (cursors) elided."""
-        base = self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
-        if not self.query:
-            return base
-        shown = []
-        for part in self.query.split("&"):
-            key, _, value = part.partition("=")
-            shown.append(f"{key}={value if len(value) <= 24 else '…'}")
-        return f"{base}?{'&'.join(shown)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """What came back. Header names are lower-case. Downloads have `path` set and an empty body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes = b""
-    path: Path | None = None
-    elapsed_s: float = 0.0
-    size_bytes: int = 0
-    result: Mapping[str, object] | None = field(default=None, repr=False)
-
-
-class Transport(Protocol):
-    """Anything that can send a `Request`: the aiohttp transport, a layer wrapping it, a test fake."""
-
-    async def send(self, request: Request) -> Response: ...
-
-
-class AiohttpTransport:
+class AiohttpTransport(Closing):
     """One aiohttp session for the whole run, created on first use; timeouts on every request."""
 
     def __init__(self, timeouts: Timeouts, *, connection_limit: int = 32) -> None:
         self._timeouts = timeouts
         self._connection_limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> AiohttpTransport:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -131,7 +63,7 @@ class AiohttpTransport:
             return await self._fetch(request, started)
         except (TransportError, ResponseTooLarge):
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             raise TransportError(_describe(exc, request)) from None
 
     async def _fetch(self, request: Request, started: float) -> Response:
@@ -165,7 +97,7 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path, request: Req
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     size = 0
     try:
-        with open(tmp, "wb") as out:
+        with open(tmp, "wb") as out:  # noqa: ASYNC230 (a local temp file; each chunk's write is short)
             async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
                 out.write(chunk)
                 size += len(chunk)
@@ -240,7 +172,7 @@ class WebSocketTransport:
         try:
             self._ws = await self._session.ws_connect(self.url, autoping=True, heartbeat=None,
                                                       max_msg_size=self._max_frame_bytes)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             await self.close()
             raise TransportError(f"could not open {self.url} ({type(exc).__name__}: {exc})") from None
 
@@ -268,7 +200,7 @@ class WebSocketTransport:
         while True:
             try:
                 msg = await self._ws.receive(timeout=max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
             except (aiohttp.ClientError, ConnectionError) as exc:
                 raise TransportError(f"{self.url}: the connection failed ({type(exc).__name__})") from None

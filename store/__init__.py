@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fetch._lazy import lazy_names
 
@@ -20,15 +18,17 @@ if TYPE_CHECKING:
     from store.executions import ExecutionsSummary, refresh_executions
     from store.export import CACHE_SCHEMA, export_days
     from store.history import BybitConnectorHistory, TradeTick, create_history_provider, read_cache, tick_id
-    from store.plan import resolve_range
-    from store.refresh import Progress, RefreshSummary, refresh
+    from store.orchestrator import refresh
+    from store.refresh_summary import Progress, RefreshSummary
+    from store.schema import open_store
     from store.settings import Settings
+    from store.timerange import resolve_range
 
 __all__ = [
-    "BybitConnectorHistory", "CACHE_SCHEMA", "ExecutionsSummary", "ExportError", "Gap", "NotADatabase",
+    "CACHE_SCHEMA", "BybitConnectorHistory", "ExecutionsSummary", "ExportError", "Gap", "NotADatabase",
     "Progress", "RefreshSummary", "Settings", "Store", "StoreError", "StoreLocked", "TradeTick",
-    "cache_path", "create_history_provider", "export_days", "find_gaps", "read_cache", "refresh",
-    "refresh_executions", "resolve_range", "tick_id",
+    "cache_path", "create_history_provider", "export_days", "find_gaps", "open_store", "read_cache",
+    "refresh", "refresh_executions", "resolve_range", "tick_id",
 ]
 
 _EXPORTS = {
@@ -39,21 +39,11 @@ _EXPORTS = {
     "executions": ("ExecutionsSummary", "refresh_executions"),
     "export": ("CACHE_SCHEMA", "export_days"),
     "history": ("BybitConnectorHistory", "TradeTick", "create_history_provider", "read_cache", "tick_id"),
-    "plan": ("resolve_range",),
-    "refresh": ("Progress", "RefreshSummary", "refresh"),
+    "orchestrator": ("refresh",),
+    "refresh_summary": ("Progress", "RefreshSummary"),
+    "schema": ("open_store",),
     "settings": ("Settings",),
+    "timerange": ("resolve_range",),
 }
 __getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
 
-
-class _Package(ModuleType):
-    """`store.refresh` is the function, as it was with eager imports, even after the import system
-    binds the loaded submodule `store.refresh` on the package."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}" and name in __all__:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

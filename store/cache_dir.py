@@ -29,11 +29,24 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal, cast
 
+from fetch.errors import InputError
 from store.coverage import find_gaps
 from store.db import Store
 from store.errors import ExportError, StoreError
-from store.plan import day_start_us, days_touching
+from store.timeutil import day_start_us, days_touching
+
+# What a file's `i` column holds: the TradeTick id (the service's reader) or the exchange's own id.
+IdMode = Literal["tick", "raw"]
+ID_MODES: tuple[IdMode, ...] = ("tick", "raw")
+
+
+def as_id_mode(value: str) -> IdMode:
+    """A caller's id mode, checked: 'tick' or 'raw'."""
+    if value not in ID_MODES:
+        raise InputError(f"unknown id mode {value!r}: use 'tick' (TradeTick ids) or 'raw' (the exchange's ids)")
+    return value
 
 OWNER_FILE = ".bybit-backfill-owner.json"
 TEMP_DIR = ".bybit-backfill-tmp"
@@ -105,7 +118,7 @@ class Owner:
     store: str
     category: str
     symbol: str
-    id_mode: str
+    id_mode: IdMode
 
     def same_as(self, other: Owner) -> bool:
         return (self.category, self.symbol, self.id_mode) == (other.category, other.symbol,
@@ -128,7 +141,8 @@ def read_owner(cache_dir: Path) -> Owner | None:
     marker = Path(cache_dir) / OWNER_FILE
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
-        return Owner(str(data["store"]), str(data["category"]), str(data["symbol"]), str(data["id_mode"]))
+        return Owner(str(data["store"]), str(data["category"]), str(data["symbol"]),
+                     cast(IdMode, str(data["id_mode"])))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -136,9 +150,9 @@ def read_owner(cache_dir: Path) -> Owner | None:
                           f"{cache_dir}, delete the marker; otherwise choose another --cache-dir") from None
 
 
-def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: str) -> Path:
+def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: IdMode) -> Path:
     """Before any file is written: refuse a directory owned by another store, symbol or id mode
-    (exit 2, naming the owner); mark an unowned one as ours."""
+    (exit 4, naming the owner); mark an unowned one as ours."""
     directory = check_cache_dir(cache_dir)
     wanted = Owner(os.path.realpath(store.path), category, symbol, id_mode)
     found = read_owner(directory)
@@ -152,11 +166,14 @@ def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, i
     return directory
 
 
+_CHECK_EXPORT_LOG_SQL = "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?"
+
+
 def _check_export_log(store: Store, directory: Path, category: str, symbol: str) -> None:
     """A directory an earlier release wrote has no marker: this store's export log still knows."""
     resolved = directory.resolve()
     for path, owner_category, owner_symbol in store.query(
-            "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?",
+            _CHECK_EXPORT_LOG_SQL,
             [category, symbol]):
         if Path(path).resolve().parent == resolved:
             raise ExportError(f"the cache dir {directory} holds {owner_symbol} ({owner_category}) files; "
@@ -177,15 +194,18 @@ def _write_owner(directory: Path, owner: Owner) -> None:
             os.unlink(name)
 
 
-def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: str) -> None:
+def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: IdMode) -> None:
     """Before any day is stored: the refresh's target directory must be ours (`claim_cache_dir`)."""
     claim_cache_dir(store, cache_dir, category, symbol, id_mode)
 
 
+LAST_EXPORT_OF_PATH_SQL = ("SELECT category, symbol FROM exports WHERE path = ? "
+                   "ORDER BY exported_at DESC LIMIT 1")
+
+
 def check_owner(store: Store, target: Path, category: str, symbol: str) -> None:
     """Refuse to overwrite a file another symbol exported into the same directory."""
-    row = store.query_one("SELECT category, symbol FROM exports WHERE path = ? "
-                          "ORDER BY exported_at DESC LIMIT 1", [str(target)])
+    row = store.query_one(LAST_EXPORT_OF_PATH_SQL, [str(target)])
     if row is not None and (str(row[0]), str(row[1])) != (category, symbol):
         raise ExportError(f"{target} belongs to {row[1]} ({row[0]}); give each symbol its own "
                           "--cache-dir (the file name carries no symbol)")
@@ -216,8 +236,13 @@ def day_fingerprint(store: Store, category: str, symbol: str, day: date) -> str:
     return str(row[0]) if row else EMPTY_FINGERPRINT
 
 
+FORGET_EXPORT_SQL = "DELETE FROM exports WHERE path = ?"
+RECORD_EXPORT_SQL = ("INSERT INTO exports (category, symbol, day, path, rows, id_mode, fingerprint, size_bytes) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def record_export(store: Store, *, category: str, symbol: str, day: date, target: Path, rows: int,
-                  id_mode: str, fingerprint: str | None = None, size_bytes: int | None = None) -> None:
+                  id_mode: IdMode, fingerprint: str | None = None, size_bytes: int | None = None) -> None:
     """Log a written file with what it was written from. A plain `rows` (no `Written`) takes the
     fingerprint now, and only if it counts the same rows: otherwise none, so the file is stale."""
     if store.read_only:
@@ -231,9 +256,8 @@ def record_export(store: Store, *, category: str, symbol: str, day: date, target
     if size_bytes is None:
         with contextlib.suppress(OSError):
             size_bytes = target.stat().st_size
-    store.execute("DELETE FROM exports WHERE path = ?", [str(target)])
-    store.execute("INSERT INTO exports (category, symbol, day, path, rows, id_mode, fingerprint, size_bytes) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    store.execute(FORGET_EXPORT_SQL, [str(target)])
+    store.execute(RECORD_EXPORT_SQL,
                   [category, symbol, day, str(target), int(rows), id_mode, fingerprint, size_bytes])
 
 
@@ -256,7 +280,7 @@ def footer_rows(store: Store, path: Path) -> int | None:
 
 
 def stale_reason(store: Store, *, category: str, symbol: str, day: date, cache_dir: Path,
-                 id_mode: str) -> str | None:
+                 id_mode: IdMode) -> str | None:
     """Why a day's file must be (re)written, None when it is current."""
     target = cache_path(cache_dir, day)
     record = store.query_one(_RECORD_SQL, [str(target), category, symbol])
@@ -279,7 +303,7 @@ def stale_reason(store: Store, *, category: str, symbol: str, day: date, cache_d
 
 
 def days_needing_export(store: Store, *, category: str, symbol: str, days: list[date],
-                        cache_dir: Path, id_mode: str) -> list[date]:
+                        cache_dir: Path, id_mode: IdMode) -> list[date]:
     """Days whose file is missing, damaged or written from other rows or in another id mode."""
     return [day for day in days if stale_reason(store, category=category, symbol=symbol, day=day,
                                                 cache_dir=cache_dir, id_mode=id_mode) is not None]

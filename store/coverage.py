@@ -10,32 +10,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from store.db import Store
+from store.timeutil import us_to_dt
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-DAY_US = 86_400_000_000
 TRADE_SOURCES = ("archive", "rest", "ws")
-
-
-def us_to_dt(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
-
-
-def dt_to_us(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+GapKind = Literal["uncovered", "silence", "count_mismatch"]
 
 
 @dataclass(frozen=True, slots=True)
 class Gap:
     """One interval the store cannot vouch for, with why."""
 
-    kind: str  # uncovered | silence | count_mismatch
+    kind: GapKind
     start_us: int
     end_us: int
     reason: str
@@ -55,6 +44,10 @@ class Gap:
                 **({"detail": self.detail} if self.detail else {})}
 
 
+ADD_COVERAGE_SQL = ("INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, "
+                    "added_rows, detail, exec_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def add_coverage(store: Store, *, category: str, symbol: str, source: str, start_us: int, end_us: int,
                  added_rows: int, file_rows: int | None = None, expected_rows: int | None = None,
                  detail: str | None = None, exec_type: str | None = None) -> None:
@@ -62,8 +55,7 @@ def add_coverage(store: Store, *, category: str, symbol: str, source: str, start
     if end_us <= start_us:
         raise ValueError(f"empty coverage interval [{start_us}, {end_us})")
     store.execute(
-        "INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, "
-        "added_rows, detail, exec_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ADD_COVERAGE_SQL,
         [category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows, detail, exec_type])
 
 
@@ -103,53 +95,63 @@ def uncovered(store: Store, category: str, symbol: str, start_us: int, end_us: i
     return [(int(a), int(b)) for a, b in rows]
 
 
-def silences_sql() -> str:
-    return """
-        WITH buckets AS (
-            SELECT time_us // ? AS bucket, min(time_us) AS first_us, max(time_us) AS last_us
-            FROM trades
-            WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
-            GROUP BY bucket
-        ),
-        edges AS (
-            SELECT last_us AS silent_from, lead(first_us) OVER (ORDER BY bucket) AS silent_to
-            FROM buckets
-        )
-        SELECT silent_from, silent_to FROM edges
-        WHERE silent_to - silent_from > ?
-        ORDER BY silent_from"""
+SILENCES_SQL = """
+    WITH buckets AS (
+        SELECT time_us // ? AS bucket, min(time_us) AS first_us, max(time_us) AS last_us
+        FROM trades
+        WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
+        GROUP BY bucket
+    ),
+    edges AS (
+        SELECT last_us AS silent_from, lead(first_us) OVER (ORDER BY bucket) AS silent_to
+        FROM buckets
+    )
+    SELECT silent_from, silent_to FROM edges
+    WHERE silent_to - silent_from > ?
+    ORDER BY silent_from"""
 
 
 def silences(store: Store, category: str, symbol: str, start_us: int, end_us: int,
              min_silence_s: float) -> list[tuple[int, int]]:
     threshold = int(min_silence_s * 1_000_000)
     width = max(1, threshold // 2)
-    rows = store.query(silences_sql(), [width, category, symbol, start_us, end_us, threshold])
+    rows = store.query(SILENCES_SQL, [width, category, symbol, start_us, end_us, threshold])
     return [(int(a), int(b)) for a, b in rows]
 
 
-def count_mismatches_sql() -> str:
-    """Archive days in [?, ?) whose stored rows (from `day_summary`, a row a day) differ from the
-    distinct ids the day's newest file held. Archive coverage is whole UTC days (`verify` checks)."""
-    return """
-        WITH newest AS (
-            SELECT start_us, end_us, expected_rows FROM coverage
-            WHERE category = ? AND symbol = ? AND source = 'archive' AND expected_rows IS NOT NULL
-              AND end_us > ? AND start_us < ?
-            QUALIFY row_number() OVER (PARTITION BY start_us ORDER BY fetched_at DESC) = 1
-        )
-        SELECT n.start_us, n.end_us, n.expected_rows, coalesce(s.trades, 0) AS stored
-        FROM newest n LEFT JOIN day_summary s
-          ON s.category = ? AND s.symbol = ? AND s.day = CAST(make_timestamp(n.start_us) AS DATE)
-        WHERE n.expected_rows <> coalesce(s.trades, 0)
-        ORDER BY n.start_us"""
+# Archive days whose stored rows (from `day_summary`, a row a day) differ from the distinct ids the
+# day's newest file held; NULL category or symbol matches every one. Archive coverage is whole UTC
+# days (`verify` checks), so the day's summary row is the day's stored rows.
+COUNT_MISMATCHES_SQL = """
+    WITH newest AS (
+        SELECT category, symbol, start_us, end_us, expected_rows FROM coverage
+        WHERE source = 'archive' AND expected_rows IS NOT NULL
+          AND (?::VARCHAR IS NULL OR category = ?) AND (?::VARCHAR IS NULL OR symbol = ?)
+          AND end_us > ? AND start_us < ?
+        QUALIFY row_number() OVER (PARTITION BY category, symbol, start_us ORDER BY fetched_at DESC) = 1
+    )
+    SELECT n.category, n.symbol, n.start_us, n.end_us, n.expected_rows, coalesce(s.trades, 0) AS stored
+    FROM newest n LEFT JOIN day_summary s
+      ON s.category = n.category AND s.symbol = n.symbol AND s.day = CAST(make_timestamp(n.start_us) AS DATE)
+    WHERE n.expected_rows <> coalesce(s.trades, 0)
+    ORDER BY n.category, n.symbol, n.start_us"""
+
+_ALL_TIME = (-(2**62), 2**62)
+
+
+def all_count_mismatches(store: Store, category: str | None = None, symbol: str | None = None,
+                         start_us: int = _ALL_TIME[0],
+                         end_us: int = _ALL_TIME[1]) -> list[tuple[str, str, int, int, int, int]]:
+    """(category, symbol, start_us, end_us, expected, stored) of every archive day in [start, end)
+    whose store disagrees with its file; None for category or symbol means every one."""
+    rows = store.query(COUNT_MISMATCHES_SQL, [category, category, symbol, symbol, start_us, end_us])
+    return [(str(c), str(s), int(a), int(b), int(e), int(n)) for c, s, a, b, e, n in rows]
 
 
 def count_mismatches(store: Store, category: str, symbol: str, start_us: int,
                      end_us: int) -> list[tuple[int, int, int, int]]:
     """(start_us, end_us, expected, stored) of every archive day whose store disagrees with its file."""
-    rows = store.query(count_mismatches_sql(), [category, symbol, start_us, end_us, category, symbol])
-    return [(int(a), int(b), int(e), int(n)) for a, b, e, n in rows]
+    return [row[2:] for row in all_count_mismatches(store, category, symbol, start_us, end_us)]
 
 
 def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: int,
@@ -173,20 +175,27 @@ def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+CLEAR_OPEN_GAPS_SQL = ("DELETE FROM open_gaps WHERE category = ? AND symbol = ? AND start_us >= ? "
+                               "AND end_us <= ?")
+RECORD_OPEN_GAP_SQL = ("INSERT INTO open_gaps (category, symbol, start_us, end_us, reason) "
+                               "VALUES (?, ?, ?, ?, ?)")
+
+
 def record_open_gaps(store: Store, category: str, symbol: str, start_us: int, end_us: int,
                      gaps: list[Gap]) -> None:
     """Replace the recorded reasons inside [start, end) with this refresh's findings."""
-    store.execute("DELETE FROM open_gaps WHERE category = ? AND symbol = ? AND start_us >= ? "
-                  "AND end_us <= ?", [category, symbol, start_us, end_us])
+    store.execute(CLEAR_OPEN_GAPS_SQL, [category, symbol, start_us, end_us])
     for gap in gaps:
-        store.execute("INSERT INTO open_gaps (category, symbol, start_us, end_us, reason) "
-                      "VALUES (?, ?, ?, ?, ?)", [category, symbol, gap.start_us, gap.end_us, gap.reason])
+        store.execute(RECORD_OPEN_GAP_SQL, [category, symbol, gap.start_us, gap.end_us, gap.reason])
+
+
+RECORDED_REASONS_SQL = ("SELECT start_us, end_us, reason FROM open_gaps WHERE category = ? AND "
+                        "symbol = ? AND end_us > ? AND start_us < ? ORDER BY start_us, recorded_at DESC")
 
 
 def recorded_reasons(store: Store, category: str, symbol: str, start_us: int,
                      end_us: int) -> list[tuple[int, int, str]]:
-    rows = store.query("SELECT start_us, end_us, reason FROM open_gaps WHERE category = ? AND "
-                       "symbol = ? AND end_us > ? AND start_us < ? ORDER BY start_us, recorded_at DESC",
+    rows = store.query(RECORDED_REASONS_SQL,
                        [category, symbol, start_us, end_us])
     return [(int(a), int(b), str(c)) for a, b, c in rows]
 

@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import duckdb
 
 from fetch.errors import InputError
-from store.errors import NotADatabase, StoreError, StoreLocked
+from store.errors import NotADatabase, QueryError, StoreError, StoreLocked
 
 log = logging.getLogger("context.backfill")
 
@@ -43,10 +43,14 @@ def _write_lock(path: str) -> threading.RLock:
         return _WRITE_LOCKS.setdefault(os.path.realpath(path), threading.RLock())
 
 
-def _translate(error: duckdb.Error, path: str) -> StoreError | KeyboardInterrupt:
+def _translate(error: duckdb.Error, path: str, *, query: bool = False) -> StoreError | KeyboardInterrupt:
+    """DuckDB's error as ours. `query`: it came from an analyst's own SQL on an open connection, so it
+    is that SQL's fault (`QueryError`), not the file's."""
     if isinstance(error, duckdb.InterruptException):  # Ctrl-C inside a statement: the user's, not ours
         return KeyboardInterrupt()
     text = str(error)
+    if query:
+        return QueryError(f"query failed: {text.splitlines()[0] if text else error!r}")
     if "Conflicting lock" in text or "Could not set lock" in text:
         return StoreLocked(path, _holder(path, text))
     if "not a valid DuckDB database" in text or "Unable to open database" in text:
@@ -168,9 +172,10 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0,
-             memory_limit: str = "2GB", migrate: bool = True, sandbox: bool = False) -> Store:
-        """Open (creating and migrating unless read-only); wait up to `wait_s` for another writer.
-        `sandbox` (read-only only) locks the connection away from every other file (`SANDBOX`)."""
+             memory_limit: str = "2GB", sandbox: bool = False) -> Store:
+        """Open the file as it is (creating it unless read-only); wait up to `wait_s` for another
+        writer. `sandbox` (read-only only) locks the connection away from every other file (`SANDBOX`).
+        Nothing is migrated here: `store.schema.open_store` opens and brings the schema up to date."""
         target = str(path)
         if read_only and not Path(target).exists():
             raise StoreError(f"no store at {target}; run `bybit-backfill refresh` first or pass --db")
@@ -180,25 +185,14 @@ class Store:
         if sandbox:
             config.update(SANDBOX)
         connection = _connect(target, read_only or sandbox, config, wait_s)
-        store = cls(connection, target, read_only or sandbox, wait_s=wait_s, config=config)
-        try:
-            if migrate:
-                from store import schema  # schema needs Store: imported late, no cycle at load time
-                if read_only or sandbox:
-                    schema.check_readable(store)
-                else:
-                    schema.migrate(store)
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return cls(connection, target, read_only or sandbox, wait_s=wait_s, config=config)
 
     def close(self) -> None:
         if self._connection is not None:
             _close(self._connection, self.path)
             self._connection = None
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -241,10 +235,8 @@ class Store:
         try:
             cursor = self.connection.execute(sql)
             return [d[0] for d in cursor.description or []], cursor.fetchall()
-        except duckdb.InterruptException:
-            raise KeyboardInterrupt from None
         except duckdb.Error as error:
-            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+            raise _translate(error, self.path, query=True) from None
 
     def user_statements(self, sql: str, *, arrow: bool = False) -> list[tuple[str, list[str], Any]]:
         """Each statement of an analyst's SQL, run in order: (its text, column names, rows or an
@@ -252,7 +244,7 @@ class Store:
         try:
             statements = [str(s.query).strip() for s in self.connection.extract_statements(sql)]
         except duckdb.Error as error:
-            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+            raise _translate(error, self.path, query=True) from None
         if not statements:
             raise InputError("the query is empty (or only comments): give a SQL statement, e.g. "
                              "\"SELECT * FROM daily\"")
@@ -268,10 +260,8 @@ class Store:
                 cursor = self.connection.execute(text)
                 names = [d[0] for d in cursor.description or []]
                 results.append((text, names, cursor.fetchall() if names else []))
-            except duckdb.InterruptException:
-                raise KeyboardInterrupt from None
             except duckdb.Error as error:
-                raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+                raise _translate(error, self.path, query=True) from None
         return results
 
     def user_statement_texts(self, sql: str) -> list[str]:
@@ -360,8 +350,12 @@ class Store:
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
         """One transaction: everything inside commits together or not at all (and, within this
-        process, after any other transaction on the same file has committed)."""
-        with self._write_lock:
+        process, after any other transaction on the same file has committed). DuckDB has no
+        savepoints, so transactions do not nest: opening one inside another is a `StoreError`."""
+        with self._write_lock:  # re-entrant: the check below sees this thread's own open transaction
+            if self._in_transaction:
+                raise StoreError(f"atomic() does not nest: a transaction on {self.path} is already open "
+                                 "(DuckDB has no savepoints); do the inner work inside the outer block")
             began = time.monotonic()
             self.execute("BEGIN TRANSACTION")
             self._in_transaction = True

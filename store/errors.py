@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fetch.errors import BackfillError, Terminal
+from fetch.errors import BackfillError, InputError, Terminal
 
 
 class StoreError(BackfillError, Terminal):
     """The DuckDB file or the cache directory cannot be used as asked."""
+
+
+class QueryError(StoreError, InputError):
+    """An analyst's own SQL failed (it does not parse, it writes, it reaches outside the sandbox): the
+    store refused it, and the input is what to fix."""
 
 
 class StoreLocked(StoreError):

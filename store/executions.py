@@ -18,8 +18,10 @@ import pyarrow as pa
 from fetch import BybitClient, ExecutionSource, FetchConfig
 from fetch.models import Execution
 from fetch.symbols import normalize_symbol
-from store.coverage import add_coverage, uncovered, us_to_dt
+from store.coverage import add_coverage, uncovered
 from store.db import Store
+from store.refresh_summary import copy_client_counters
+from store.timeutil import us_to_dt
 
 ALL_SYMBOLS = "*"
 
@@ -49,10 +51,9 @@ class ExecutionsSummary:
         return data
 
 
-def insert_executions_sql() -> str:
-    columns = ", ".join(_EXECUTION_COLUMNS)
-    return (f"INSERT INTO executions ({columns}) SELECT {columns} FROM incoming_executions "
-            "ON CONFLICT (exec_id) DO NOTHING")
+INSERT_EXECUTIONS_SQL = (f"INSERT INTO executions ({', '.join(_EXECUTION_COLUMNS)}) "
+                         f"SELECT {', '.join(_EXECUTION_COLUMNS)} FROM incoming_executions "
+                         "ON CONFLICT (exec_id) DO NOTHING")
 
 
 def _as_table(executions: list[Execution]) -> pa.Table:
@@ -72,7 +73,7 @@ def store_window(store: Store, executions: list[Execution], *, category: str, sy
         if executions:
             store.register("incoming_executions", _as_table(executions))
             try:
-                row = store.query_one(insert_executions_sql())
+                row = store.query_one(INSERT_EXECUTIONS_SQL)
                 added = int(row[0]) if row else 0
             finally:
                 store.unregister("incoming_executions")
@@ -124,7 +125,4 @@ async def _crawl(store: Store, client: BybitClient, missing: list[tuple[int, int
                     summary.by_exec_type[execution.exec_type] = (
                         summary.by_exec_type.get(execution.exec_type, 0) + 1)
     finally:
-        stats = client.stats
-        summary.requests, summary.retries = stats.requests, stats.retries
-        summary.errors_by_type = dict(stats.errors_by_type)
-        summary.breaker_openings = stats.breaker_openings
+        copy_client_counters(summary, client.stats)

@@ -33,8 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.cache_dir import (
+    IdMode,
     SkippedDay,
     Written,
+    as_id_mode,
     cache_path,
     check_owner,
     claim_cache_dir,
@@ -46,7 +48,7 @@ from store.cache_dir import (
 )
 from store.db import Store
 from store.errors import ExportError, StoreError
-from store.plan import day_start_us
+from store.timeutil import day_start_us
 
 CACHE_SCHEMA = pa.schema([
     pa.field("T", pa.int64()),
@@ -58,7 +60,7 @@ CACHE_SCHEMA = pa.schema([
 ])
 
 
-def day_rows_sql(id_mode: str) -> str:
+def day_rows_sql(id_mode: IdMode) -> str:
     id_column = "CAST(tick_id AS VARCHAR)" if id_mode == "tick" else "trade_id"
     return f"""
         SELECT time_us // 1000 AS "T", {id_column} AS i, price AS p, qty AS q, side AS s,
@@ -72,7 +74,7 @@ def _nullable(column: str) -> str:
     return f'CASE WHEN "{column}" IS NOT NULL THEN "{column}" END AS "{column}"'
 
 
-def copy_day_sql(id_mode: str, target: Path) -> str:
+def copy_day_sql(id_mode: IdMode, target: Path) -> str:
     """COPY of `day_rows_sql` to `target` (a literal, see the module docstring) as parquet."""
     columns = ", ".join(_nullable(name) for name in CACHE_SCHEMA.names)
     return (f"COPY (SELECT {columns} FROM ({day_rows_sql(id_mode)})) TO {_path_literal(target)} "
@@ -107,7 +109,7 @@ def _snapshot(store: Store) -> Iterator[None]:
 
 
 def write_day(store: Store, *, category: str, symbol: str, day: date, target: Path,
-              id_mode: str = "tick") -> int:
+              id_mode: IdMode = "tick") -> int:
     """Write one day's file atomically (hidden temp file, then rename); returns its rows as a
     `Written`, an int that also carries the fingerprint they were read with and the file's size
     (`record_export` logs both; callers that only count rows need not know). Only reads the store, so it may run on a
@@ -149,7 +151,7 @@ class ExportReport:
 
 
 def export_day(store: Store, *, category: str, symbol: str, day: date, cache_dir: Path,
-               id_mode: str = "tick") -> ExportedDay:
+               id_mode: IdMode = "tick") -> ExportedDay:
     target = cache_path(cache_dir, day)
     check_owner(store, target, category, symbol)
     rows = write_day(store, category=category, symbol=symbol, day=day, target=target, id_mode=id_mode)
@@ -163,6 +165,7 @@ def export_range(store: Store, *, category: str, symbol: str, days: list[date], 
     """Write the file of every day of `days` that is complete in the store (so far, for the day a
     follower is capturing: `complete_days`); skip (and say why) the others. The directory is claimed
     first: another owner's directory is refused before any write."""
+    id_mode = as_id_mode(id_mode)
     directory = claim_cache_dir(store, cache_dir, category, symbol, id_mode)
     complete, skipped = complete_days(store, category, symbol, days, live_through_us=live_through_us)
     written = [export_day(store, category=category, symbol=symbol, day=day, cache_dir=directory,
@@ -171,7 +174,7 @@ def export_range(store: Store, *, category: str, symbol: str, days: list[date], 
 
 
 def export_days(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
-                id_mode: str = "tick", live_through_us: int | None = None) -> list[ExportedDay]:
+                id_mode: IdMode = "tick", live_through_us: int | None = None) -> list[ExportedDay]:
     """`export_range`'s files (the days not complete in the store are left without one)."""
     return export_range(store, category=category, symbol=symbol, days=days, cache_dir=cache_dir,
                         id_mode=id_mode, live_through_us=live_through_us).written

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from store.cache_dir import cache_path, check_owner, days_needing_export, record_export
+from store.cache_dir import IdMode, cache_path, check_owner, days_needing_export, record_export
 from store.db import REACQUIRE_WAIT_S, Store
 from store.errors import StoreError
 from store.export import write_day
@@ -31,15 +31,15 @@ class ExportedRows:
 
 
 def _write_on_own_connection(path: str, *, category: str, symbol: str, day: date, target: Path,
-                             id_mode: str) -> int:
-    with Store.open(path, wait_s=REACQUIRE_WAIT_S, migrate=False) as own:
+                             id_mode: IdMode) -> int:
+    with Store.open(path, wait_s=REACQUIRE_WAIT_S) as own:
         return write_day(own, category=category, symbol=symbol, day=day, target=target, id_mode=id_mode)
 
 
 class Exporter:
     """`submit(day)` after each commit; `close()` waits for the last file and returns what was written."""
 
-    def __init__(self, store: Store, *, category: str, symbol: str, cache_dir: Path, id_mode: str) -> None:
+    def __init__(self, store: Store, *, category: str, symbol: str, cache_dir: Path, id_mode: IdMode) -> None:
         self.store, self.category, self.symbol = store, category, symbol
         self.cache_dir, self.id_mode = cache_dir, id_mode
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-export")

@@ -43,12 +43,15 @@ from fetch.errors import BackfillError, ParameterError
 from fetch.models import Trade, trades_to_table
 from fetch.rest import RecentTradeSource
 from fetch.ws import PublicStream, StreamOptions, plan_connections
-from store.coverage import DAY_US, record_open_gaps, us_to_dt
+from store.cache_dir import IdMode
+from store.coverage import record_open_gaps
 from store.db import Store
 from store.errors import StoreError
 from store.follow_state import follower_status, state_dir, write_json_atomic
 from store.ingest import ingest_batch
+from store.schema import open_store
 from store.spans import CoverageClaim, Session, SpanBook, Work
+from store.timeutil import DAY_US, us_to_dt
 
 log = logging.getLogger("context.backfill")
 
@@ -72,12 +75,16 @@ class FollowConfig:
     stream: StreamOptions = field(default_factory=StreamOptions)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
-    id_mode: str = "tick"
+    id_mode: IdMode = "tick"
 
 
 def reconnect_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)], so reconnecting clients spread out."""
     return rng.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 30)))
+
+
+_LOAD_PREVIOUS_ENDS_SQL = ("SELECT symbol, max(end_us) FROM coverage WHERE category = ? AND source IN "
+                           "('archive', 'rest', 'ws') GROUP BY symbol")
 
 
 class Follower:
@@ -210,9 +217,8 @@ class Follower:
     async def _load_previous_ends(self) -> None:
         """Where each symbol's verified coverage ended before this run: the first bridge starts there."""
         def load() -> dict[str, int | None]:
-            with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
-                rows = store.query("SELECT symbol, max(end_us) FROM coverage WHERE category = ? AND source IN "
-                                   "('archive', 'rest', 'ws') GROUP BY symbol", [self.config.category])
+            with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
+                rows = store.query(_LOAD_PREVIOUS_ENDS_SQL, [self.config.category])
             return {str(s): int(e) for s, e in rows if e is not None}
 
         ends = await _in_thread(load)
@@ -251,7 +257,7 @@ class Follower:
 
     def _commit_sync(self, works: dict[str, Work]) -> int:
         added = 0
-        with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store, store.atomic():
+        with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store, store.atomic():
             for symbol, work in works.items():
                 added += self._write_work(store, symbol, work)
         return added
@@ -328,7 +334,7 @@ class Follower:
         async with self._write:
             def work() -> int:
                 files = 0
-                with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
+                with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
                     for symbol in self.symbols:
                         directory, newest = self.cache_dir_for(symbol), self.books[symbol].committed_newest_us
                         if directory is None or newest is None:
@@ -345,7 +351,7 @@ class Follower:
 
     async def settle_published_days(self) -> None:
         """Refresh each captured day whose archive file is out: the archive replaces the live rows."""
-        from store.refresh import refresh
+        from store.orchestrator import refresh
 
         assert self._client is not None
         today_start = int(self.clock() // 86_400) * DAY_US
@@ -357,7 +363,7 @@ class Follower:
             for day in [d for d in days if d in published]:
                 start = int((day - date(1970, 1, 1)).days) * DAY_US
                 async with self._write:
-                    store = Store.open(self.config.db_path, wait_s=self.config.lock_wait_s)
+                    store = open_store(self.config.db_path, wait_s=self.config.lock_wait_s)
                     try:
                         summary = await refresh(store, self.config.fetch, symbol, start, start + DAY_US,
                                                 category=self.config.category, cache_dir=self.cache_dir_for(symbol),
@@ -374,8 +380,8 @@ class Follower:
                                 "trying again at the next check", symbol, day, ", ".join(summary.days_failed))
 
     def _unsettled_days(self, symbol: str, today_start: int) -> list[date]:
-        with Store.open(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
-            rows = store.query(UNSETTLED_DAYS_SQL, [self.config.category, symbol, today_start, today_start,
+        with open_store(self.config.db_path, wait_s=self.config.lock_wait_s) as store:
+            rows = store.query(UNSETTLED_DAYS_SQL, [DAY_US, self.config.category, symbol, today_start, today_start,
                                                     self.config.category, symbol])
         return [date(1970, 1, 1) + timedelta(days=int(r[0])) for r in rows]
 
@@ -390,28 +396,33 @@ class Follower:
 
 
 UNSETTLED_DAYS_SQL = """
-    WITH live AS (
-        SELECT DISTINCT d FROM coverage, range(start_us // 86400000000, (end_us - 1) // 86400000000 + 1) t(d)
+    WITH p AS (SELECT ?::BIGINT AS day_us),
+    live AS (
+        SELECT DISTINCT d, p.day_us FROM coverage, p, range(start_us // p.day_us, (end_us - 1) // p.day_us + 1) t(d)
         WHERE category = ? AND symbol = ? AND source IN ('ws', 'rest') AND start_us < ?
           AND detail LIKE '%session%'
     )
     SELECT d FROM live
-    WHERE d * 86400000000 < ? AND NOT EXISTS (
+    WHERE d * day_us < ? AND NOT EXISTS (
         SELECT 1 FROM coverage c WHERE c.category = ? AND c.symbol = ? AND c.source = 'archive'
-          AND c.start_us = live.d * 86400000000)
+          AND c.start_us = live.d * live.day_us)
     ORDER BY d"""
+
+
+INSERT_CLAIM_SQL = ("INSERT INTO coverage (category, symbol, source, start_us, end_us, added_rows, detail) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)")
+EXTEND_CLAIM_SQL = ("UPDATE coverage SET end_us = ?, added_rows = added_rows + ?, fetched_at = now() "
+                          "WHERE category = ? AND symbol = ? AND source = ? AND detail = ?")
 
 
 def write_claim(store: Store, category: str, symbol: str, claim: CoverageClaim, *, update: bool,
                 added_rows: int = 0) -> None:
     """Insert a session's coverage row, or extend the one an earlier commit inserted."""
     if update:
-        store.execute("UPDATE coverage SET end_us = ?, added_rows = added_rows + ?, fetched_at = now() "
-                      "WHERE category = ? AND symbol = ? AND source = ? AND detail = ?",
+        store.execute(EXTEND_CLAIM_SQL,
                       [claim.end_us, added_rows, category, symbol, claim.source, claim.key])
         return
-    store.execute("INSERT INTO coverage (category, symbol, source, start_us, end_us, added_rows, detail) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
+    store.execute(INSERT_CLAIM_SQL,
                   [category, symbol, claim.source, claim.start_us, claim.end_us, added_rows, claim.key])
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from store.coverage import us_to_dt
+from store.timeutil import us_to_dt
 
 
 def state_dir(db_path: Path) -> Path:

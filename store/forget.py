@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from store.db import Store
-from store.plan import day_start_us
+from store.timeutil import day_start_us
 
 # Parameters of every statement: category, symbol, start_us, end_us (or the first and stop day).
 _MARKET = "category = ? AND symbol = ?"

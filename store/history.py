@@ -21,11 +21,12 @@ from fetch import BybitClient, FetchConfig, RecentTradeSource
 from fetch.errors import AuthError, InputError
 from fetch.symbols import normalize_symbol
 from store.cache_dir import cache_path, stale_reason
-from store.coverage import dt_to_us, us_to_dt
 from store.db import Store
-from store.plan import day_start_us, days_touching
-from store.refresh import RefreshSummary, refresh
+from store.orchestrator import refresh
+from store.refresh_summary import RefreshSummary
+from store.schema import open_store
 from store.service_settings import settings_from
+from store.timeutil import day_start_us, days_touching, dt_to_us, us_to_dt
 
 log = logging.getLogger("context.backfill")
 
@@ -125,7 +126,7 @@ class BybitConnectorHistory:
                     first.start.isoformat(), first.end.isoformat(), first.reason, more)
 
     async def _refresh(self, start: datetime, end: datetime, export: bool) -> Store:
-        store = Store.open(self.settings.backfill_db_path, wait_s=self.settings.backfill_lock_wait_s)
+        store = open_store(self.settings.backfill_db_path, wait_s=self.settings.backfill_lock_wait_s)
         try:
             self.last_summary = await refresh(
                 store, self.fetch_config, self.symbol, dt_to_us(start), dt_to_us(end),

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fetch import arrowconst
+from fetch import arrow_scalars
+from fetch.errors import InputError
 from fetch.models import TRADE_SCHEMA
-from store.daily import resummarize
+from store.day_summary import resummarize
 from store.db import Store
 from store.reconcile import reconcile_day
 
@@ -86,94 +87,84 @@ _STAGE_COLUMNS = "trade_id, tick_id, time_us, price, qty, is_sell, is_block_trad
 _SIDE = "CASE WHEN {0}.is_sell THEN 'sell' ELSE 'buy' END"
 
 
-def create_stage_sql() -> str:
-    return """
-        CREATE OR REPLACE TEMP TABLE incoming (
-            trade_id VARCHAR NOT NULL, tick_id BIGINT NOT NULL, time_us BIGINT NOT NULL,
-            price DOUBLE NOT NULL, qty DOUBLE NOT NULL, is_sell BOOLEAN NOT NULL, is_block_trade BOOLEAN)"""
+CREATE_STAGE_SQL = """
+    CREATE OR REPLACE TEMP TABLE incoming (
+        trade_id VARCHAR NOT NULL, tick_id BIGINT NOT NULL, time_us BIGINT NOT NULL,
+        price DOUBLE NOT NULL, qty DOUBLE NOT NULL, is_sell BOOLEAN NOT NULL, is_block_trade BOOLEAN)"""
 
 
-def append_stage_sql() -> str:
-    """One Arrow batch into `incoming`, with its tick_id computed once."""
-    return f"""
-        INSERT INTO incoming ({_STAGE_COLUMNS})
-        SELECT trade_id, {TICK_ID_SQL}, time_us, price, qty,
-               CASE side WHEN 'sell' THEN true WHEN 'buy' THEN false END, is_block_trade
-        FROM {_ARROW_NAME}"""
+# One Arrow batch into `incoming`, with its tick_id computed once.
+APPEND_STAGE_SQL = f"""
+    INSERT INTO incoming ({_STAGE_COLUMNS})
+    SELECT trade_id, {TICK_ID_SQL}, time_us, price, qty,
+           CASE side WHEN 'sell' THEN true WHEN 'buy' THEN false END, is_block_trade
+    FROM {_ARROW_NAME}"""
 
 
-def stage_summary_sql() -> str:
-    """Rows, distinct tick ids (fewer than rows: an id may repeat) and the time span of the batch."""
-    return "SELECT count(*), count(DISTINCT tick_id), min(time_us), max(time_us) FROM incoming"
+# Rows, distinct tick ids (fewer than rows: an id may repeat) and the time span of the batch.
+STAGE_SUMMARY_SQL = "SELECT count(*), count(DISTINCT tick_id), min(time_us), max(time_us) FROM incoming"
 
 
-def fold_sql() -> str:
-    """Fold repeated ids of the batch, keeping the earliest values."""
-    return f"""
-        CREATE OR REPLACE TEMP TABLE incoming_folded AS
-        SELECT {_STAGE_COLUMNS} FROM incoming
-        QUALIFY row_number() OVER (PARTITION BY trade_id ORDER BY {_VALUES}) = 1"""
+# Fold repeated ids of the batch, keeping the earliest values.
+FOLD_SQL = f"""
+    CREATE OR REPLACE TEMP TABLE incoming_folded AS
+    SELECT {_STAGE_COLUMNS} FROM incoming
+    QUALIFY row_number() OVER (PARTITION BY trade_id ORDER BY {_VALUES}) = 1"""
 
 
-def batch_conflicts_sql() -> str:
-    """Rows of the batch (before folding) that repeat an id with other values than the kept row."""
-    return f"""
-        INSERT INTO conflicts (category, symbol, trade_id, stored_time_us, stored_price, stored_qty,
-                               stored_side, new_time_us, new_price, new_qty, new_side, new_source)
-        SELECT ?, ?, k.trade_id, k.time_us, k.price, k.qty, {_SIDE.format("k")},
-               a.time_us, a.price, a.qty, {_SIDE.format("a")}, ?
-        FROM incoming a JOIN incoming_folded k USING (trade_id)
-        WHERE (a.time_us, a.price, a.qty, a.is_sell) IS DISTINCT FROM (k.time_us, k.price, k.qty, k.is_sell)"""
+# Rows of the batch (before folding) that repeat an id with other values than the kept row.
+BATCH_CONFLICTS_SQL = f"""
+    INSERT INTO conflicts (category, symbol, trade_id, stored_time_us, stored_price, stored_qty,
+                           stored_side, new_time_us, new_price, new_qty, new_side, new_source)
+    SELECT ?, ?, k.trade_id, k.time_us, k.price, k.qty, {_SIDE.format("k")},
+           a.time_us, a.price, a.qty, {_SIDE.format("a")}, ?
+    FROM incoming a JOIN incoming_folded k USING (trade_id)
+    WHERE (a.time_us, a.price, a.qty, a.is_sell) IS DISTINCT FROM (k.time_us, k.price, k.qty, k.is_sell)"""
 
 
-def existing_sql() -> str:
-    """Stored rows of the market that may share an id with the batch (same tick_id), at any time
-    (`? IS NULL`) or within a window around the batch: the key is unique over the whole table. The
-    semi-join scans one BIGINT column of the market (~0.2-0.4 s at 45M rows whatever the batch's
-    size), so it costs an archive day (seconds) little, but the follower's commits, twice a second,
-    match within a day around their rows (zone maps make that a small scan); their day is matched
-    over the whole table again when its archive file replaces them. The id itself is compared next."""
-    return """
-        CREATE OR REPLACE TEMP TABLE existing AS
-        SELECT t.trade_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell' AS is_sell
-        FROM trades t
-        WHERE t.category = ? AND t.symbol = ? AND t.tick_id IN (SELECT tick_id FROM incoming)
-          AND (?::BIGINT IS NULL OR (t.time_us >= ? AND t.time_us < ?))"""
+# Stored rows of the market that may share an id with the batch (same tick_id), at any time (`? IS
+# NULL`) or within a window around the batch: the key is unique over the whole table. The semi-join
+# scans one BIGINT column of the market (~0.2-0.4 s at 45M rows whatever the batch's size), so it
+# costs an archive day (seconds) little, but the follower's commits, twice a second, match within a
+# day around their rows (zone maps make that a small scan); their day is matched over the whole
+# table again when its archive file replaces them. The id itself is compared next.
+EXISTING_SQL = """
+    CREATE OR REPLACE TEMP TABLE existing AS
+    SELECT t.trade_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell' AS is_sell
+    FROM trades t
+    WHERE t.category = ? AND t.symbol = ? AND t.tick_id IN (SELECT tick_id FROM incoming)
+      AND (?::BIGINT IS NULL OR (t.time_us >= ? AND t.time_us < ?))"""
 
 
-def stored_conflicts_sql() -> str:
-    return f"""
-        INSERT INTO conflicts (category, symbol, trade_id, stored_time_us, stored_price, stored_qty,
-                               stored_side, new_time_us, new_price, new_qty, new_side, new_source)
-        SELECT ?, ?, i.trade_id, e.time_us, e.price, e.qty, e.side,
-               i.time_us, i.price, i.qty, {_SIDE.format("i")}, ?
-        FROM incoming i JOIN existing e USING (trade_id)
-        WHERE (i.time_us, i.price, i.qty, i.is_sell) IS DISTINCT FROM (e.time_us, e.price, e.qty, e.is_sell)"""
+STORED_CONFLICTS_SQL = f"""
+    INSERT INTO conflicts (category, symbol, trade_id, stored_time_us, stored_price, stored_qty,
+                           stored_side, new_time_us, new_price, new_qty, new_side, new_source)
+    SELECT ?, ?, i.trade_id, e.time_us, e.price, e.qty, e.side,
+           i.time_us, i.price, i.qty, {_SIDE.format("i")}, ?
+    FROM incoming i JOIN existing e USING (trade_id)
+    WHERE (i.time_us, i.price, i.qty, i.is_sell) IS DISTINCT FROM (e.time_us, e.price, e.qty, e.is_sell)"""
 
 
-def insert_sql() -> str:
-    return f"""
-        INSERT INTO trades (category, symbol, trade_id, tick_id, time_us, price, qty, side,
-                            is_buyer_maker, is_block_trade, source)
-        SELECT ?, ?, i.trade_id, i.tick_id, i.time_us, i.price, i.qty, {_SIDE.format("i")},
-               i.is_sell, i.is_block_trade, ?
-        FROM incoming i ANTI JOIN existing e USING (trade_id)"""
+INSERT_SQL = f"""
+    INSERT INTO trades (category, symbol, trade_id, tick_id, time_us, price, qty, side,
+                        is_buyer_maker, is_block_trade, source)
+    SELECT ?, ?, i.trade_id, i.tick_id, i.time_us, i.price, i.qty, {_SIDE.format("i")},
+           i.is_sell, i.is_block_trade, ?
+    FROM incoming i ANTI JOIN existing e USING (trade_id)"""
 
 
-def drop_rest_rows_sql() -> str:
-    """The archive is authoritative for its day: REST and live (ws) rows of that day give way to it."""
-    return """
-        DELETE FROM trades
-        WHERE category = ? AND symbol = ? AND source IN ('rest', 'ws') AND time_us >= ? AND time_us < ?"""
+# The archive is authoritative for its day: REST and live (ws) rows of that day give way to it.
+DROP_REST_ROWS_SQL = """
+    DELETE FROM trades
+    WHERE category = ? AND symbol = ? AND source IN ('rest', 'ws') AND time_us >= ? AND time_us < ?"""
 
 
-def drop_archive_covered_sql() -> str:
-    """REST rows inside a day the archive already covers are not stored twice (spot ids differ)."""
-    return """
-        DELETE FROM incoming
-        WHERE EXISTS (SELECT 1 FROM coverage c
-                      WHERE c.category = ? AND c.symbol = ? AND c.source = 'archive'
-                        AND incoming.time_us >= c.start_us AND incoming.time_us < c.end_us)"""
+# REST rows inside a day the archive already covers are not stored twice (spot ids differ).
+DROP_ARCHIVE_COVERED_SQL = """
+    DELETE FROM incoming
+    WHERE EXISTS (SELECT 1 FROM coverage c
+                  WHERE c.category = ? AND c.symbol = ? AND c.source = 'archive'
+                    AND incoming.time_us >= c.start_us AND incoming.time_us < c.end_us)"""
 
 
 def _count(store: Store, sql: str, params: list[object] | tuple[object, ...] = ()) -> int:
@@ -192,7 +183,7 @@ class Staging:
         self.match_window_us = match_window_us  # None: match stored ids at any time (`existing_sql`)
         self.source: str | None = None
         self.received = 0
-        store.execute(create_stage_sql())
+        store.execute(CREATE_STAGE_SQL)
 
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
@@ -200,15 +191,15 @@ class Staging:
         if self.source is None:
             self.source = str(batch.column("source")[0].as_py())
         for name, expected in (("category", self.category), ("symbol", self.symbol), ("source", self.source)):
-            if not pc.all(pc.equal(batch.column(name), arrowconst.string(expected)), skip_nulls=False).as_py():
-                raise ValueError(f"a batch staged for {self.category} {self.symbol} ({self.source}) holds "
+            if not pc.all(pc.equal(batch.column(name), arrow_scalars.string(expected)), skip_nulls=False).as_py():
+                raise InputError(f"a batch staged for {self.category} {self.symbol} ({self.source}) holds "
                                  f"another {name}")
-        sides = arrowconst.string_array(("buy", "sell"))
+        sides = arrow_scalars.string_array(("buy", "sell"))
         if not pc.all(pc.is_in(batch.column("side"), value_set=sides), skip_nulls=False).as_py():
-            raise ValueError("a staged trade's side is neither 'buy' nor 'sell'")
+            raise InputError("a staged trade's side is neither 'buy' nor 'sell'")
         self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))
         try:
-            self.store.execute(append_stage_sql())
+            self.store.execute(APPEND_STAGE_SQL)
         finally:
             self.store.unregister(_ARROW_NAME)
         self.received += batch.num_rows
@@ -223,7 +214,7 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
     replaced = 0
     if replace_rest is not None:
         reconcile_day(store, category=category, symbol=symbol, start_us=replace_rest[0], end_us=replace_rest[1])
-        replaced = _count(store, drop_rest_rows_sql(), [category, symbol, *replace_rest])
+        replaced = _count(store, DROP_REST_ROWS_SQL, [category, symbol, *replace_rest])
     result, inserted = _match_and_insert(store, staging, skip_archive_covered)
     changed = ([replace_rest] if replace_rest is not None and replaced else []) + ([inserted] if inserted else [])
     if changed:
@@ -234,20 +225,28 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
 _STAGED_NAME = "staged_incoming"
 
 
+_STAGED_ROWS_SQL = f"SELECT {_STAGE_COLUMNS} FROM incoming"
+_DROP_STAGE_IF_ANY_SQL = "DROP TABLE IF EXISTS incoming"
+_COPY_STAGED_SQL = f"INSERT INTO incoming ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM {_STAGED_NAME}"
+
+
 def _bring_into(store: Store, staging: Staging) -> None:
     """Move rows staged in another (private) database into `store`'s `incoming`, as one Arrow hop:
     a refresh stages a day without holding the store file, and holds it only for this and the merge."""
     if staging.store is store:
         return
-    table = staging.store.query_arrow(f"SELECT {_STAGE_COLUMNS} FROM incoming")
-    store.execute(create_stage_sql())
+    table = staging.store.query_arrow(_STAGED_ROWS_SQL)
+    store.execute(CREATE_STAGE_SQL)
     store.register(_STAGED_NAME, table)
     try:
-        store.execute(f"INSERT INTO incoming ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM {_STAGED_NAME}")
+        store.execute(_COPY_STAGED_SQL)
     finally:
         store.unregister(_STAGED_NAME)
-    staging.store.execute("DROP TABLE IF EXISTS incoming")
+    staging.store.execute(_DROP_STAGE_IF_ANY_SQL)
     staging.store = store
+
+
+_STAGE_SPAN_SQL = "SELECT min(time_us), max(time_us) FROM incoming"
 
 
 def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool,
@@ -257,28 +256,32 @@ def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool
     if received == 0:
         return EMPTY, None
     conflicts = _fold(store, category, symbol, source)
-    skipped = _count(store, drop_archive_covered_sql(), [category, symbol]) if skip_archive_covered else 0
-    low, high = store.query_one("SELECT min(time_us), max(time_us) FROM incoming") or (None, None)
+    skipped = _count(store, DROP_ARCHIVE_COVERED_SQL, [category, symbol]) if skip_archive_covered else 0
+    low, high = store.query_one(_STAGE_SPAN_SQL) or (None, None)
     if low is None:
         return IngestResult(received, 0, received - conflicts, conflicts), None
     window = staging.match_window_us
     lo, hi = (low - window, high + window + 1) if window is not None else (None, None)
-    store.execute(existing_sql(), [category, symbol, window, lo, hi])
-    conflicts += _count(store, stored_conflicts_sql(), [category, symbol, source])
-    added = _count(store, insert_sql(), [category, symbol, source])
+    store.execute(EXISTING_SQL, [category, symbol, window, lo, hi])
+    conflicts += _count(store, STORED_CONFLICTS_SQL, [category, symbol, source])
+    added = _count(store, INSERT_SQL, [category, symbol, source])
     duplicates = received - added - conflicts - skipped
     return IngestResult(received, added, duplicates + skipped, conflicts), ((low, high + 1) if added else None)
 
 
+_DROP_STAGE_SQL = "DROP TABLE incoming"
+_RENAME_FOLDED_SQL = "ALTER TABLE incoming_folded RENAME TO incoming"
+
+
 def _fold(store: Store, category: str, symbol: str, source: str | None) -> int:
     """Fold repeated ids when some id may repeat; returns the conflicts found among them."""
-    rows, distinct, _, _ = store.query_one(stage_summary_sql()) or (0, 0, None, None)
+    rows, distinct, _, _ = store.query_one(STAGE_SUMMARY_SQL) or (0, 0, None, None)
     if distinct == rows:
         return 0
-    store.execute(fold_sql())
-    conflicts = _count(store, batch_conflicts_sql(), [category, symbol, source])
-    store.execute("DROP TABLE incoming")
-    store.execute("ALTER TABLE incoming_folded RENAME TO incoming")
+    store.execute(FOLD_SQL)
+    conflicts = _count(store, BATCH_CONFLICTS_SQL, [category, symbol, source])
+    store.execute(_DROP_STAGE_SQL)
+    store.execute(_RENAME_FOLDED_SQL)
     return conflicts
 
 
@@ -293,7 +296,9 @@ def ingest_batch(store: Store, batch: pa.Table, *, category: str, symbol: str,
                          skip_archive_covered=skip_archive_covered)
 
 
+STAGED_BETWEEN_SQL = "SELECT count(*) FROM incoming WHERE time_us >= ? AND time_us < ?"
+
+
 def distinct_ids_between(store: Store, start_us: int, end_us: int) -> int:
     """Distinct ids of the staged batch inside [start, end): what a day's file says the day holds."""
-    return _count(store, "SELECT count(*) FROM incoming WHERE time_us >= ? AND time_us < ?",
-                  [start_us, end_us])
+    return _count(store, STAGED_BETWEEN_SQL, [start_us, end_us])

@@ -43,7 +43,7 @@ from fetch.errors import InputError
 from store.coverage import uncovered
 from store.db import Store
 from store.errors import ExportError, StoreError
-from store.plan import day_start_us, days_touching
+from store.timeutil import day_start_us, days_touching
 
 TABLE = "trades"
 DATA_NAME = "part-0.parquet"
@@ -94,7 +94,7 @@ def parse_partition_dir(relative: str) -> tuple[str, str, date] | None:
 
 
 def fingerprint(rows: int, id_xor: int, time_sum: int) -> str:
-    """`rows:bit_xor(tick_id):sum(time_us)`, as `store.daily` writes it for `day_summary`."""
+    """`rows:bit_xor(tick_id):sum(time_us)`, as `store.day_summary` writes it for `day_summary`."""
     return f"{rows}:{id_xor}:{time_sum}"
 
 
@@ -171,13 +171,12 @@ class StoredDay:
     fingerprint: str
 
 
-def stored_days_sql() -> str:
-    return """
-        SELECT category, symbol, day, trades, fingerprint FROM day_summary
-        WHERE (CAST(? AS VARCHAR[]) IS NULL OR list_contains(CAST(? AS VARCHAR[]), category))
-          AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(CAST(? AS VARCHAR[]), symbol))
-          AND day >= ? AND day < ?
-        ORDER BY category, symbol, day"""
+STORED_DAYS_SQL = """
+    SELECT category, symbol, day, trades, fingerprint FROM day_summary
+    WHERE (CAST(? AS VARCHAR[]) IS NULL OR list_contains(CAST(? AS VARCHAR[]), category))
+      AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(CAST(? AS VARCHAR[]), symbol))
+      AND day >= ? AND day < ?
+    ORDER BY category, symbol, day"""
 
 
 def stored_days(store: Store, *, categories: Sequence[str] | None, symbols: Sequence[str] | None,
@@ -185,7 +184,7 @@ def stored_days(store: Store, *, categories: Sequence[str] | None, symbols: Sequ
     """Days with trades in [first, stop), per (category, symbol), with their fingerprints."""
     cats = list(categories) if categories else None
     syms = [s.upper() for s in symbols] if symbols else None
-    rows = store.query(stored_days_sql(), [cats, cats, syms, syms, first, stop])
+    rows = store.query(STORED_DAYS_SQL, [cats, cats, syms, syms, first, stop])
     return [StoredDay(str(c), str(s), d, int(n), str(f)) for c, s, d, n, f in rows]
 
 
@@ -198,18 +197,17 @@ def incomplete_days(store: Store, category: str, symbol: str, days: Sequence[dat
     return set(days_touching(holes)) & set(days)
 
 
-def lake_rows_sql() -> str:
-    return """
-        SELECT time_us AS ts, trade_id, price, qty, side, is_buyer_maker,
-               is_block_trade, source, tick_id
-        FROM trades
-        WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
-        ORDER BY time_us, trade_id"""
+LAKE_ROWS_SQL = """
+    SELECT time_us AS ts, trade_id, price, qty, side, is_buyer_maker,
+           is_block_trade, source, tick_id
+    FROM trades
+    WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
+    ORDER BY time_us, trade_id"""
 
 
 def day_table(store: Store, category: str, symbol: str, day: date) -> pa.Table:
     params = [category, symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
-    table = store.query_arrow(lake_rows_sql(), params)
+    table = store.query_arrow(LAKE_ROWS_SQL, params)
     # epoch microseconds become the UTC instant in Arrow, not in SQL: a TIMESTAMPTZ made in DuckDB
     # would pass through the session's time zone.
     ts = table.column("ts").cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
@@ -487,7 +485,7 @@ def verify_lake(location: Location) -> VerifyReport:
     report = VerifyReport(location.uri)
     listing = _listing(location)
     try:
-        scratch = Store.open(":memory:", migrate=False)
+        scratch = Store.open(":memory:")
     except StoreError as error:
         raise LakeError(f"cannot start DuckDB to verify the lake: {error}") from None
     with scratch:

@@ -1,6 +1,6 @@
 """Many symbols, many machines: whole-market refreshes, deterministic shards, the lake kept current.
 
-`refresh_market` runs the one-symbol `store.refresh.refresh` for each piece of work, several at
+`refresh_market` runs the one-symbol `store.orchestrator.refresh` for each piece of work, several at
 once, and adds nothing to how a day is fetched or stored. What it adds:
 
 * one client for the whole run: one connection pool, one rate limiter and one breaker across every
@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fetch.errors import BackfillError, InputError
-from store.coverage import us_to_dt
 from store.db import Store
-from store.plan import day_of_us, day_start_us, days_touching
+from store.refresh_summary import copy_client_counters
+from store.timeutil import day_of_us, day_start_us, days_touching, us_to_dt
 
 if TYPE_CHECKING:
     from fetch.client import BybitClient
     from fetch.config import FetchConfig
+    from store.cache_dir import IdMode
     from store.lake import LakeReport, Location
-    from store.summary import RefreshSummary
+    from store.refresh_summary import RefreshSummary
 
 log = logging.getLogger("context.backfill")
 
@@ -222,7 +223,7 @@ async def list_symbols(client: BybitClient, category: str, statuses: Sequence[st
 async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[str] | None,
                          start_us: int, end_us: int, *, category: str = "linear",
                          statuses: Sequence[str] = ("Trading",), shard: Shard | None = None,
-                         cache_template: str | None = None, id_mode: str = "tick",
+                         cache_template: str | None = None, id_mode: IdMode = "tick",
                          lake: Location | None = None, concurrency: int = DEFAULT_CONCURRENCY,
                          client: BybitClient | None = None,
                          on_symbol: Callable[[SymbolResult], None] | None = None) -> MarketSummary:
@@ -268,9 +269,7 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
         async with asyncio.TaskGroup() as group:
             for item in items:
                 group.create_task(one(item))
-        stats = client.stats
-        summary.requests, summary.retries = stats.requests, stats.retries
-        summary.bytes_downloaded = stats.bytes_downloaded
+        copy_client_counters(summary, client.stats)
     if items and errors and len(errors) == len(items):
         raise errors[0]
     summary.elapsed_s = time.monotonic() - began
@@ -280,10 +279,10 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
 
 
 async def _run_item(store: Store, config: FetchConfig, client: BybitClient, item: WorkItem, *,
-                    category: str, id_mode: str, cache_template: str | None, lake: Location | None,
+                    category: str, id_mode: IdMode, cache_template: str | None, lake: Location | None,
                     result: SymbolResult, summary: MarketSummary, errors: list[BackfillError]) -> None:
     """One refresh on a cursor of its own, then its days into the lake."""
-    from store.refresh import refresh
+    from store.orchestrator import refresh
 
     cursor = store.sibling()
     try:

@@ -8,9 +8,9 @@ staged; the tail stored last. The store file is held only while a day (or the ta
 processes read and write it in between.
 
 Each step returns what happened (`DayOutcome`, `TailOutcome`); `fetch_missing` hands them back as
-one `Fetched` that `store.refresh` folds into its summary once. Nothing here mutates a shared run.
+one `Fetched` that `store.orchestrator` folds into its summary once. Nothing here mutates a shared run.
 
-`store.refresh` imports this module only when something is missing: pyarrow's compute and CSV
+`store.orchestrator` imports this module only when something is missing: pyarrow's compute and CSV
 modules, the ingest SQL and the network stack load only then.
 """
 
@@ -33,14 +33,15 @@ from fetch.client import BybitClient, ClientStats
 from fetch.errors import ArchiveError, Implausible
 from fetch.models import RecentTail, trades_to_table
 from fetch.rest import RecentTradeSource
-from store.cache_dir import check_dir_owner
+from store.cache_dir import IdMode, check_dir_owner
 from store.coverage import Gap, add_coverage
 from store.db import Store
 from store.exporter import ExportedRows, Exporter
 from store.ingest import EMPTY, IngestResult, Staging, distinct_ids_between, ingest_batch, ingest_staged
-from store.plan import RefreshPlan, day_start_us, plan_refresh, unpublished_reason
+from store.plan import RefreshPlan, plan_refresh, unpublished_reason
+from store.refresh_summary import Progress, ProgressCallback
 from store.staging import stage_file
-from store.summary import Progress, ProgressCallback
+from store.timeutil import day_start_us
 from store.writer_state import WriterNote
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class Job:
     end_us: int
     progress: ProgressCallback
     cache_dir: Path | None = None
-    id_mode: str = "tick"
+    id_mode: IdMode = "tick"
     note: WriterNote | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -88,7 +89,7 @@ class TailOutcome:
 
 @dataclass
 class Fetched:
-    """Everything a fetch did, for the summary: folded once by `store.refresh`."""
+    """Everything a fetch did, for the summary: folded once by `store.orchestrator`."""
 
     days: list[DayOutcome] = field(default_factory=list)
     tail: TailOutcome | None = None

@@ -49,9 +49,8 @@ MIGRATION = [
 _LIVE = "('ws', 'rest')"
 
 
-def live_rows_sql() -> str:
-    return (f"SELECT count(*) FROM trades WHERE category = ? AND symbol = ? AND source IN {_LIVE} "
-            "AND time_us >= ? AND time_us < ?")
+LIVE_ROWS_SQL = (f"SELECT count(*) FROM trades WHERE category = ? AND symbol = ? AND source IN {_LIVE} "
+                 "AND time_us >= ? AND time_us < ?")
 
 
 def reconcile_sql(by_values: bool) -> str:
@@ -84,24 +83,30 @@ def reconcile_sql(by_values: bool) -> str:
                (SELECT count(*) FROM l ANTI JOIN a USING ({key}))"""
 
 
+RECONCILE_DAY_SQL = ("INSERT INTO reconciliation (category, symbol, day, archive_trades, live_trades, matched, "
+                     "archive_only, missed, phantoms, matched_by) VALUES (?, ?, make_timestamp(?)::DATE, ?, ?, "
+                     "?, ?, ?, ?, ?)")
+
+
 def reconcile_day(store: Store, *, category: str, symbol: str, start_us: int, end_us: int) -> bool:
     """Record how the day's live rows compare with the staged archive rows (call inside the archive
     day's transaction, before the live rows go); False when the day has no live rows."""
-    row = store.query_one(live_rows_sql(), [category, symbol, start_us, end_us])
+    row = store.query_one(LIVE_ROWS_SQL, [category, symbol, start_us, end_us])
     if not row or not row[0]:
         return False
     by_values = category == "spot"
     counts = store.query_one(reconcile_sql(by_values), [start_us, end_us, category, symbol, start_us, end_us,
                                                         category, symbol, start_us, end_us])
     assert counts is not None
-    store.execute("INSERT INTO reconciliation (category, symbol, day, archive_trades, live_trades, matched, "
-                  "archive_only, missed, phantoms, matched_by) VALUES (?, ?, make_timestamp(?)::DATE, ?, ?, "
-                  "?, ?, ?, ?, ?)", [category, symbol, start_us, *[int(c) for c in counts],
+    store.execute(RECONCILE_DAY_SQL, [category, symbol, start_us, *[int(c) for c in counts],
                                      "values" if by_values else "id"])
     return True
 
 
+RECONCILIATIONS_SQL = ("SELECT * EXCLUDE (category, symbol) FROM reconciliation WHERE category = ? "
+                       "AND symbol = ? ORDER BY day DESC, reconciled_at DESC")
+
+
 def reconciliations(store: Store, category: str, symbol: str) -> list[dict[str, object]]:
     """The recorded reconciliations of a symbol, newest day first."""
-    return store.query_dicts("SELECT * EXCLUDE (category, symbol) FROM reconciliation WHERE category = ? "
-                             "AND symbol = ? ORDER BY day DESC, reconciled_at DESC", [category, symbol])
+    return store.query_dicts(RECONCILIATIONS_SQL, [category, symbol])

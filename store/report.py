@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store import daily
+from store import day_summary
+from store.cache_dir import IdMode
+from store.coverage import all_count_mismatches
 from store.db import Store
 from store.errors import StoreError
+from store.schema import open_store
+from store.timeutil import DAY_US, day_of_us
 
 # One row per market the store knows of (trades, coverage, open gaps or the account's fills); the
 # gaps and holes are computed next, with the very SQL `gaps` runs, so the two always agree.
@@ -56,7 +61,7 @@ def iso_utc(value: Any) -> Any:
 
 
 def _iso_us(value: Any) -> str | None:
-    from store.coverage import us_to_dt
+    from store.timeutil import us_to_dt
 
     return None if value is None else str(iso_utc(us_to_dt(int(value))))
 
@@ -117,22 +122,13 @@ DUPLICATE_KEYS_SQL = """
 
 PARTIAL_DAYS_SQL = """
     SELECT category, symbol, start_us, end_us FROM coverage
-    WHERE source = 'archive' AND (start_us % 86400000000 <> 0 OR end_us - start_us <> 86400000000)"""
-
-DAY_COUNTS_SQL = """
-    SELECT c.category, c.symbol, CAST(make_timestamp(c.start_us) AS DATE) AS day, c.expected_rows,
-           (SELECT count(*) FROM trades t WHERE t.category = c.category AND t.symbol = c.symbol
-              AND t.time_us >= c.start_us AND t.time_us < c.end_us) AS stored
-    FROM coverage c
-    WHERE c.source = 'archive' AND c.expected_rows IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY c.category, c.symbol, c.start_us ORDER BY c.fetched_at DESC) = 1
-       AND c.expected_rows <> stored"""
+    WHERE source = 'archive' AND (start_us % ? <> 0 OR end_us - start_us <> ?)"""
 
 EXPORT_COUNTS_SQL = """
     SELECT e.category, e.symbol, e.day, e.path, e.rows, e.id_mode, e.size_bytes,
            (SELECT count(*) FROM trades t WHERE t.category = e.category AND t.symbol = e.symbol
               AND t.time_us >= epoch_us(CAST(e.day AS TIMESTAMP))
-              AND t.time_us < epoch_us(CAST(e.day AS TIMESTAMP)) + 86400000000) AS stored
+              AND t.time_us < epoch_us(CAST(e.day AS TIMESTAMP)) + ?) AS stored
     FROM exports e ORDER BY e.day, e.path"""
 
 # What a file holds, reduced to (rows, sum of T, xor of a hash of every row): computed the same way
@@ -144,7 +140,7 @@ CACHE_COLUMNS = [("T", "BIGINT"), ("i", "VARCHAR"), ("p", "DOUBLE"), ("q", "DOUB
                  ("m", "BOOLEAN")]
 
 
-def store_digest_sql(id_mode: str) -> str:
+def store_digest_sql(id_mode: IdMode) -> str:
     from store.export import day_rows_sql  # the exporter's own query: the file must hold exactly it
 
     return f"SELECT {_DIGEST} FROM ({day_rows_sql(id_mode)})"
@@ -182,9 +178,9 @@ def verify(store: Store) -> VerifyReport:
     report.add("no duplicate trade keys", [f"{s} {i} stored {n} times"
                                            for _, s, i, n in store.query(DUPLICATE_KEYS_SQL)])
     report.add("archive coverage is whole UTC days", [f"{s}: [{a}, {b})" for _, s, a, b in
-                                                      store.query(PARTIAL_DAYS_SQL)])
+                                                      store.query(PARTIAL_DAYS_SQL, [DAY_US, DAY_US])])
     report.add("archive days hold what their files held", [
-        f"{s} {d}: file {e}, store {n}" for _, s, d, e, n in store.query(DAY_COUNTS_SQL)])
+        f"{s} {day_of_us(a)}: file {e}, store {n}" for _, s, a, _, e, n in all_count_mismatches(store)])
     report.add("coverage claims nothing before Bybit existed, nothing past when it was fetched, no empty "
                "archive day", [f"{s} {src} [{_iso(a)}, {_iso(b)}): {_REPAIR}"
                                for _, s, src, a, b in store.query(UNBACKED_COVERAGE_SQL, [_EARLIEST_US, _SLACK_US])])
@@ -194,12 +190,12 @@ def verify(store: Store) -> VerifyReport:
     report.add("symbols are spelled as Bybit does", [
         f"{table}: {symbol!r}: {_REPAIR}" for table, symbol in store.query(UNNORMALIZED_SYMBOLS_SQL)])
     report.add("exports match the store", _export_problems(store))
-    report.add("the daily summary matches the trades", daily.mismatches(store))
+    report.add("the daily summary matches the trades", day_summary.mismatches(store))
     return report
 
 
 def _iso(value_us: int) -> str:
-    from store.coverage import us_to_dt
+    from store.timeutil import us_to_dt
 
     try:
         return us_to_dt(int(value_us)).isoformat()
@@ -232,19 +228,22 @@ REPAIR_STATEMENTS = (
 )
 
 
+CLEAR_DAY_SUMMARY_SQL = "DELETE FROM day_summary"
+
+
 def repair(store: Store) -> Repaired:
     """Drop what the store cannot back, in one transaction: implausible trades with the coverage of
     their spans, and coverage that claims the impossible. Nothing true is lost: every span dropped
     is fetched again by the next `refresh`, which checks what it gets."""
-    from store import daily
+    from store import day_summary
 
     counts = []
     with store.atomic():
         for statement in REPAIR_STATEMENTS:
             row = store.query_one(statement, [_EARLIEST_US, _SLACK_US])
             counts.append(int(row[0]) if row and row[0] is not None else 0)
-        store.execute("DELETE FROM day_summary")
-        store.execute(daily.FILL_ALL_SQL)
+        store.execute(CLEAR_DAY_SUMMARY_SQL)
+        store.execute(day_summary.FILL_ALL_SQL)
     return Repaired(coverage_rows=counts[0] + counts[2], trades=counts[1])
 
 
@@ -252,17 +251,17 @@ def _export_problems(store: Store) -> list[str]:
     """Every exported file checked against the store: present, the size written, a readable footer,
     the cache columns, and the very rows of the day (a truncated, foreign or tampered file fails)."""
     problems = []
-    for category, symbol, day, path, _rows, id_mode, size_bytes, stored in store.query(EXPORT_COUNTS_SQL):
+    for category, symbol, day, path, _rows, id_mode, size_bytes, stored in store.query(EXPORT_COUNTS_SQL, [DAY_US]):
         problem = _file_problem(store, Path(path), category, symbol, day, id_mode, size_bytes, int(stored))
         if problem is not None:
             problems.append(f"{symbol} {day}: {path} {problem}; `bybit-backfill export` rewrites it")
     return problems
 
 
-def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: str,
+def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: IdMode,
                   size_bytes: int | None, stored: int) -> str | None:
     from store.cache_dir import footer_rows
-    from store.plan import day_start_us
+    from store.timeutil import day_start_us
 
     try:
         size = target.stat().st_size
@@ -279,7 +278,7 @@ def _file_problem(store: Store, target: Path, category: str, symbol: str, day: A
         found = store.query_one(FILE_DIGEST_SQL, [str(target)])
     except StoreError as error:
         return f"cannot be read ({error})"
-    params = [category, symbol, day_start_us(day), day_start_us(day) + 86_400_000_000]
+    params = [category, symbol, day_start_us(day), day_start_us(day) + DAY_US]
     expected = store.query_one(store_digest_sql(id_mode), params)
     if found is None or int(found[0]) != stored:
         return f"has {found[0] if found else 0} rows, the store {stored}"
@@ -301,7 +300,7 @@ def run_queries(path: str | Path, query: str, *, arrow: bool = False, wait_s: fl
     """Every statement of an analyst's SQL, on a sandboxed read-only connection (`store.db.SANDBOX`):
     it can neither change the store nor read or write any other file. Waits up to `wait_s` while a
     writer commits."""
-    with Store.open(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
+    with open_store(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
         return [QueryResult(text, names, rows) for text, names, rows in
                 store.user_statements(query, arrow=arrow)]
 
@@ -310,3 +309,23 @@ def run_sql(path: str | Path, query: str) -> tuple[list[str], list[tuple[Any, ..
     """The answer of the last statement of an analyst's SQL (see `run_queries`)."""
     last = run_queries(path, query)[-1]
     return last.names, last.rows
+
+
+def render_table(names: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "",
+                 wrap: dict[int, int] | None = None) -> str:
+    """Aligned columns under a dashed header line, NULL as blank: the one table the CLI and the demo
+    print. The columns in `wrap` (index -> width) are wrapped onto continuation lines (long gap
+    reasons), so no line runs off a terminal."""
+    import textwrap
+
+    wrap = wrap or {}
+    cells = [[str(name) for name in names]] + [["" if v is None else str(v) for v in row] for row in rows]
+    split = [[textwrap.wrap(c, wrap[i]) or [""] if i in wrap else [c] for i, c in enumerate(row)] for row in cells]
+    widths = [max(len(part) for row in split for part in row[i]) for i in range(len(names))]
+    lines = []
+    for row in split:
+        for depth in range(max(len(parts) for parts in row)):
+            parts = [p[depth] if depth < len(p) else "" for p in row]
+            lines.append("  ".join(c.ljust(w) for c, w in zip(parts, widths)).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(indent + line for line in lines)

@@ -11,13 +11,11 @@ grows insert time day after day, while the anti-join stays flat. `verify` re-che
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from store import daily, reconcile
+from store import day_summary, reconcile
+from store.db import Store
 from store.errors import StoreError
-
-if TYPE_CHECKING:
-    from store.db import Store
 
 _V1 = [
     """CREATE TABLE trades (
@@ -136,12 +134,12 @@ _V2 = [
 
 # Version 3 keeps a per-day summary with the trades, so `daily` reads a row a day, not every trade.
 _V3 = [
-    daily.CREATE_TABLE_SQL,
+    day_summary.CREATE_TABLE_SQL,
     ("COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: "
      "recomputed from trades by every ingest, in its transaction'"),
     "COMMENT ON COLUMN day_summary.notional IS 'sum(price * qty): vwap = notional / volume'",
-    daily.FILL_ALL_SQL,
-    daily.DAILY_VIEW_SQL,
+    day_summary.FILL_ALL_SQL,
+    day_summary.DAILY_VIEW_SQL,
     "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
 ]
 
@@ -150,7 +148,7 @@ _V3 = [
 _V4 = [
     "DROP VIEW daily",
     "DROP TABLE day_summary",
-    daily.CREATE_TABLE_SQL,
+    day_summary.CREATE_TABLE_SQL,
     ("COMMENT ON TABLE day_summary IS 'One row per (category, symbol, UTC day) with trades: "
      "recomputed from trades by every ingest, in its transaction'"),
     "COMMENT ON COLUMN day_summary.notional IS 'sum(price * qty): vwap = notional / volume'",
@@ -158,8 +156,8 @@ _V4 = [
     "COMMENT ON COLUMN day_summary.time_sum IS 'sum of the day''s time_us'",
     ("COMMENT ON COLUMN day_summary.fingerprint IS 'trades:id_xor:time_sum, changes whenever the "
      "day''s set of trades does'"),
-    daily.FILL_ALL_SQL,
-    daily.DAILY_VIEW_SQL,
+    day_summary.FILL_ALL_SQL,
+    day_summary.DAILY_VIEW_SQL,
     "COMMENT ON VIEW daily IS 'Per-day summary: count, OHLC, volume, VWAP, taker buy volume'",
     "ALTER TABLE exports ADD COLUMN fingerprint VARCHAR",
     "ALTER TABLE exports ADD COLUMN size_bytes BIGINT",
@@ -235,20 +233,25 @@ SCHEMA_VERSION = len(MIGRATIONS)
 READABLE_FROM = 5
 
 
+VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_version"
+CREATE_VERSION_TABLE_SQL = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                              "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
 def current_version(store: Store) -> int:
-    store.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
-                  "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-    row = store.query_one("SELECT coalesce(max(version), 0) FROM schema_version")
+    store.execute(CREATE_VERSION_TABLE_SQL)
+    row = store.query_one(VERSION_SQL)
     return int(row[0]) if row else 0
+
+
+HAS_VERSION_TABLE_SQL = ("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
+                             "AND table_name = 'schema_version'")
 
 
 def stored_version(store: Store) -> int:
     """The schema version of a file, read without changing it (0: no schema at all)."""
-    row = store.query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
-                          "AND table_name = 'schema_version'")
+    row = store.query_one(HAS_VERSION_TABLE_SQL)
     if not row or not row[0]:
         return 0
-    row = store.query_one("SELECT coalesce(max(version), 0) FROM schema_version")
+    row = store.query_one(VERSION_SQL)
     return int(row[0]) if row else 0
 
 
@@ -283,6 +286,9 @@ def check_readable(store: Store) -> None:
                          "run `bybit-backfill refresh` on it once to complete or upgrade it")
 
 
+RECORD_VERSION_SQL = "INSERT INTO schema_version (version) VALUES (?)"
+
+
 def migrate(store: Store) -> int:
     """Bring the file to SCHEMA_VERSION, one transaction per step; returns the steps applied."""
     check_ours(store)
@@ -299,5 +305,21 @@ def migrate(store: Store) -> int:
                 continue
             for statement in MIGRATIONS[number - 1]:
                 store.execute(statement)
-            store.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+            store.execute(RECORD_VERSION_SQL, [number])
     return SCHEMA_VERSION - version
+
+
+def open_store(path: str | Path, *, read_only: bool = False, wait_s: float = 0.0, memory_limit: str = "2GB",
+               sandbox: bool = False) -> Store:
+    """`Store.open`, then the schema: migrated to this release when writable, checked when read-only
+    or sandboxed (a read-only open cannot migrate). The store is closed again if either step fails."""
+    store = Store.open(path, read_only=read_only, wait_s=wait_s, memory_limit=memory_limit, sandbox=sandbox)
+    try:
+        if store.read_only:
+            check_readable(store)
+        else:
+            migrate(store)
+    except BaseException:
+        store.close()
+        raise
+    return store

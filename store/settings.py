@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         return value
 
     def refresh_arguments(self, *, export: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
-        """The settings-derived arguments of `store.refresh.refresh`, decided here once for the CLI,
+        """The settings-derived arguments of `store.orchestrator.refresh`, decided here once for the CLI,
         the Python API and the demo: where the daily files go (None when exporting is off, by the
         caller or by BACKFILL_CACHE_ENABLED) and in which id mode."""
         target = (cache_dir or self.backfill_cache_dir) if export and self.backfill_cache_enabled else None

@@ -24,7 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from fetch.models import RecentTail, Trade
-from store.coverage import Gap, us_to_dt
+from store.coverage import Gap
+from store.timeutil import us_to_dt
 
 _RUN = uuid.uuid4().hex[:12]  # session keys name coverage rows: unique across runs and processes
 _ids = itertools.count(1)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fetch.errors import InputError
-from store.db import Store
+from store.schema import open_store
 
 MAX_CELL = 40
 ELLIPSIS = "…"
@@ -53,7 +53,7 @@ def stream_sql(path: str | Path, query: str, fmt: str, out: IO[bytes], *,
                batch_rows: int = BATCH_ROWS, wait_s: float = 0.0) -> Written:
     """Run every statement of `query` on a sandboxed read-only connection and write each answer to
     `out` in `fmt` (csv, json, table or parquet) as it streams; wait up to `wait_s` for a writer."""
-    with Store.open(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
+    with open_store(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
         statements = store.user_statement_texts(query)
         if fmt == "parquet" and len(statements) != 1:
             raise InputError(f"--format parquet takes the answer of one statement, the query has "
@@ -71,7 +71,7 @@ def stream_sql(path: str | Path, query: str, fmt: str, out: IO[bytes], *,
 def write_sql_file(path: str | Path, query: str, fmt: str, output: Path, *, wait_s: float = 0.0) -> Written:
     """`sql --output`: the answer into `output`, via a hidden temp name and a rename, so a reader
     never sees half a file; the tool writes it (the analyst's connection cannot write files)."""
-    with Store.open(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
+    with open_store(path, read_only=True, sandbox=True, wait_s=wait_s) as store:
         count = len(store.user_statement_texts(query))
     if count != 1:
         raise InputError(f"--output takes the answer of one statement, the query has {count}: "

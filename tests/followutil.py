@@ -12,7 +12,7 @@ from pathlib import Path
 from fetch.ws import StreamOptions
 from sim import MarketClock, MarketSpec, SimConfig
 from sim.market import expected_trades
-from store import Store
+from store.schema import open_store
 from store.follow import FollowConfig
 from tests.storeutil import sim_fetch_config
 
@@ -63,14 +63,14 @@ def truth(config: SimConfig, now_ms: int, days: tuple[date, ...], symbol: str = 
 
 
 def stored(db: Path, symbol: str = "BTCUSDT") -> list[tuple[str, int, str]]:
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         rows = store.query("SELECT trade_id, time_us, source FROM trades WHERE symbol = ? ORDER BY time_us, "
                            "trade_id", [symbol])
     return [(str(a), int(b), str(c)) for a, b, c in rows]
 
 
 def coverage_rows(db: Path, symbol: str = "BTCUSDT") -> list[tuple[str, int, int]]:
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         rows = store.query("SELECT source, start_us, end_us FROM coverage WHERE symbol = ? ORDER BY start_us",
                            [symbol])
     return [(str(s), int(a), int(b)) for s, a, b in rows]

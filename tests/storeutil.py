@@ -8,7 +8,7 @@ from fetch.config import BreakerPolicy, Credentials, Endpoints, FetchConfig, Ret
 from sim import SimConfig
 from sim.market import expected_trades
 from store import Store
-from store.plan import day_start_us
+from store.timeutil import day_start_us
 
 KEY, SECRET = "test-key", "test-secret"
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from storeutil import duplicate_keys
 
 import cli
-from store import Store
+from store.schema import open_store
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_refresh_prints_the_summary_and_stores_the_days(env) -> None:
     assert code == 0, out
     assert "days: 2 in range, 0 already stored, 2 fetched" in out
     assert "gaps left: 0" in out
-    with Store.open(env["BACKFILL_DB_PATH"], read_only=True) as store:
+    with open_store(env["BACKFILL_DB_PATH"], read_only=True) as store:
         assert store.query_one("SELECT count(*) FROM trades")[0] == 4000
         assert duplicate_keys(store) == []
     assert sorted(p.name for p in Path(env["BACKFILL_CACHE_DIR"]).iterdir()
@@ -74,7 +74,7 @@ def test_sql_cannot_change_the_store(env) -> None:
     run(env, "refresh", "BTCUSDT", "--start", "2024-01-08", "--days", "1", "--no-export")
     code, _, err = run(env, "sql", "DELETE FROM trades")
     assert code == 2 and "read-only" in err.lower()
-    with Store.open(env["BACKFILL_DB_PATH"], read_only=True) as store:
+    with open_store(env["BACKFILL_DB_PATH"], read_only=True) as store:
         assert store.query_one("SELECT count(*) FROM trades")[0] == 2000
 
 

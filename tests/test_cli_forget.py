@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from store import Store
+from store import Store, open_store
 from store.report import verify
 
 
@@ -82,9 +82,9 @@ def test_forget_clips_coverage_that_reaches_past_the_span(tmp_path: Path) -> Non
     from datetime import date
 
     from store.forget import forget
-    from store.plan import day_start_us
+    from store.timeutil import day_start_us
 
-    with Store.open(tmp_path / "clip.duckdb") as store:
+    with open_store(tmp_path / "clip.duckdb") as store:
         day = 86_400_000_000
         start = day_start_us(date(2024, 1, 1))
         store.execute("INSERT INTO coverage (category, symbol, source, start_us, end_us, added_rows) "

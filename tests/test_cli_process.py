@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import cli
 from sim import run_in_thread
-from store import Store
+from store.schema import open_store
 from store.report import verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path, monkeypatch) -> None:
     assert "Analyst query" in result.output and "Try next" in result.output
     files = sorted(p.name for p in (tmp_path / "demo" / "backfill_cache").glob("[!.]*"))
     assert len(files) >= 2 and all(f.startswith("backfill_") for f in files)
-    with Store.open(tmp_path / "demo" / "demo.duckdb", read_only=True) as store:
+    with open_store(tmp_path / "demo" / "demo.duckdb", read_only=True) as store:
         assert store.query_one("SELECT count(*) FROM trades")[0] >= 6000
         assert verify(store).ok
 
@@ -60,14 +60,14 @@ def test_ctrl_c_keeps_finished_days_rolls_back_the_current_one_and_says_rerun(si
         err = "".join(seen) + rest
         assert process.returncode == 130, err[-2000:]
         assert "interrupted" in err and "rerun" in err
-        with Store.open(tmp_path / "c.duckdb", read_only=True) as store:
+        with open_store(tmp_path / "c.duckdb", read_only=True) as store:
             assert verify(store).ok
             days = store.query_one("SELECT count(*) FROM coverage WHERE source = 'archive'")[0]
             rows = store.query_one("SELECT count(*) FROM trades")[0]
         assert 0 < days < 9 and rows == days * 20_000, "whole days only"
         finished = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert finished.returncode == 0, finished.stderr
-        with Store.open(tmp_path / "c.duckdb", read_only=True) as store:
+        with open_store(tmp_path / "c.duckdb", read_only=True) as store:
             assert store.query_one("SELECT count(*) FROM trades")[0] == 9 * 20_000
 
 

@@ -10,14 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from store import Store
+from store import Store, open_store
 from store.sql_output import stream_sql
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "sql.duckdb"
-    Store.open(path).close()  # an empty, migrated store
+    open_store(path).close()  # an empty, migrated store
     return path
 
 

@@ -127,7 +127,7 @@ async def test_the_service_builds_the_provider_from_its_own_settings_and_gets_th
 
 async def test_a_timed_out_backfill_leaves_the_store_consistent_and_closed(
         live_config: SimConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from store import Store
+    from store.schema import open_store
     from store.report import verify
 
     async with running_sim(live_config) as sim:
@@ -138,7 +138,7 @@ async def test_a_timed_out_backfill_leaves_the_store_consistent_and_closed(
         today = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(provider.backfill_with_cache(today - timedelta(days=3), today), 0.05)
-    with Store.open(tmp_path / "service.duckdb") as store:  # closed: another writer can open it at once
+    with open_store(tmp_path / "service.duckdb") as store:  # closed: another writer can open it at once
         assert verify(store).ok
 
 

@@ -62,10 +62,12 @@ def readme_sql_examples() -> list[str]:
 async def test_readme_analyst_queries_run_against_a_refreshed_store(sim, tmp_path: Path) -> None:
     from storeutil import day, sim_fetch_config, us
 
-    from store import Store, refresh
+    from store import refresh
+
+    from store.schema import open_store
     from store.report import run_sql
 
-    with Store.open(tmp_path / "docs.duckdb") as opened:
+    with open_store(tmp_path / "docs.duckdb") as opened:
         await refresh(opened, sim_fetch_config(sim.url), "BTCUSDT", us(day(2)), us(day(3)))
     queries = readme_sql_examples()
     assert len(queries) >= 3
@@ -133,7 +135,7 @@ def test_every_command_and_subcommand_has_an_example() -> None:
 def test_every_table_view_and_column_has_a_comment(tmp_path: Path) -> None:
     from store import Store
 
-    with Store.open(tmp_path / "comments.duckdb") as opened:
+    with open_store(tmp_path / "comments.duckdb") as opened:
         missing = opened.query("""
             SELECT table_name, column_name FROM duckdb_columns()
             WHERE database_name = current_database() AND NOT internal AND coalesce(comment, '') = ''
@@ -159,7 +161,7 @@ def test_a_version_5_store_stays_readable_and_gains_the_comments_when_written(tm
     from store.schema import MIGRATIONS
 
     path = tmp_path / "v5.duckdb"
-    old = Store.open(path, migrate=False)
+    old = Store.open(path)
     old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
     for number, steps in enumerate(MIGRATIONS[:5], start=1):
         for statement in steps:
@@ -168,7 +170,7 @@ def test_a_version_5_store_stays_readable_and_gains_the_comments_when_written(tm
     old.close()
     result = CliRunner().invoke(cli.main, ["status", "--db", str(path)])
     assert result.exit_code == 0, result.output
-    with Store.open(path) as upgraded:
+    with open_store(path) as upgraded:
         comment = upgraded.query_one("SELECT comment FROM duckdb_columns() WHERE table_name = 'coverage' "
                                      "AND column_name = 'start_us'")
     assert comment and comment[0]

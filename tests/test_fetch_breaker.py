@@ -12,7 +12,7 @@ from fetch.breaker import Admission, BreakerLayer, BreakerState, CircuitBreaker
 from fetch.config import BreakerPolicy
 from fetch.errors import (AuthError, CircuitOpen, IpBanned, ParameterError, RateLimited, ServerError,
                           TransportError)
-from fetch.transport import Request, Response
+from fetch.wire import Request, Response
 
 POLICY = BreakerPolicy(rate_limit_threshold=3, cooldown_s=60.0, ban_cooldown_s=600.0, throttle_max=5.0,
                        throttle_step=1.5, throttle_decay=0.9)

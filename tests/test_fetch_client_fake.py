@@ -13,7 +13,7 @@ import pytest
 from fetch import (AuthError, BybitClient, Credentials, Endpoints, FetchConfig, ParameterError,
                    RateLimits, RetryPolicy)
 from fetch.signing import sign
-from fetch.transport import Request, Response
+from fetch.wire import Request, Response
 
 SECRET = "s3cr3t-never-shown"
 KEY = "key-1"

@@ -8,8 +8,8 @@ import pytest
 
 from fetch.config import RateLimits
 from fetch.limiter import LimiterLayer, RateLimiter
-from fetch.models import LimitStatus
-from fetch.transport import Request, Response
+from fetch.wire import LimitStatus
+from fetch.wire import Request, Response
 
 
 class Clock:

@@ -8,9 +8,9 @@ from datetime import date
 import pytest
 
 from fetch.errors import (AuthError, BadResponse, ClockSkew, ParameterError, RateLimited, ServerError)
-from fetch.models import LimitStatus
-from fetch.parse import (parse_archive_index, parse_envelope, parse_execution_page, parse_limit_headers,
-                         parse_recent_trades, parse_server_time_ms, unwrap)
+from fetch.parse import (parse_archive_index, parse_envelope, parse_execution_page, parse_recent_trades,
+                         parse_server_time_ms, unwrap)
+from fetch.wire import LimitStatus, parse_limit_headers
 
 
 def body(ret_code: object = 0, result: object = None, time: object = 1672053054358, msg: str = "OK") -> bytes:

@@ -8,7 +8,7 @@ from fetch.config import RetryPolicy
 from fetch.errors import (ArchiveError, AuthError, BadResponse, CircuitOpen, InputError, IpBanned,
                           ParameterError, TransportError, error_for, error_for_status)
 from fetch.retry import Decision, RetryLayer, backoff, classify, retry_delay
-from fetch.transport import Request, Response
+from fetch.wire import Request, Response
 
 POLICY = RetryPolicy(max_retries=5, base_s=0.5, max_delay_s=30.0)
 

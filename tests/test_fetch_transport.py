@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from fetch.config import Timeouts
 from fetch.errors import TransportError
-from fetch.transport import AiohttpTransport, Request
+from fetch.transport import AiohttpTransport
+from fetch.wire import Request
 
 PAYLOAD = bytes(range(256)) * 8192  # 2 MiB: several chunks
 

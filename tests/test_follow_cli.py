@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import cli
 from fetch.models import Trade, trades_to_table
-from store import Store
+from store.schema import open_store
 from store.follow_state import state_dir, write_json_atomic
 from store.ingest import ingest_batch
 
@@ -36,7 +36,7 @@ def test_follow_needs_a_symbol(env: dict[str, str]) -> None:
 def test_status_shows_whether_a_follower_is_active_its_last_trade_and_lag(env: dict[str, str]) -> None:
     db = Path(env["BACKFILL_DB_PATH"])
     trade = Trade("linear", "BTCUSDT", "a", 1_704_931_200_000_000, 1.0, 1.0, "buy", None, "ws")
-    with Store.open(db) as store, store.atomic():
+    with open_store(db) as store, store.atomic():
         ingest_batch(store, trades_to_table([trade]), category="linear", symbol="BTCUSDT")
     state_dir(db).mkdir()
     write_json_atomic(state_dir(db) / "linear.BTCUSDT.json",

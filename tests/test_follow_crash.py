@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from sim import MarketClock, run_in_thread
-from store import Store
+from store.schema import open_store
 from tests.crashutil import start_cli
 from tests.followutil import DAY_BEFORE, MIDNIGHT_MS, follow_sim_config, truth
 
@@ -68,7 +68,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing_committed(
         config = sim.config
     expected = truth(config, end_ms, (DAY_BEFORE, DAY_BEFORE.replace(day=11)))
     known = dict(expected)
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         rows = store.query("SELECT trade_id, time_us FROM trades")
         spans = store.query("SELECT start_us, end_us FROM coverage WHERE source IN ('ws', 'rest')")
     ids = [r[0] for r in rows]
@@ -93,9 +93,9 @@ def test_readers_and_writers_get_in_between_the_followers_commits(tmp_path: Path
             wait_for_commit(child, db, started)
             counts = []
             for k in range(4):  # this process is "another process": it waits a moment, never fails
-                with Store.open(db, read_only=True, wait_s=30) as store:
+                with open_store(db, read_only=True, wait_s=30) as store:
                     counts.append(store.query_one("SELECT count(*) FROM trades")[0])
-                with Store.open(db, wait_s=30) as store, store.atomic():
+                with open_store(db, wait_s=30) as store, store.atomic():
                     store.execute("INSERT INTO open_gaps (category, symbol, start_us, end_us, reason) "
                                   "VALUES ('linear', 'OTHER', ?, ?, 'written meanwhile')", [k, k + 1])
                 time.sleep(0.3)
@@ -105,6 +105,6 @@ def test_readers_and_writers_get_in_between_the_followers_commits(tmp_path: Path
             child.send_signal(signal.SIGTERM)
             child.wait(timeout=60)
     assert counts == sorted(counts) and counts[-1] > counts[0]
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         assert store.query_one("SELECT count(*) FROM open_gaps WHERE symbol = 'OTHER'") == (4,)
     assert child.returncode == 0

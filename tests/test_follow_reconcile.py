@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fetch.models import Trade, trades_to_table
-from store import Store
-from store.coverage import DAY_US, add_coverage
+from store.schema import open_store
+from store.coverage import add_coverage
+from store.timeutil import DAY_US
 from store.ingest import ingest_batch
 from store.reconcile import reconciliations
 
@@ -21,7 +22,7 @@ def t(category: str, trade_id: str, ms: int, source: str, price: float = 100.0) 
 
 def live_then_archive(db: Path, category: str, live: list[Trade], archive: list[Trade],
                       covered_ms: tuple[int, int]) -> dict[str, object]:
-    with Store.open(db) as store:
+    with open_store(db) as store:
         with store.atomic():
             ingest_batch(store, trades_to_table(live), category=category, symbol="BTCUSDT")
             add_coverage(store, category=category, symbol="BTCUSDT", source="ws", added_rows=len(live),
@@ -55,7 +56,7 @@ def test_spot_matches_by_values_because_its_archive_ids_differ(tmp_path: Path) -
 
 
 def test_a_day_without_live_rows_records_nothing(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "s.duckdb") as store, store.atomic():
+    with open_store(tmp_path / "s.duckdb") as store, store.atomic():
         ingest_batch(store, trades_to_table([t("linear", "a", 5, "archive")]), category="linear",
                      symbol="BTCUSDT", replace_rest=(DAY0, DAY0 + DAY_US))
         assert reconciliations(store, "linear", "BTCUSDT") == []

@@ -18,7 +18,7 @@ from fetch.models import Trade
 from fetch.ws import StreamOptions
 from sim import MarketClock, running_sim
 from sim.server import RunningSim
-from store import Store
+from store.schema import open_store
 from store.coverage import find_gaps
 from store.follow import FollowConfig, Follower
 from store.follow_state import follower_status
@@ -117,7 +117,7 @@ async def test_a_follow_across_midnight_with_three_disconnects_stores_every_trad
     inside = {i for i, t, _ in rows if start_us <= t < end_us}
     assert inside == expected and len(expected) > 150  # every trade of the span, nothing else
     assert sorted(delivered) == sorted(ids)  # the callback saw each stored trade once
-    with Store.open(r.db, read_only=True) as store:
+    with open_store(r.db, read_only=True) as store:
         gaps = find_gaps(store, "linear", "BTCUSDT", start_us, end_us)
     assert gaps == []
     status = follower_status(r.db)[("linear", "BTCUSDT")]
@@ -132,7 +132,7 @@ async def test_a_hole_longer_than_recent_trades_reach_is_a_gap_with_its_reason(
         await r.disconnect(hole_ms=900_000)  # 15 minutes: ~2,100 trades, recent-trade returns 1,000
         await r.step(5_000)
         after_us = r.newest_ms() * 1000
-    with Store.open(r.db, read_only=True) as store:
+    with open_store(r.db, read_only=True) as store:
         gaps = [g for g in find_gaps(store, "linear", "BTCUSDT", before_us, after_us) if g.kind == "uncovered"]
     assert len(gaps) == 1
     gap = gaps[0]
@@ -159,14 +159,14 @@ async def test_the_archive_day_replaces_live_rows_and_reconciliation_counts_exac
                 state.faults.add(kind)
                 await r.step(5_000)
         await r.step(5_000)
-        with Store.open(r.db, wait_s=10) as store:  # in this process: the follower's own kind of open
+        with open_store(r.db, wait_s=10) as store:  # in this process: the follower's own kind of open
             assert store.query_one("SELECT count(*) FROM trades WHERE source = 'archive'") == (0,)
         await r.step(1_300_000)  # past midnight; the file of the day before is not out yet
         await asyncio.sleep(0.5)
         assert r.follower.stats["archive_days"] == 0
         r.clock.jump(700_000)  # now it is
         await until(lambda: r.follower.stats["archive_days"] == 1, "the archive day settled")
-    with Store.open(r.db, read_only=True) as store:
+    with open_store(r.db, read_only=True) as store:
         [rec] = reconciliations(store, "linear", "BTCUSDT")
         sources = dict(store.query("SELECT source, count(*) FROM trades WHERE time_us < ? GROUP BY source",
                                    [int(MIDNIGHT.timestamp() * 1e6)]))
@@ -246,7 +246,7 @@ async def test_several_symbols_share_one_connection_and_each_is_stored_exactly(
             await asyncio.wait_for(task, timeout=60)
     assert sim.state.ws_connections == 1
     for symbol in symbols:
-        with Store.open(db, read_only=True) as store:
+        with open_store(db, read_only=True) as store:
             spans = merged([(int(a), int(b)) for a, b in store.query(
                 "SELECT start_us, end_us FROM coverage WHERE symbol = ? AND source IN ('ws', 'rest')", [symbol])])
         [(start_us, end_us)] = spans

@@ -11,7 +11,7 @@ import pytest
 from fetch.errors import AuthError, InputError
 from store import BybitConnectorHistory, Settings, TradeTick, create_history_provider, tick_id
 from store.ingest import TICK_ID_SQL
-from store import Store
+from store.schema import open_store
 from storeutil import sim_fetch_config
 
 
@@ -37,7 +37,7 @@ def test_tick_ids_are_stable_63_bit_and_the_same_in_sql_and_python(tmp_path: Pat
     assert tick_id(uuid) == expected and 0 <= expected < 2**63
     assert tick_id("2290000000067893217") == 2290000000067893217
     assert tick_id("99999999999999999999") != 99999999999999999999, "too wide for int64: hashed"
-    with Store.open(tmp_path / "t.duckdb") as store:
+    with open_store(tmp_path / "t.duckdb") as store:
         for value in (uuid, "2290000000067893217", "99999999999999999999", "202401020000000017", "abc"):
             sql = f"SELECT {TICK_ID_SQL} FROM (SELECT ? AS trade_id)"
             assert store.query_one(sql, [value])[0] == tick_id(value), value

@@ -14,6 +14,8 @@ import pytest
 from storeutil import day, sim_fetch_config, us
 
 from store import Store, refresh
+
+from store.schema import open_store
 from store.lake import (
     DATA_NAME,
     LAKE_SCHEMA,
@@ -31,7 +33,7 @@ from store.lake import (
 
 @pytest.fixture
 def store(tmp_path: Path):
-    opened = Store.open(tmp_path / "store.duckdb")
+    opened = open_store(tmp_path / "store.duckdb")
     yield opened
     opened.close()
 
@@ -120,7 +122,7 @@ async def test_an_unchanged_store_rewrites_nothing_and_a_changed_day_is_rewritte
     with store.atomic():  # one trade of 2024-01-03 goes missing from the store: its fingerprint changes
         store.execute("DELETE FROM trades WHERE trade_id = (SELECT min(trade_id) FROM trades WHERE "
                       "symbol = 'BTCUSDT' AND time_us >= ? AND time_us < ?)", [us(day(3)), us(day(4))])
-        from store.daily import resummarize
+        from store.day_summary import resummarize
         resummarize(store, "linear", "BTCUSDT", us(day(3)), us(day(4)))
     third = write_lake(store, location)
     assert [(w.symbol, w.day) for w in third.written] == [("BTCUSDT", day(3))]
@@ -179,7 +181,7 @@ async def test_a_crash_between_data_and_manifest_is_reported_then_repaired(sim, 
     with store.atomic():  # the store learns of a change to 2024-01-03 ...
         store.execute("DELETE FROM trades WHERE trade_id = (SELECT max(trade_id) FROM trades WHERE "
                       "symbol = 'BTCUSDT' AND time_us >= ? AND time_us < ?)", [us(day(3)), us(day(4))])
-        from store.daily import resummarize
+        from store.day_summary import resummarize
         resummarize(store, "linear", "BTCUSDT", us(day(3)), us(day(4)))
     import store.lake as lake_module
 

@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from storeutil import day, sim_fetch_config, us
 
-from store import Store, refresh
+from store import refresh
+
+from store.schema import open_store
 from store.lake import DATA_NAME, open_location, partition_dir, verify_lake, write_lake
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
@@ -37,7 +39,7 @@ def s3_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def store(tmp_path):
-    opened = Store.open(tmp_path / "store.duckdb")
+    opened = open_store(tmp_path / "store.duckdb")
     yield opened
     opened.close()
 
@@ -77,7 +79,7 @@ async def test_the_cli_writes_and_verifies_an_s3_lake_from_the_aws_variables(sim
 
     import cli
 
-    with Store.open(tmp_path / "cli.duckdb") as store:
+    with open_store(tmp_path / "cli.duckdb") as store:
         await refresh(store, sim_fetch_config(sim.url), "ETHUSDT", us(day(3)), us(day(5)))
     env = {**s3_env, "BACKFILL_DB_PATH": str(tmp_path / "cli.duckdb")}
     runner = CliRunner()

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from storeutil import day, sim_fetch_config, us
 
-from store import Store, refresh
+from store import refresh
+
+from store.schema import open_store
 from store.lake import open_location, write_lake
 
 pyspark_sql = pytest.importorskip("pyspark.sql", reason="pyspark is not installed")
@@ -18,7 +20,7 @@ if shutil.which("java") is None:
 
 
 async def test_spark_reads_the_lake_with_the_stores_counts_per_day(sim, tmp_path: Path) -> None:
-    with Store.open(tmp_path / "store.duckdb") as store:
+    with open_store(tmp_path / "store.duckdb") as store:
         config = sim_fetch_config(sim.url)
         await refresh(store, config, "BTCUSDT", us(day(2)), us(day(5)))
         await refresh(store, config, "ETHUSDT", us(day(3)), us(day(5)))

@@ -15,7 +15,7 @@ from fetch.client import BybitClient
 from fetch.errors import InputError
 from fetch.instruments import InstrumentSource, parse_instruments, statuses_for
 from sim import MarketSpec, SimConfig, running_sim
-from store import Store
+from store.schema import open_store
 from store.lake import DATA_NAME, MANIFEST_NAME, Manifest, open_location, verify_lake
 from store.market import (
     Shard,
@@ -30,7 +30,7 @@ from store.market import (
 
 @pytest.fixture
 def store(tmp_path: Path):
-    opened = Store.open(tmp_path / "store.duckdb")
+    opened = open_store(tmp_path / "store.duckdb")
     yield opened
     opened.close()
 
@@ -77,7 +77,7 @@ def test_the_days_of_one_seven_day_block_share_a_shard() -> None:
 
 
 def _days(item: WorkItem) -> list[date]:
-    from store.plan import days_touching
+    from store.timeutil import days_touching
 
     return days_touching([(item.start_us, item.end_us)])
 
@@ -173,12 +173,12 @@ async def test_two_shards_into_one_lake_give_the_lake_of_one_unsharded_run(sim_c
     one_lake, shared_lake = tmp_path / "one", tmp_path / "shared"
     async with running_sim(config) as sim:
         fetch = sim_fetch_config(sim.url)
-        with Store.open(tmp_path / "whole.duckdb") as whole:
+        with open_store(tmp_path / "whole.duckdb") as whole:
             unsharded = await refresh_market(whole, fetch, None, start, end,
                                              lake=open_location(str(one_lake)))
         per_shard = []
         for k in (1, 2):  # two machines, two stores, one lake, no coordination
-            with Store.open(tmp_path / f"machine{k}.duckdb") as mine:
+            with open_store(tmp_path / f"machine{k}.duckdb") as mine:
                 per_shard.append(await refresh_market(mine, fetch, None, start, end, shard=Shard(k, 2),
                                                       lake=open_location(str(shared_lake))))
     assert unsharded.lake is not None and len(unsharded.lake.written) == 4 * 8

@@ -7,7 +7,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from fetch.errors import InputError
-from store.plan import day_start_us, days_touching, plan_refresh, resolve_range
+from store.plan import plan_refresh
+from store.timerange import resolve_range
+from store.timeutil import day_start_us, days_touching
 
 NOW = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
 

@@ -18,10 +18,10 @@ import pytest
 
 import fetch
 import store
-from store.db import Store
+from store.schema import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ["aiohttp", "fetch.client", "fetch.transport", "store.refresh", "store.pipeline", "store.executions",
+HEAVY = ["aiohttp", "fetch.client", "fetch.transport", "store.orchestrator", "store.pipeline", "store.executions",
          "store.history"]
 
 RUN_COMMANDS = """
@@ -47,7 +47,7 @@ def loaded_after(code: str, tmp_path: Path, *args: str, extra_env: dict[str, str
 
 def test_read_only_commands_never_import_aiohttp_the_client_or_refresh(tmp_path: Path) -> None:
     db = str(tmp_path / "s.duckdb")
-    Store.open(db).close()
+    open_store(db).close()
     commands = [["status", "--db", db], ["sql", "SELECT 1", "--db", db],
                 ["gaps", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-03", "--db", db],
                 ["verify", "--db", db],
@@ -60,7 +60,7 @@ def test_read_only_commands_never_import_aiohttp_the_client_or_refresh(tmp_path:
 
 def test_sql_status_and_gaps_start_without_pyarrow(tmp_path: Path) -> None:
     db = str(tmp_path / "s.duckdb")
-    Store.open(db).close()
+    open_store(db).close()
     commands = [["status", "--db", db], ["sql", "SELECT 1", "--db", db],
                 ["gaps", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-03", "--db", db]]
     loaded = loaded_after(RUN_COMMANDS, tmp_path, json.dumps(commands))
@@ -81,7 +81,7 @@ def test_importing_the_packages_imports_no_submodule_until_a_name_is_used(tmp_pa
 
 def test_store_refresh_stays_the_function_when_its_module_is_imported_first(tmp_path: Path) -> None:
     code = ("import json, sys; import store.history; from store import refresh; "
-            "print(json.dumps([refresh is sys.modules['store.refresh'].refresh]))")
+            "print(json.dumps([refresh is sys.modules['store.orchestrator'].refresh]))")
     assert loaded_after(code, tmp_path) == {True}
 
 
@@ -112,5 +112,5 @@ def test_a_refresh_of_a_covered_range_loads_neither_the_network_stack_nor_pyarro
     cold = loaded_after(RUN_COMMANDS, tmp_path, json.dumps([refresh]), extra_env=env)
     warm = loaded_after(RUN_COMMANDS, tmp_path, json.dumps([refresh]), extra_env=env)
     assert "aiohttp" in cold, "the first run did fetch"
-    assert "store.refresh" in warm
+    assert "store.orchestrator" in warm
     assert sorted(warm & {"aiohttp", "fetch.client", "fetch.transport", "store.pipeline", "pyarrow"}) == []

@@ -9,7 +9,7 @@ from crashutil import kill_when, start_refresh
 from storeutil import day, duplicate_keys, stored_ids, truth_ids, us
 
 from sim import run_in_thread
-from store import Store
+from store.schema import open_store
 from store.cache_dir import OWNER_FILE
 from store.report import verify
 
@@ -33,7 +33,7 @@ def crash_then_complete(sim_config, tmp_path: Path, after_files: list[int]) -> i
             killed += kill_when(start_refresh(sim.url, db, cache, args), enough)
             finished = start_refresh(sim.url, db, cache, args)
             assert finished.wait(timeout=120) == 0
-            with Store.open(db, read_only=True) as store:
+            with open_store(db, read_only=True) as store:
                 assert duplicate_keys(store) == []
                 ids = stored_ids(store, "BTCUSDT", us(day(1)), us(day(10)))
                 assert set(ids) == truth_ids(sim.config, "BTCUSDT", day(1), day(10))

@@ -10,6 +10,7 @@ import pytest
 
 from fetch.models import TRADE_SCHEMA
 from store import Store
+from store.schema import open_store
 from store.ingest import ingest_batch
 from store.report import verify
 from store.schema import MIGRATIONS
@@ -59,7 +60,7 @@ def same_rows(store: Store) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    opened = Store.open(tmp_path / "t.duckdb")
+    opened = open_store(tmp_path / "t.duckdb")
     yield opened
     opened.close()
 
@@ -114,7 +115,7 @@ def test_verify_reports_a_summary_that_disagrees_with_the_trades(store: Store) -
 def test_a_version_2_file_gains_a_summary_of_the_trades_it_already_holds(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "v2.duckdb"
-    old = Store.open(path, migrate=False)
+    old = Store.open(path)
     old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, "
                 "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
     for number, steps in enumerate(MIGRATIONS[:2], start=1):
@@ -125,7 +126,7 @@ def test_a_version_2_file_gains_a_summary_of_the_trades_it_already_holds(
     old.execute("INSERT INTO trades SELECT category, symbol, trade_id, 0, time_us, price, qty, side, "
                 "side = 'sell', is_block_trade, source FROM rows")
     old.close()
-    with caplog.at_level("INFO", logger="context.backfill"), Store.open(path) as upgraded:
+    with caplog.at_level("INFO", logger="context.backfill"), open_store(path) as upgraded:
         assert upgraded.query_one("SELECT count(*) FROM daily")[0] == 5
         same_rows(upgraded)
     assert f"from schema version 2 to {len(MIGRATIONS)}" in caplog.text

@@ -9,12 +9,13 @@ from storeutil import day, sim_fetch_config, total_requests, us
 
 from fetch.errors import AuthError, ServerError
 from sim.fills import expected_fills
-from store import Store, refresh_executions
+from store import refresh_executions
+from store.schema import open_store
 
 
 @pytest.fixture
 def store(tmp_path: Path):
-    opened = Store.open(tmp_path / "x.duckdb")
+    opened = open_store(tmp_path / "x.duckdb")
     yield opened
     opened.close()
 

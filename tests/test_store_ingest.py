@@ -12,6 +12,7 @@ import pytest
 
 from fetch.models import TRADE_SCHEMA
 from store import NotADatabase, Store, StoreLocked
+from store.schema import open_store
 from store.coverage import add_coverage, find_gaps, silences, uncovered
 from store.ingest import ingest_batch
 from store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -28,7 +29,7 @@ def batch(ids: list[str], times: list[int], price: float = 100.0, source: str = 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    opened = Store.open(tmp_path / "t.duckdb")
+    opened = open_store(tmp_path / "t.duckdb")
     yield opened
     opened.close()
 
@@ -126,14 +127,14 @@ def test_a_day_holding_fewer_rows_than_its_file_is_a_count_mismatch(store: Store
 
 def test_a_version_1_file_is_upgraded_when_opened(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
-    old = Store.open(path, migrate=False)
+    old = Store.open(path)
     old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, "
                 "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
     for statement in MIGRATIONS[0]:
         old.execute(statement)
     old.execute("INSERT INTO schema_version (version) VALUES (1)")
     old.close()
-    with Store.open(path) as upgraded:
+    with open_store(path) as upgraded:
         assert upgraded.query_one("SELECT max(version) FROM schema_version")[0] == SCHEMA_VERSION
         upgraded.query("SELECT count(*) FROM exports")
 
@@ -147,7 +148,7 @@ def test_a_file_that_is_not_duckdb_gets_a_clear_error_and_is_untouched(tmp_path:
     path = tmp_path / "notes.duckdb"
     path.write_bytes(b"not a database at all\n")
     with pytest.raises(NotADatabase, match="not a DuckDB database"):
-        Store.open(path)
+        open_store(path)
     assert path.read_bytes() == b"not a database at all\n"
 
 
@@ -162,10 +163,10 @@ def test_a_second_writer_gets_store_locked_naming_the_file(tmp_path: Path) -> No
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLocked) as caught:
-            Store.open(path)
+            open_store(path)
         assert str(path) in str(caught.value)
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)
-    with Store.open(path, wait_s=5) as store:
+    with open_store(path, wait_s=5) as store:
         assert store.query_one("SELECT 1")[0] == 1

@@ -14,6 +14,7 @@ from fetch.archive import ArchiveFile
 from sim import archive as sim_archive
 from sim.config import SimConfig
 from store.db import Store
+from store.schema import open_store
 from store.pipeline import Job, _staged
 from storeutil import day
 
@@ -24,7 +25,7 @@ async def test_a_cancelled_refresh_waits_for_its_staging_thread_before_using_the
                    trades_per_day=300_000)
     path, _ = await asyncio.to_thread(sim_archive.ensure_file, sim_config, spec, day(1))
     item = ArchiveFile(day(1), path, "file", path.stat().st_size)
-    with Store.open(tmp_path / "s.duckdb") as store, Store.private() as private:
+    with open_store(tmp_path / "s.duckdb") as store, Store.private() as private:
         job = Job(store, "linear", "BTCUSDT", 0, 1, lambda _: None)
         appending = threading.Event()
 

@@ -11,14 +11,15 @@ from storeutil import day, dt, duplicate_keys, sim_fetch_config, stored_ids, tot
 
 from sim import MarketSpec, SimConfig, running_sim
 from sim.market import expected_count
-from store import CACHE_SCHEMA, BybitConnectorHistory, Settings, Store, refresh
+from store import CACHE_SCHEMA, BybitConnectorHistory, Settings, refresh
+from store.schema import open_store
 from store.cache_dir import OWNER_FILE, TEMP_DIR
-from store.plan import day_start_us
+from store.timeutil import day_start_us
 
 
 @pytest.fixture
 def store(tmp_path: Path):
-    opened = Store.open(tmp_path / "store.duckdb")
+    opened = open_store(tmp_path / "store.duckdb")
     yield opened
     opened.close()
 

@@ -17,8 +17,8 @@ from sim.faults import RequestInfo
 from sim.fills import expected_fills
 from sim.market import expected_trades
 from store import Store
-from store.coverage import DAY_US
-from store.plan import day_start_us
+from store.timeutil import DAY_US
+from store.timeutil import day_start_us
 from store.report import verify
 
 NOW_US = SIM_NOW_MS * 1000  # the emulator's frozen "now" (`sim_config`): 2024-01-10 12:00 UTC

@@ -28,7 +28,8 @@ from relutil import archive_days, assert_exactly_the_truth, run_cli
 from storeutil import day, sim_fetch_config, us
 
 from sim.server import RunningSim
-from store import Store, refresh
+from store import refresh
+from store.schema import open_store
 
 TAIL = "/v5/market/recent-trade"
 
@@ -48,7 +49,7 @@ class World:
 @pytest.fixture
 def world(sim_thread: RunningSim, tmp_path: Path) -> Iterator[World]:
     db = tmp_path / "store.duckdb"
-    with Store.open(db) as store:  # two archive days, so "changes nothing" has something to keep
+    with open_store(db) as store:  # two archive days, so "changes nothing" has something to keep
         asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(7)), us(day(9)),
                             cache_dir=tmp_path / "cache"))
     env = cli_env(sim_thread.url, db, tmp_path / "cache")
@@ -62,8 +63,8 @@ def world(sim_thread: RunningSim, tmp_path: Path) -> Iterator[World]:
 def hold_lock(world: World) -> None:
     """Another process opens the store for writing and keeps it open."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from store import Store\n"
-        f"s = Store.open({str(world.db)!r}); print('ready', flush=True); sys.stdin.read(); s.close()")],
+        "import sys; from store import open_store\n"
+        f"s = open_store({str(world.db)!r}); print('ready', flush=True); sys.stdin.read(); s.close()")],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     world.holders.append(holder)
     assert holder.stdout.readline().strip() == "ready"
@@ -105,7 +106,7 @@ def a_foreign_database(world: World) -> None:
 
 def a_second_store(world: World) -> None:
     """Another store holding the same symbol's days, to be exported into the first one's directory."""
-    with Store.open(world.tmp / "second.duckdb") as store:
+    with open_store(world.tmp / "second.duckdb") as store:
         asyncio.run(refresh(store, sim_fetch_config(world.sim.url), "BTCUSDT", us(day(7)), us(day(8))))
 
 
@@ -116,6 +117,7 @@ class Bad:
     says: list[str]                         # the one stderr line contains each of these
     prepare: Callable[[World], None] = nothing
     env: dict[str, str] = field(default_factory=dict)
+    exit: int = 2                           # 2 bad input, 3 the exchange, 4 the store (README's table)
 
 
 TODAY = ["--start", "2024-01-08", "--end", "2024-01-10T12:00"]  # one archive day plus the REST tail
@@ -159,19 +161,19 @@ CASES = [
     Bad("the store is locked by another process", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end",
                                                    "2024-01-09"],
         ["{db}", "in use by another process", "stayed so for 0.2 s", "wait for it to finish", "or use another --db"],
-        hold_lock, env={"BACKFILL_LOCK_WAIT_S": "0.2"}),
+        hold_lock, env={"BACKFILL_LOCK_WAIT_S": "0.2"}, exit=4),
     Bad("status while another process holds the store longer than the wait", ["status"],
-        ["{db}", "in use by another process", "BACKFILL_LOCK_WAIT_S"], hold_lock, env={"BACKFILL_LOCK_WAIT_S": "0.2"}),
+        ["{db}", "in use by another process", "BACKFILL_LOCK_WAIT_S"], hold_lock, env={"BACKFILL_LOCK_WAIT_S": "0.2"}, exit=4),
     Bad("refresh into a file that is not a DuckDB database",
         ["refresh", "BTCUSDT", "--db", "{tmp}/notes.duckdb", "--start", "2024-01-08", "--end", "2024-01-09"],
-        ["{tmp}/notes.duckdb is not a DuckDB database", "point --db"], not_a_database),
+        ["{tmp}/notes.duckdb is not a DuckDB database", "point --db"], not_a_database, exit=4),
     Bad("sql on a file that is not a DuckDB database", ["sql", "SELECT 1", "--db", "{tmp}/notes.duckdb"],
-        ["is not a DuckDB database"], not_a_database),
+        ["is not a DuckDB database"], not_a_database, exit=4),
     Bad("verify on a file that is not a DuckDB database", ["verify", "--db", "{tmp}/notes.duckdb"],
-        ["is not a DuckDB database"], not_a_database),
+        ["is not a DuckDB database"], not_a_database, exit=4),
     Bad("sql on a store that does not exist", ["sql", "SELECT 1", "--db", "{tmp}/missing.duckdb"],
-        ["no store at {tmp}/missing.duckdb", "run `bybit-backfill refresh` first"]),
-    Bad("status on a store that does not exist", ["status", "--db", "{tmp}/missing.duckdb"], ["no store at"]),
+        ["no store at {tmp}/missing.duckdb", "run `bybit-backfill refresh` first"], exit=4),
+    Bad("status on a store that does not exist", ["status", "--db", "{tmp}/missing.duckdb"], ["no store at"], exit=4),
     Bad("a directory as the store", ["status", "--db", "{tmp}"], ["is a directory"]),
     Bad("sql that does not parse", ["sql", "SELEKT 1"], ["query failed", "syntax error"]),
     Bad("sql that writes", ["sql", "DELETE FROM trades"], ["query failed", "read-only"]),
@@ -195,25 +197,25 @@ CASES = [
     Bad("refresh into a foreign DuckDB file",
         ["refresh", "BTCUSDT", "--db", "{tmp}/theirs.duckdb", "--start", "2024-01-08", "--end", "2024-01-09"],
         ["{tmp}/theirs.duckdb is a DuckDB database made by something else", "left unchanged"],
-        a_foreign_database),
+        a_foreign_database, exit=4),
     Bad("status on a foreign DuckDB file", ["status", "--db", "{tmp}/theirs.duckdb"],
-        ["made by something else"], a_foreign_database),
+        ["made by something else"], a_foreign_database, exit=4),
     Bad("sql on a foreign DuckDB file", ["sql", "SELECT * FROM invoices", "--db", "{tmp}/theirs.duckdb"],
-        ["made by something else"], a_foreign_database),
+        ["made by something else"], a_foreign_database, exit=4),
     Bad("export of a second symbol into an owned cache dir",
         ["export", "ETHUSDT", "--start", "2024-01-07", "--end", "2024-01-09"],
         ["the cache dir {tmp}/cache belongs to BTCUSDT (linear, id mode tick) of the store {db}",
-         "give each symbol, store and id mode its own --cache-dir"]),
+         "give each symbol, store and id mode its own --cache-dir"], exit=4),
     Bad("refresh of a second symbol into an owned cache dir",
         ["refresh", "ETHUSDT", "--start", "2024-01-07", "--end", "2024-01-09"],
-        ["belongs to BTCUSDT (linear, id mode tick) of the store {db}"]),
+        ["belongs to BTCUSDT (linear, id mode tick) of the store {db}"], exit=4),
     Bad("export in a second id mode into an owned cache dir",
         ["export", "BTCUSDT", "--start", "2024-01-07", "--end", "2024-01-09", "--id-mode", "raw"],
-        ["belongs to BTCUSDT (linear, id mode tick)", "not to BTCUSDT (linear, id mode raw)"]),
+        ["belongs to BTCUSDT (linear, id mode tick)", "not to BTCUSDT (linear, id mode raw)"], exit=4),
     Bad("export from a second store into an owned cache dir, through a second spelling of the dir",
         ["export", "BTCUSDT", "--db", "{tmp}/second.duckdb", "--start", "2024-01-07", "--end", "2024-01-08",
          "--cache-dir", "{tmp}/cache/../cache/"],
-        ["belongs to BTCUSDT (linear, id mode tick) of the store {db}"], a_second_store),
+        ["belongs to BTCUSDT (linear, id mode tick) of the store {db}"], a_second_store, exit=4),
     Bad("a timeout that is not a number", ["status"], ["BYBIT_API_TIMEOUT='abc'", "valid number"],
         env={"BYBIT_API_TIMEOUT": "abc"}),
     Bad("a timeout of zero", ["status"], ["BYBIT_API_TIMEOUT='0'", "greater than 0"],
@@ -232,32 +234,32 @@ CASES = [
         env={"BYBIT_API_KEY": "abc\ndef", "BYBIT_API_SECRET": "s3cr3t-value"}),
     Bad("an unwritable cache dir (refresh)", ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end",
                                               "2024-01-09", "--cache-dir", "{tmp}/afile/cache"],
-        ["cannot write to the cache dir {tmp}/afile/cache", "choose another --cache-dir"], a_file_in_the_way),
+        ["cannot write to the cache dir {tmp}/afile/cache", "choose another --cache-dir"], a_file_in_the_way, exit=4),
     Bad("an unwritable cache dir from the environment",
         ["refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2024-01-09"],
         ["cannot write to the cache dir", "BACKFILL_CACHE_DIR"], a_file_in_the_way,
-        env={"BACKFILL_CACHE_DIR": "{tmp}/afile/cache"}),
+        env={"BACKFILL_CACHE_DIR": "{tmp}/afile/cache"}, exit=4),
     Bad("an unwritable cache dir (export)",
         ["export", "BTCUSDT", "--start", "2024-01-07", "--end", "2024-01-09",
          "--cache-dir", "{tmp}/afile/cache"],
-        ["cannot write to the cache dir"], a_file_in_the_way),
+        ["cannot write to the cache dir"], a_file_in_the_way, exit=4),
     Bad("executions without credentials", ["executions", "--start", "2024-01-01", "--end", "2024-01-08"],
         ["executions needs BYBIT_API_KEY and BYBIT_API_SECRET", "set both"]),
     Bad("executions with a key Bybit refuses", ["executions", "--start", "2024-01-01", "--end", "2024-01-08"],
         ["Bybit refused the API key", "fix the key and run again"],
         env={"BYBIT_API_KEY": "test-key", "BYBIT_API_SECRET": "not-the-secret"}),
     Bad("a non-JSON answer from the API", ["refresh", "BTCUSDT", *TODAY],
-        ["non-JSON answer on /v5/market/recent-trade", "check BYBIT_REST_BASE_URL"], garbage_from_the_api),
+        ["non-JSON answer on /v5/market/recent-trade", "check BYBIT_REST_BASE_URL"], garbage_from_the_api, exit=3),
     Bad("an API answer larger than 16 MB", ["refresh", "BTCUSDT", *TODAY],
-        ["/v5/market/recent-trade", "over the 16 MB cap", "check BYBIT_REST_BASE_URL"], an_endless_answer),
+        ["/v5/market/recent-trade", "over the 16 MB cap", "check BYBIT_REST_BASE_URL"], an_endless_answer, exit=3),
     Bad("recent-trade refusing the symbol (10001, empty list)", ["refresh", "BTCUSDT", *TODAY],
         ["rejected symbol 'BTCUSDT'", "check the symbol exists in that category"], refuses_the_symbol),
     Bad("an API base URL that is not Bybit's API", ["refresh", "BTCUSDT", *TODAY],
         ["HTTP 404 on /v5/market/", "check that BYBIT_REST_BASE_URL"],
-        env={"BYBIT_REST_BASE_URL": "{url}/trading"}),
+        env={"BYBIT_REST_BASE_URL": "{url}/trading"}, exit=3),
     Bad("an API host that refuses connections", ["refresh", "BTCUSDT", *TODAY],
         ["could not connect", "check the network and the base URLs"],
-        env={"BYBIT_REST_BASE_URL": "http://127.0.0.1:9", "BYBIT_BACKFILL_MAX_RETRIES": "1"}),
+        env={"BYBIT_REST_BASE_URL": "http://127.0.0.1:9", "BYBIT_BACKFILL_MAX_RETRIES": "1"}, exit=3),
 ]
 
 
@@ -280,12 +282,12 @@ def listing(directory: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_one_clear_line_exit_2_and_changes_nothing(world: World, case: Bad) -> None:
+def test_bad_input_is_one_clear_line_its_exit_code_and_changes_nothing(world: World, case: Bad) -> None:
     case.prepare(world)
     before = listing(world.tmp)
     env = {**world.env, **{k: world.sub(v) for k, v in case.env.items()}}
     code, out, err = run_cli(env, *[world.sub(a) for a in case.args])
-    assert code == 2, (code, out, err)
+    assert code == case.exit, (code, out, err)
     assert out == ""
     line = one_error_line(err)
     for words in case.says:
@@ -355,8 +357,8 @@ def test_sql_answers_go_to_a_file_through_the_tool(world: World, fmt: str) -> No
 def test_opening_and_closing_a_store_leaves_its_bytes_alone(world: World) -> None:
     # What makes the checksum comparison above fair: a read-write open that writes nothing is invisible.
     before = listing(world.tmp)
-    Store.open(world.db).close()
-    Store.open(world.db, read_only=True).close()
+    open_store(world.db).close()
+    open_store(world.db, read_only=True).close()
     assert listing(world.tmp) == before
 
 
@@ -370,12 +372,12 @@ def test_a_truncated_archive_day_prints_the_summary_names_the_day_and_exits_1(wo
             "unusable") in out
     line = one_error_line(err)
     assert "1 archive day(s) failed (2024-01-05)" in line and "rerun the same command" in line
-    with Store.open(world.db, read_only=True) as store:
+    with open_store(world.db, read_only=True) as store:
         assert archive_days(store, "BTCUSDT") == [day(4), day(6), day(7), day(8)]
     code, out, err = run_cli(world.env, *args)  # the file is whole again: the rerun completes the range
     assert code == 0, err
     assert "days: 3 in range, 2 already stored, 1 fetched, 0 failed" in out and "gaps left: 0" in out
-    with Store.open(world.db, read_only=True) as store:
+    with open_store(world.db, read_only=True) as store:
         assert_exactly_the_truth(store, world.sim.config, "BTCUSDT", day(4), us(day(9)))
 
 

@@ -20,22 +20,23 @@ from relutil import run_cli
 from storeutil import day, dt, sim_fetch_config, us
 
 from sim.server import RunningSim
-from store import BybitConnectorHistory, Settings, Store, refresh
+from store import BybitConnectorHistory, Settings, refresh
+from store.schema import open_store
 from store.cache_dir import OWNER_FILE, cache_path, days_needing_export, stale_reason
-from store.daily import resummarize
+from store.day_summary import resummarize
 
 
 @pytest.fixture
 def stored(sim_thread: RunningSim, tmp_path: Path) -> tuple[Path, Path]:
     db, cache = tmp_path / "store.duckdb", tmp_path / "cache"
-    with Store.open(db) as store:
+    with open_store(db) as store:
         asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(7)), us(day(9)),
                             cache_dir=cache))
     return db, cache
 
 
 def refresh_again(sim: RunningSim, db: Path, cache: Path) -> int:
-    with Store.open(db) as store:
+    with open_store(db) as store:
         summary = asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(7)), us(day(9)),
                                       cache_dir=cache))
     return summary.files_exported
@@ -60,7 +61,7 @@ def test_a_symlink_to_an_owned_dir_is_the_same_dir(sim_thread: RunningSim, store
     other = tmp_path / "other.duckdb"
     code, _, err = run_cli(cli_env(sim_thread.url, other, link), "refresh", "BTCUSDT", "--start",
                            "2024-01-07", "--end", "2024-01-08")
-    assert code == 2 and "belongs to BTCUSDT (linear, id mode tick) of the store" in err, err
+    assert code == 4 and "belongs to BTCUSDT (linear, id mode tick) of the store" in err, err
     assert sorted(p.name for p in cache.glob("backfill_*")) == ["backfill_2024-01-07.parquet",
                                                                "backfill_2024-01-08.parquet"]
 
@@ -105,7 +106,7 @@ def test_refresh_rewrites_a_file_whose_footer_counts_other_rows(sim_thread: Runn
     table = pq.read_table(target)
     smaller = table.slice(0, table.num_rows - 1)
     pq.write_table(smaller, target)
-    with Store.open(db) as store:  # pretend the export log recorded this very file
+    with open_store(db) as store:  # pretend the export log recorded this very file
         store.execute("UPDATE exports SET size_bytes = ? WHERE path = ?", [target.stat().st_size, str(target)])
     assert refresh_again(sim_thread, db, cache) == 1
     assert rows_of(target) == table.num_rows
@@ -113,7 +114,7 @@ def test_refresh_rewrites_a_file_whose_footer_counts_other_rows(sim_thread: Runn
 
 def test_a_day_whose_trades_changed_but_not_their_count_is_stale(stored: tuple[Path, Path]) -> None:
     db, cache = stored
-    with Store.open(db) as store:
+    with open_store(db) as store:
         assert days_needing_export(store, category="linear", symbol="BTCUSDT", days=[day(7), day(8)],
                                    cache_dir=cache, id_mode="tick") == []
         with store.atomic():
@@ -128,7 +129,7 @@ def test_a_day_whose_trades_changed_but_not_their_count_is_stale(stored: tuple[P
 
 def test_the_export_log_keeps_the_fingerprint_and_size_of_each_file(stored: tuple[Path, Path]) -> None:
     db, cache = stored
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         rows = store.query("SELECT e.path, e.size_bytes, e.fingerprint = s.fingerprint FROM exports e "
                            "JOIN day_summary s USING (category, symbol, day) ORDER BY e.day")
     assert [(Path(p).name, size, same) for p, size, same in rows] == [
@@ -190,7 +191,7 @@ def test_backfill_with_cache_serves_today_from_the_store_without_a_file(sim_thre
 def test_export_writes_no_file_for_a_day_that_is_not_complete_and_says_why(sim_thread: RunningSim,
                                                                            tmp_path: Path) -> None:
     db, cache = tmp_path / "e.duckdb", tmp_path / "cache"
-    with Store.open(db) as store:  # day 8 whole, day 10 only its REST tail, day 9 never fetched
+    with open_store(db) as store:  # day 8 whole, day 10 only its REST tail, day 9 never fetched
         asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(8)), us(day(9))))
         asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(10)),
                             us(day(10)) + 12 * 3_600_000_000))
@@ -215,7 +216,7 @@ def test_a_day_a_follower_captures_is_exported_so_far_but_a_hole_before_its_last
 
     day0 = date(2024, 1, 11)
     start = 19_733 * 86_400_000_000  # 2024-01-11 00:00 UTC
-    with Store.open(tmp_path / "live.duckdb") as store, store.atomic():
+    with open_store(tmp_path / "live.duckdb") as store, store.atomic():
         add_coverage(store, category="linear", symbol="BTCUSDT", source="ws", start_us=start - 60_000_000,
                      end_us=start + 3_600_000_000, added_rows=0)
         assert complete_days(store, "linear", "BTCUSDT", [day0])[0] == []  # the refresh's rule: whole days

@@ -21,7 +21,8 @@ from relutil import assert_exactly_the_truth, run_cli, wait_until
 from storeutil import day, sim_fetch_config, us
 
 from sim import MarketSpec, run_in_thread
-from store import Store, refresh
+from store import refresh
+from store.schema import open_store
 
 REFRESH = ["refresh", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-10", "--no-export"]
 
@@ -57,7 +58,7 @@ def test_two_refreshes_on_one_store_both_complete_each_committing_in_turn(slow_s
     third = start_cli(slow_sim.url, db, cache, other, capture=True)
     outputs = [p.communicate(timeout=180) for p in (first, second, third)]
     assert [p.returncode for p in (first, second, third)] == [0, 0, 0], [err for _, err in outputs]
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         assert_exactly_the_truth(store, slow_sim.config, "BTCUSDT", day(1), us(day(10)))
         assert_exactly_the_truth(store, slow_sim.config, "ETHUSDT", day(3), us(day(10)))
         assert store.query_one("SELECT count(*) FROM trades WHERE source = 'rest'")[0] > 0, "the tail too"
@@ -99,7 +100,7 @@ def test_readers_polling_during_a_refresh_all_succeed(slow_sim, tmp_path: Path) 
     assert overlapped >= 1, "a whole round of readers ran while the refresh did"
     assert plain_opens >= 1, "the file is let go between commits"
     assert saw_writer, "status names the active writer"
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         assert_exactly_the_truth(store, slow_sim.config, "BTCUSDT", day(1), us(day(10)))
 
 
@@ -109,16 +110,16 @@ def run_subprocess_cli(env: dict[str, str], args: list[str]) -> tuple[int, str, 
     return done.returncode, done.stdout, done.stderr
 
 
-def test_a_lock_wait_that_runs_out_is_exit_2_naming_the_holder(tmp_path: Path) -> None:
+def test_a_lock_wait_that_runs_out_is_exit_4_naming_the_holder(tmp_path: Path) -> None:
     db = tmp_path / "held.duckdb"
-    Store.open(db).close()
+    open_store(db).close()
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
                                "print('held', flush=True); time.sleep(60)", str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         env = {**cli_env("http://127.0.0.1:9", db, tmp_path / "cache"), "BACKFILL_LOCK_WAIT_S": "0.3"}
         code, out, err = run_subprocess_cli(env, ["status"])
-        assert code == 2 and out == ""
+        assert code == 4 and out == ""
         assert err.count("\n") == 1 and str(db) in err and f"pid {holder.pid}" in err
         assert "0.3 s" in err and "BACKFILL_LOCK_WAIT_S" in err
     finally:
@@ -133,7 +134,7 @@ def test_two_writers_in_one_process_never_store_a_trade_twice(sim_thread, tmp_pa
 
     def one_refresh(first: int) -> None:
         try:
-            with Store.open(db) as store:
+            with open_store(db) as store:
                 asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(first)),
                                     us(day(10))))
         except BaseException as error:  # noqa: BLE001 - handed to the test thread
@@ -145,7 +146,7 @@ def test_two_writers_in_one_process_never_store_a_trade_twice(sim_thread, tmp_pa
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
-    with Store.open(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         assert_exactly_the_truth(store, sim_thread.config, "BTCUSDT", day(1), us(day(10)))
 
 

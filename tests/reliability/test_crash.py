@@ -35,8 +35,9 @@ from storeutil import KEY, SECRET, day, sim_fetch_config, us
 from sim import MarketSpec, run_in_thread
 from sim.server import RunningSim
 from store import CACHE_SCHEMA, Store, StoreError, refresh, refresh_executions
+from store.schema import open_store
 from store.cache_dir import OWNER_FILE
-from store.plan import day_start_us
+from store.timeutil import day_start_us
 from store.report import verify
 
 KILLS = 20
@@ -117,7 +118,7 @@ def open_killed(db: Path) -> Store | None:
     if not db.exists():
         return None
     try:
-        return Store.open(db, read_only=True)
+        return open_store(db, read_only=True)
     except StoreError as error:  # killed between migrations: said clearly, fixed by a rerun
         assert re.search(r"schema version \d+, this release needs", str(error)), error
         assert "run `bybit-backfill refresh`" in str(error)
@@ -155,7 +156,7 @@ def test_refresh_killed_at_20_random_moments_is_completed_by_the_next_run(sim_co
                 mid_run += 0 < len(committed) < 9
             if cache.exists():
                 assert parquet_problems(cache) == [], n
-            with fast(sim), Store.open(db) as store:
+            with fast(sim), open_store(db) as store:
                 summary = asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)),
                                               us(day(10)), cache_dir=cache))
                 assert summary.days_failed == []
@@ -193,7 +194,7 @@ def test_executions_crawl_killed_at_20_random_moments_is_completed_by_the_next_r
                     assert store.query_one("SELECT count(*) FROM executions") == (
                         sum(len(fill_ids(sim.config, a, b)) for a, b in covered),)
             mid_run += 0 < windows < 10
-            with fast(sim), Store.open(db) as store:
+            with fast(sim), open_store(db) as store:
                 summary = asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True),
                                                          start_us, end_us))
                 assert summary.windows_fetched == 10 - windows
@@ -234,20 +235,20 @@ def test_a_kill_inside_a_days_transaction_leaves_no_trace_of_that_day(sim_config
         db, cache = tmp_path / "t.duckdb", tmp_path / "cache"
         refresh_run = start_cli(sim.url, db, cache, REFRESH, **child_path)
         assert refresh_run.wait(timeout=60) == -signal.SIGKILL, "the hook must have killed the refresh"
-        with Store.open(db, read_only=True) as store:
+        with open_store(db, read_only=True) as store:
             assert archive_days(store, "BTCUSDT") == [day(1), day(2)]
             assert store.query_one("SELECT count(*) FROM trades") == (2 * PER_DAY,), "day 3 rolled back whole"
             assert verify(store).ok
         crawl = start_cli(sim.url, db, cache, EXECUTIONS, **keys, **child_path)
         assert crawl.wait(timeout=60) == -signal.SIGKILL, "the hook must have killed the crawl"
         start_us, end_us = day_start_us(EXEC_START), day_start_us(EXEC_END)
-        with Store.open(db, read_only=True) as store:
+        with open_store(db, read_only=True) as store:
             covered = store.query("SELECT start_us, end_us FROM coverage WHERE source = 'executions' "
                                   "ORDER BY start_us")
             assert len(covered) == 2, "two windows committed, the third rolled back"
             expected = set().union(*(fill_ids(sim.config, a, b) for a, b in covered))
             assert set(stored_fill_ids(store)) == expected, "no fill of the third window remains"
-        with Store.open(db) as store:
+        with open_store(db) as store:
             asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(10))))
             asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True), start_us,
                                            end_us))
@@ -259,12 +260,12 @@ def test_a_kill_inside_a_days_transaction_leaves_no_trace_of_that_day(sim_config
 def test_a_store_killed_while_its_schema_was_created_is_refused_read_only_then_completed(
         sim_thread, tmp_path: Path) -> None:
     db = tmp_path / "half.duckdb"
-    with Store.open(db, migrate=False) as store:  # what a kill during the first migration leaves
+    with Store.open(db) as store:  # what a kill during the first migration leaves
         store.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ)")
     env = cli_env(sim_thread.url, db, tmp_path / "cache")
     for command in (["status"], ["verify"], ["sql", "SELECT 1"]):
         code, out, err = run_cli(env, *command)
-        assert code == 2 and out == "", (command, err)
+        assert code == 4 and out == "", (command, err)
         assert err.startswith(f"error: {db} has schema version 0") and "run `bybit-backfill refresh`" in err
     code, _, err = run_cli(env, "refresh", "BTCUSDT", "--start", "2024-01-08", "--end", "2024-01-09")
     assert code == 0, err
@@ -286,7 +287,7 @@ os.replace = replace
 def test_an_export_killed_before_its_rename_publishes_nothing_partial_and_the_next_run_cleans_up(
         sim_thread, tmp_path: Path) -> None:
     db, cache = tmp_path / "x.duckdb", tmp_path / "cache"
-    with Store.open(db) as store:
+    with open_store(db) as store:
         asyncio.run(refresh(store, sim_fetch_config(sim_thread.url), "BTCUSDT", us(day(1)), us(day(6))))
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -334,7 +335,7 @@ def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_confi
 
     rng = random.Random(3)
     with run_in_thread(slow_exchange(sim_config, trades_per_day=40_000)) as sim:
-        with Store.open(db) as store:
+        with open_store(db) as store:
             asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(7)),
                                 cache_dir=cache))
         thread = threading.Thread(target=reader, daemon=True)
@@ -349,7 +350,7 @@ def test_a_reader_polling_the_cache_never_opens_a_partial_parquet_file(sim_confi
                     kill_at(process, rng.uniform(0.0, whole))
                 else:
                     assert process.wait(timeout=60) == 0
-            with Store.open(db) as store:  # a refresh that rewrites files too (new days touched)
+            with open_store(db) as store:  # a refresh that rewrites files too (new days touched)
                 asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(9)),
                                     cache_dir=cache))
         finally:
@@ -388,7 +389,7 @@ def test_one_of_two_writers_killed_at_random_moments_loses_and_duplicates_nothin
                 assert store.query_one("SELECT count(*) FROM trades WHERE symbol = 'BTCUSDT' AND source = "
                                        "'archive'") == (PER_DAY * len(committed),), "whole BTCUSDT days only"
                 assert_exactly_the_truth(store, sim.config, "ETHUSDT", day(1), us(day(10)))
-            with fast(sim), Store.open(db) as store:
+            with fast(sim), open_store(db) as store:
                 asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(10))))
                 assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)))
                 assert_exactly_the_truth(store, sim.config, "ETHUSDT", day(1), us(day(10)))

@@ -28,9 +28,10 @@ from fetch.parse import (
     parse_recent_trades,
     read_archive,
 )
-from fetch.transport import Request, Response
+from fetch.wire import Request, Response
 from store import Store, read_cache, refresh, tick_id
-from store.coverage import dt_to_us
+from store.schema import open_store
+from store.timeutil import dt_to_us
 from store.ingest import ingest_batch
 from store.report import verify
 
@@ -154,7 +155,7 @@ def test_exec_ids_become_stable_63_bit_tick_ids_in_python_and_sql(tmp_path: Path
         assert value == expected
     trades = parse_recent_trades({"list": [{"execId": exec_id, "price": "1", "size": "1", "side": "Buy",
                                             "time": "1742039998765"}]}, category="spot", symbol="BTCUSDT")
-    with Store.open(tmp_path / "ids.duckdb") as store:
+    with open_store(tmp_path / "ids.duckdb") as store:
         with store.atomic():
             ingest_batch(store, trades_to_table(trades), category="spot", symbol="BTCUSDT")
         assert store.query_one("SELECT trade_id, tick_id FROM trades") == (exec_id, value)
@@ -234,7 +235,7 @@ def test_recorded_linear_payloads_end_to_end_through_the_store(tmp_path: Path) -
              "/trading/BTCUSDT/BTCUSDT2025-03-14.csv.gz": gz_csv(LINEAR_HEADER + ",RPI", ARCHIVE_ROWS),
              "/v5/market/recent-trade": RECENT_LINEAR.encode()}
     cache = tmp_path / "cache"
-    with Store.open(tmp_path / "e2e.duckdb") as store:
+    with open_store(tmp_path / "e2e.duckdb") as store:
         run_recorded(store, pages, "BTCUSDT", "linear", datetime(2025, 3, 15, 12, tzinfo=UTC), cache)
         rows = store.query("SELECT trade_id, time_us, tick_id, source, is_block_trade FROM trades "
                            "ORDER BY time_us, trade_id")
@@ -262,7 +263,7 @@ def test_recorded_spot_payloads_end_to_end_keep_19_digit_ids_as_tick_ids(tmp_pat
                  ["2,1741910443736,83000.51,0.000119,sell,0", "1,1741910400000,82990.00,0.05,buy,1"]),
              "/v5/market/recent-trade": RECENT_SPOT.encode()}
     cache = tmp_path / "cache"
-    with Store.open(tmp_path / "spot.duckdb") as store:
+    with open_store(tmp_path / "spot.duckdb") as store:
         run_recorded(store, pages, "BTCUSDT", "spot", datetime(2025, 3, 15, 12, tzinfo=UTC), cache)
         rows = dict(store.query("SELECT trade_id, tick_id FROM trades"))
         assert verify(store).ok

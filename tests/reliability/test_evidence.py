@@ -23,6 +23,7 @@ from storeutil import day, sim_fetch_config, stored_ids, us
 from fetch import BybitClient
 from sim.market import expected_count, expected_trades
 from store import Store, refresh, refresh_executions
+from store.schema import open_store
 from store.coverage import find_gaps
 from store.report import verify
 
@@ -32,7 +33,7 @@ HOUR_US = 3_600_000_000
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "store.duckdb")
+    opened = open_store(tmp_path / "store.duckdb")
     yield opened
     opened.close()
 
@@ -243,7 +244,7 @@ async def test_verify_fails_on_coverage_an_older_release_derived_from_a_bad_answ
     repaired = runner.invoke(cli.main, ["verify", "--repair", "--db", path])
     assert repaired.exit_code == 0, repaired.output
     assert "1 trades dropped" in repaired.output
-    with Store.open(path) as again:
+    with open_store(path) as again:
         past = await refresh(again, config, "BTCUSDT", us(day(2)), us(day(4)))
         assert past.days_fetched == 2
         assert verify(again).ok

@@ -33,6 +33,7 @@ from fetch import BybitClient, Credentials, FetchConfig, ParameterError, RateLim
 from sim import SimState, running_sim
 from sim.market import expected_count
 from store import Store, refresh, refresh_executions
+from store.schema import open_store
 
 TAIL = "/v5/market/recent-trade"
 EXECUTIONS = "/v5/execution/list"
@@ -43,7 +44,7 @@ FAULT_FREE_REQUESTS = 5              # index, two day files, /v5/market/time, re
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "store.duckdb")
+    opened = open_store(tmp_path / "store.duckdb")
     yield opened
     opened.close()
 

@@ -18,7 +18,8 @@ from storeutil import day, sim_fetch_config, us
 
 from fetch import AuthError, BybitClient, Credentials, ExecutionSource, FetchConfig
 from sim import run_in_thread
-from store import BybitConnectorHistory, Settings, Store, refresh_executions
+from store import BybitConnectorHistory, Settings, refresh_executions
+from store.schema import open_store
 
 SECRET = "zq-SECRET-7c1e55d0a9-never-shown"
 KEY = "reliability-key-4411"
@@ -109,7 +110,7 @@ def test_a_refused_signature_is_reported_without_the_secret(sim_config, tmp_path
         code, out, err = run_cli(env, "-v", "refresh", "BTCUSDT", *RANGE)  # public data needs no key
         assert code == 0
         assert_nowhere(out + err)
-        with Store.open(tmp_path / "lib.duckdb") as store, pytest.raises(AuthError) as caught:
+        with open_store(tmp_path / "lib.duckdb") as store, pytest.raises(AuthError) as caught:
             asyncio.run(refresh_executions(store, keyed(sim.url), us(day(1)), us(day(8))))
     error = caught.value
     assert_nowhere(str(error) + repr(error) + "".join(traceback.format_exception(error)))

@@ -15,8 +15,9 @@ from storeutil import sim_fetch_config, total_requests
 from fetch.executions import plan_windows
 from sim import MarketSpec, SimConfig, running_sim
 from sim.fills import expected_fills
-from store import Store, refresh, refresh_executions
-from store.plan import day_start_us
+from store import refresh, refresh_executions
+from store.schema import open_store
+from store.timeutil import day_start_us
 
 FIRST = date(2023, 12, 11)  # 30 archive days up to 2024-01-09, then today's tail up to 12:00
 MARKETS = [("BTCUSDT", "linear"), ("ETHUSDT", "linear"), ("BTCUSD", "inverse")]
@@ -53,7 +54,7 @@ async def run_everything(config: SimConfig, db: Path, *, faults: bool) -> Outcom
             sim.state.faults.random_mix(RATE, ARCHIVE_FAULTS, seed=12, path="/trading/")
         fetch = sim_fetch_config(sim.url, credentials=True, max_retries=6)
         sent = retries = 0
-        with Store.open(db) as store:
+        with open_store(db) as store:
             for symbol, category in MARKETS:
                 summary = await refresh(store, fetch, symbol, day_start_us(FIRST), NOW_US, category=category)
                 assert summary.days_failed == [] and summary.days_fetched == 30, summary.as_dict()

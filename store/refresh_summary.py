@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from store.coverage import Gap
+
+if TYPE_CHECKING:
+    from fetch.client import ClientStats
+
+
+ProgressEvent = Literal["plan", "bytes", "day", "tail", "export"]
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
     """One step of a refresh, for a progress bar or a log line."""
 
-    event: str  # plan | bytes | day | tail | export
+    event: ProgressEvent
     day: date | None = None
     rows: int = 0
     bytes: int = 0
@@ -60,3 +67,13 @@ class RefreshSummary:
         data["rows_per_s"] = round(self.rows_per_s, 1)
         data["elapsed_s"] = round(self.elapsed_s, 3)
         return data
+
+
+def copy_client_counters(summary: Any, stats: ClientStats) -> None:
+    """The one place a client's monitoring figures enter a summary (refresh, market, executions):
+    each `ClientStats` field the summary dataclass also declares, copied (dicts too)."""
+    declared = {f.name for f in dataclasses.fields(summary)}
+    for name in (f.name for f in dataclasses.fields(stats)):
+        if name in declared:
+            value = getattr(stats, name)
+            setattr(summary, name, dict(value) if isinstance(value, dict) else value)

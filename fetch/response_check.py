@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from .errors import BadResponse, ExchangeError, RateLimited, error_for_status
-from .parse import check_envelope, parse_envelope, parse_limit_headers
-from .transport import Request, Response, Transport
+from .parse import check_envelope, parse_envelope
+from .wire import Request, Response, Transport, parse_limit_headers
 
 # Statuses that are errors whatever the body says (the body of a 403 ban is not JSON anyway).
 _STATUS_FIRST = frozenset({401, 403, 429})

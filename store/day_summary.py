@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from store.coverage import DAY_US
+from store.timeutil import DAY_US
 
 if TYPE_CHECKING:
     from store.db import Store
@@ -60,16 +60,14 @@ DAILY_VIEW_SQL = """
     FROM day_summary"""
 
 
-def delete_days_sql() -> str:
-    return """
-        DELETE FROM day_summary
-        WHERE category = ? AND symbol = ?
-          AND day >= CAST(make_timestamp(?) AS DATE) AND day < CAST(make_timestamp(?) AS DATE)"""
+DELETE_DAYS_SQL = """
+    DELETE FROM day_summary
+    WHERE category = ? AND symbol = ?
+      AND day >= CAST(make_timestamp(?) AS DATE) AND day < CAST(make_timestamp(?) AS DATE)"""
 
 
-def summarize_days_sql() -> str:
-    return "INSERT INTO day_summary " + _SUMMARY_SELECT.format(
-        where="WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?")
+SUMMARIZE_DAYS_SQL = "INSERT INTO day_summary " + _SUMMARY_SELECT.format(
+    where="WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?")
 
 
 def resummarize(store: Store, category: str, symbol: str, start_us: int, end_us: int) -> None:
@@ -77,8 +75,8 @@ def resummarize(store: Store, category: str, symbol: str, start_us: int, end_us:
     transaction that changed those days' trades."""
     first = start_us // DAY_US * DAY_US
     stop = -(-end_us // DAY_US) * DAY_US
-    store.execute(delete_days_sql(), [category, symbol, first, stop])
-    store.execute(summarize_days_sql(), [category, symbol, first, stop])
+    store.execute(DELETE_DAYS_SQL, [category, symbol, first, stop])
+    store.execute(SUMMARIZE_DAYS_SQL, [category, symbol, first, stop])
 
 
 MISMATCHES_SQL = f"""

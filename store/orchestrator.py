@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fetch.symbols import normalize_symbol
-from store.cache_dir import check_cache_dir, complete_days, days_needing_export
-from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified, us_to_dt
+from store.cache_dir import IdMode, check_cache_dir, complete_days, days_needing_export
+from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified
 from store.db import Store
-from store.plan import days_touching
-from store.summary import Progress, ProgressCallback, RefreshSummary
+from store.refresh_summary import Progress, ProgressCallback, RefreshSummary, copy_client_counters
+from store.timeutil import days_touching, us_to_dt
 
 if TYPE_CHECKING:
     from fetch.client import BybitClient
     from fetch.config import FetchConfig
     from store.pipeline import Fetched
 
-__all__ = ["Progress", "ProgressCallback", "RefreshSummary", "refresh"]
+__all__ = ["refresh"]
 
 log = logging.getLogger("context.backfill")
 
@@ -40,7 +40,7 @@ def _noop(_: Progress) -> None:
 
 
 async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int, end_us: int, *,
-                  category: str = "linear", cache_dir: Path | None = None, id_mode: str = "tick",
+                  category: str = "linear", cache_dir: Path | None = None, id_mode: IdMode = "tick",
                   progress: ProgressCallback | None = None, client: BybitClient | None = None,
                   work_dir: Path | None = None, sources: tuple[str, ...] = TRADE_SOURCES,
                   command: str | None = None) -> RefreshSummary:
@@ -105,19 +105,15 @@ def _fold(summary: RefreshSummary, fetched: Fetched) -> None:
     summary.days_fetched = sum(1 for d in fetched.days if d.result is not None)
     summary.days_failed = [d.day.isoformat() for d in fetched.days if d.failed]
     summary.tail_rows = fetched.tail.rows if fetched.tail is not None else 0
-    stats = fetched.stats
-    summary.requests, summary.retries = stats.requests, stats.retries
-    summary.errors_by_type = dict(stats.errors_by_type)
+    copy_client_counters(summary, fetched.stats)
     # Unusable files and untrue answers fail past the client's counters.
     for name, count in (("ArchiveError", len(summary.days_failed)), ("Implausible", fetched.implausible)):
         if count:
             summary.errors_by_type[name] = summary.errors_by_type.get(name, 0) + count
-    summary.breaker_openings, summary.peak_throttle = stats.breaker_openings, stats.peak_throttle
-    summary.bytes_downloaded = stats.bytes_downloaded
 
 
 def _export_stale(store: Store, summary: RefreshSummary, cache_dir: Path, all_days: list[date],
-                  id_mode: str, fetched: Fetched | None, report: ProgressCallback) -> None:
+                  id_mode: IdMode, fetched: Fetched | None, report: ProgressCallback) -> None:
     """Write every day of the range whose file is missing or out of date (the background exporter
     has done most of them already); pyarrow's writer loads only if one is."""
     category, symbol = summary.category, summary.symbol
@@ -152,11 +148,14 @@ def _with_reasons(gaps: list[Gap], reasons: list[Gap]) -> list[Gap]:
     return result
 
 
+_EXPORTABLE_DAYS_SQL = ("SELECT day FROM day_summary WHERE category = ? AND symbol = ? "
+                        "AND day >= ? AND day <= ?")
+
+
 def _exportable_days(store: Store, category: str, symbol: str, days: list[date]) -> list[date]:
     """Days with any stored trade that are complete in the store: a reader takes a file as the whole
     day, so today (still going on) or a day with a hole gets none."""
     if not days:
         return []
-    rows = store.query("SELECT day FROM day_summary WHERE category = ? AND symbol = ? "
-                       "AND day >= ? AND day <= ?", [category, symbol, days[0], days[-1]])
+    rows = store.query(_EXPORTABLE_DAYS_SQL, [category, symbol, days[0], days[-1]])
     return complete_days(store, category, symbol, sorted(row[0] for row in rows))[0]

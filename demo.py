@@ -2,8 +2,8 @@
 
 It starts the emulator in-process on 127.0.0.1, refreshes a few days of a busy symbol into a demo
 store (archive days plus the REST tail of "today"), exports the parquet cache, runs one analyst
-query and prints what to try next. It imports the library like any user would; the library never
-imports `sim`.
+query and prints what to try next. An app like the CLI, beside both: it imports the library and the
+emulator like any user would, while the library never imports `sim` and `sim` never imports `store`.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ def _files(directory: Path) -> dict[str, tuple[int, int]]:
 
 def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
              echo: Callable[[str], None] = print) -> None:
-    from store import Settings, Store
-    from store.plan import day_start_us
-    from store.refresh import refresh
-    from store.report import run_sql
+    from store import Settings
+    from store.orchestrator import refresh
+    from store.report import render_table, run_sql
+    from store.schema import open_store
+    from store.timeutil import day_start_us
 
     now = datetime.now(UTC).replace(microsecond=0)
     today = now.date()
@@ -62,7 +63,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
         echo(f"Refreshing {DEMO_SYMBOL} from {today - timedelta(days=days)} to now "
              f"({days} archive days + today's REST tail) into {db_path}...")
         before = _files(cache_dir)
-        with Store.open(db_path) as store:
+        with open_store(db_path) as store:
             summary = asyncio.run(refresh(store, settings.fetch_config(), DEMO_SYMBOL, start_us, end_us,
                                           command="demo", **settings.refresh_arguments()))
     echo(f"  {summary.rows_added:,} rows added, {summary.duplicates_skipped:,} duplicates skipped, "
@@ -77,10 +78,7 @@ def run_demo(directory: Path, *, days: int = 3, trades_per_day: int = 200_000,
          + (f", {len(kept)} already up to date ({', '.join(kept)})" if kept else ""))
     echo("Analyst query (the `daily` view):")
     names, rows = run_sql(db_path, DEMO_QUERY)
-    widths = [max(len(str(n)), *(len(str(r[i])) for r in rows)) for i, n in enumerate(names)]
-    echo("  " + "  ".join(str(n).ljust(w) for n, w in zip(names, widths)))
-    for row in rows:
-        echo("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    echo(render_table(names, rows, indent="  "))
     echo("Try next:")
     echo(f"  bybit-backfill status --db {db_path}")
     echo(f"  bybit-backfill gaps {DEMO_SYMBOL} --db {db_path} --days {days + 1}")
