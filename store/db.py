@@ -241,13 +241,7 @@ class Store:
     def user_statements(self, sql: str, *, arrow: bool = False) -> list[tuple[str, list[str], Any]]:
         """Each statement of an analyst's SQL, run in order: (its text, column names, rows or an
         Arrow table). Empty or comment-only SQL is an `InputError`: there is nothing to answer."""
-        try:
-            statements = [str(s.query).strip() for s in self.connection.extract_statements(sql)]
-        except duckdb.Error as error:
-            raise _translate(error, self.path, query=True) from None
-        if not statements:
-            raise InputError("the query is empty (or only comments): give a SQL statement, e.g. "
-                             "\"SELECT * FROM daily\"")
+        statements = self.user_statement_texts(sql)
         results = []
         for text in statements:
             self._trace(text, ())
@@ -269,7 +263,7 @@ class Store:
         try:
             statements = [str(s.query).strip() for s in self.connection.extract_statements(sql)]
         except duckdb.Error as error:
-            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+            raise _translate(error, self.path, query=True) from None
         if not statements:
             raise InputError("the query is empty (or only comments): give a SQL statement, e.g. "
                              "\"SELECT * FROM daily\"")
@@ -285,18 +279,14 @@ class Store:
             if relation is None:
                 return None
             reader = relation.to_arrow_reader(rows_per_batch)
-        except duckdb.InterruptException:
-            raise KeyboardInterrupt from None
         except duckdb.Error as error:
-            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+            raise _translate(error, self.path, query=True) from None
 
         def batches() -> Iterator[Any]:
             try:
                 yield from reader
-            except duckdb.InterruptException:
-                raise KeyboardInterrupt from None
             except duckdb.Error as error:
-                raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+                raise _translate(error, self.path, query=True) from None
 
         return reader.schema, batches()
 
@@ -307,10 +297,8 @@ class Store:
         self._trace(statement, ())
         try:
             cursor = self.connection.execute(statement)
-        except duckdb.InterruptException:
-            raise KeyboardInterrupt from None
         except duckdb.Error as error:
-            raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+            raise _translate(error, self.path, query=True) from None
         if not cursor.description:
             return None
         columns = [(str(d[0]), str(d[1])) for d in cursor.description]
@@ -319,10 +307,8 @@ class Store:
             while True:
                 try:
                     rows = cursor.fetchmany(rows_per_batch)
-                except duckdb.InterruptException:
-                    raise KeyboardInterrupt from None
                 except duckdb.Error as error:
-                    raise StoreError(f"query failed: {str(error).splitlines()[0]}") from None
+                    raise _translate(error, self.path, query=True) from None
                 if not rows:
                     return
                 yield rows
