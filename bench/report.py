@@ -76,6 +76,7 @@ ANALYSIS: dict[str, str] = {
 _SECTIONS = [("busy", "Busy day ingest"), ("serve", "The emulator is not the bottleneck"),
              ("export", "Export"), ("12h", "The guide's 12 hours"), ("warm", "Warm cache"),
              ("week", "Week"), ("executions", "Executions"), ("scale", "Scale"),
+             ("big", "Ingest at 100M rows"),
              ("profile", "Profile of the busy-day path (top costs)")]
 
 
