@@ -301,7 +301,8 @@ def big(ctx: Context) -> list[Row]:
                     f"by one SQL `INSERT ... SELECT FROM range()` into the tool's schema (random UUID ids, a "
                     f"63-bit hash of each as tick id; see bench/big.py), {size_gb:.2f} GB, {how}; copied "
                     f"afresh (untimed) before each run")
-    into_big, into_empty = [], []
+    into_big: list[Run] = []
+    into_empty: list[Run] = []
     for k in range(ctx.scale.runs):
         work = ctx.fresh(f"big-{k}")
         for which in _rotated(("big", "empty"), k):

@@ -107,7 +107,8 @@ def write_results(path: Path, *, rows: list[Row], details: dict[str, list[str]],
     else:
         quiet = (f"{Quiet.runs} runs, {Quiet.waited_s:.0f} s spent waiting"
                  + (f", {Quiet.gave_up} measured on a busy machine after {Quiet.max_wait_s:.0f} s"
-                    if Quiet.gave_up else ""))
+                    if Quiet.gave_up else "")
+                 + (f"; {Quiet.describe()}" if Quiet.seen else ""))
     out = ["# Benchmark results", ""]
     if quick:
         out += ["**Quick mode** (tiny days, one run): a smoke test of the harness, not a measurement.", ""]
