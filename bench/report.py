@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .simhost import LATENCY_MS, Scale
 from .util import Quiet, Row
@@ -101,14 +105,45 @@ def print_table(rows: list[Row]) -> None:
 
 def write_results(path: Path, *, rows: list[Row], details: dict[str, list[str]], setup: list[str],
                   info: dict[str, str], command: str, elapsed_s: float, scale: Scale, when: datetime,
-                  quick: bool) -> None:
+                  quick: bool, quiet: str | None = None) -> None:
+    """RESULTS.md; the run's measurements also go to `measured.json` beside it, so the text (the
+    analysis of missed goals) can be rendered again from them (`python -m bench.report JSON`)."""
+    if quiet is None:
+        quiet = _quiet()
+    _dump(path, rows=rows, details=details, setup=setup, info=info, command=command, elapsed_s=elapsed_s,
+          scale=scale, when=when, quick=quick, quiet=quiet)
+    _write(path, rows=rows, details=details, setup=setup, info=info, command=command, elapsed_s=elapsed_s,
+           scale=scale, when=when, quick=quick, quiet=quiet)
+
+
+def _quiet() -> str:
     if not Quiet.enabled:
-        quiet = "disabled (--no-wait)"
-    else:
-        quiet = (f"{Quiet.runs} runs, {Quiet.waited_s:.0f} s spent waiting"
-                 + (f", {Quiet.gave_up} measured on a busy machine after {Quiet.max_wait_s:.0f} s"
-                    if Quiet.gave_up else "")
-                 + (f"; {Quiet.describe()}" if Quiet.seen else ""))
+        return "disabled (--no-wait)"
+    return (f"{Quiet.runs} runs, {Quiet.waited_s:.0f} s spent waiting"
+            + (f", {Quiet.gave_up} measured on a busy machine after {Quiet.max_wait_s:.0f} s"
+               if Quiet.gave_up else "")
+            + (f"; {Quiet.describe()}" if Quiet.seen else ""))
+
+
+def _dump(path: Path, **run: Any) -> None:
+    data = {**run, "rows": [asdict(r) for r in run["rows"]], "scale": asdict(run["scale"]),
+            "when": run["when"].isoformat()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_name(path.stem + ".json").write_text(json.dumps(data, indent=1))
+
+
+def render(measured: Path, out: Path) -> None:
+    """RESULTS.md again from a run's recorded measurements, with the current analysis text."""
+    data = json.loads(measured.read_text())
+    data["rows"] = [Row(**r) for r in data["rows"]]
+    data["scale"] = Scale(**data["scale"])
+    data["when"] = datetime.fromisoformat(data["when"])
+    _write(out, **data)
+
+
+def _write(path: Path, *, rows: list[Row], details: dict[str, list[str]], setup: list[str],
+           info: dict[str, str], command: str, elapsed_s: float, scale: Scale, when: datetime,
+           quick: bool, quiet: str) -> None:
     out = ["# Benchmark results", ""]
     if quick:
         out += ["**Quick mode** (tiny days, one run): a smoke test of the harness, not a measurement.", ""]
@@ -149,3 +184,9 @@ def write_results(path: Path, *, rows: list[Row], details: dict[str, list[str]],
             out += [""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out))
+
+
+if __name__ == "__main__":
+    # python -m bench.report bench/RESULTS.json [bench/RESULTS.md]
+    source = Path(sys.argv[1])
+    render(source, Path(sys.argv[2]) if len(sys.argv) > 2 else source.with_suffix(".md"))
