@@ -106,6 +106,11 @@ def busy_day(ctx: Context) -> list[Row]:
                      f"wall): {p_wall.show()}, peak RSS {stats([r.rss_mb for r in peer]).show('MB', 0)}; "
                      f"inside: {p_inner.show()}; ratio of process walls {fmt_ratio(p_ratio)}, of in-process "
                      f"times {fmt_ratio(inner.median / p_inner.median)}")
+    cpu, f_cpu, p_cpu = (stats([r.cpu_s for r in runs]) for runs in (tool, floor, peer))
+    ctx.note("busy", f"CPU seconds (user + system, all threads; what a busy machine distorts least): tool "
+                     f"{cpu.show()}, floor {f_cpu.show()}, polars peer {p_cpu.show()}: "
+                     f"{fmt_ratio(cpu.median / f_cpu.median)} the floor, {fmt_ratio(cpu.median / p_cpu.median)} "
+                     f"the peer")
     return [Row(f"busy day ingest (1 day, {n:,} trades)", "<= 1.3x floor",
                 f"{wall.show()} vs floor {f_wall.show()}", fmt_ratio(ratio), ratio <= 1.3),
             Row("busy day vs the polars peer", "<= 1.0x polars peer",
@@ -166,6 +171,10 @@ def week(ctx: Context) -> list[Row]:
     ctx.note("week", f"tool `refresh` of {days} days: {wall.show()}, peak RSS {rss.show('MB', 0)}")
     ctx.note("week", f"polars peer: {q_wall.show()}, peak RSS {q_rss.show('MB', 0)}")
     ctx.note("week", f"pandas peer: {p_wall.show()}, peak RSS {p_rss.show('MB', 0)}")
+    cpu, p_cpu, q_cpu = (stats([r.cpu_s for r in runs]) for runs in (tool, peers["pandas"], peers["polars"]))
+    ctx.note("week", f"CPU seconds (user + system, all threads): tool {cpu.show()}, polars peer "
+                     f"{q_cpu.show()} ({fmt_ratio(cpu.median / q_cpu.median)}), pandas peer {p_cpu.show()} "
+                     f"({fmt_ratio(cpu.median / p_cpu.median)})")
     longest = max(p["max_wait_s"] for p in probes)
     ctx.note("week", "a reader beside each refresh: " + ", ".join(
         f"{p['opens']} opens, longest wait {p['max_wait_s']:.2f} s (p99 {p['p99_wait_s']:.2f} s)" for p in probes))

@@ -14,7 +14,55 @@ from .util import Quiet, Row
 
 # Why a goal is missed and what would close it, from the profiles and phase timings taken while
 # optimizing (bench/RESULTS.md shows the run's own numbers). Keyed by the start of a row's figure.
+_DAY_CPU = (
+    "Where a busy day's CPU goes in the tool (in-process, one day into an empty store, on a quiet "
+    "machine, CPU-seconds of both cores): staging 1.5 (inflate + CSV parse + conversions + plausibility "
+    "checks ~0.9 in the parse thread; DuckDB staging with the 63-bit tick ids ~0.6, of which md5 ~0.4), "
+    "commit 1.5 (the insert into the compressed `trades` table ~1.0, the repeated-id check "
+    "`count(DISTINCT tick_id)` ~0.17, the Arrow hop from the private staging database ~0.24, the rest "
+    "~0.07), export 0.73 (the sort by time and id, the tick ids as strings, the parquet writer): ~3.8 "
+    "CPU-s, plus ~0.35 s of interpreter start-up. ")
+_PEER_WORK = (
+    "The polars peer does a subset of that work in one multi-threaded engine: it parses the file, hashes "
+    "the raw id once for `unique`, sorts and writes; it keeps no store, no exact integer times, no tick "
+    "ids (it writes the raw id as `i`), no per-row validation, no coverage, no day summary. ")
+_LEVERS = (
+    "Levers measured this round, none beyond noise: the Arrow hop as a streamed reader (128k-row "
+    "batches) instead of one table: 0.24 s against 0.13-0.18 s, peak RSS the same; "
+    "`preserve_insertion_order = false` around the insert and the export COPY: identical files, the same "
+    "CPU (0.83 and 0.49 CPU-s either way, 4 alternating runs) and, on a quiet machine, the same wall; "
+    "skipping the anti-join when no stored row shares an id: 1.08 against 1.10 CPU-s (DuckDB already "
+    "short-cuts an empty build side); polars' CSV reader as the parser: reading alone (no conversions) "
+    "takes 0.84 CPU-s against 0.98 for our whole parse with exact times and validation, and it inflates "
+    "the whole file into memory first (+~200 MB), so it would not earn a runtime dependency; the tick id "
+    "is md5-bound (0.42 of the 0.43 s expression over 1.5M UUIDs), and its value must stay; FSST and "
+    "dictionary compression disabled for the insert: the same CPU (1.13-1.15 CPU-s) and size. One lever "
+    "is real but not taken: the export's sort is 0.27 of its 0.73 CPU-s (0.15 of it the id tie-breaker), "
+    "and a day inserted in time order would not need it, but proving the stored order in SQL costs a "
+    "sort of its own; it wants a flag kept at ingest (rows of the day inserted by one sorted INSERT). ")
+
 ANALYSIS: dict[str, str] = {
+    "busy day vs the polars peer": (
+        "Why: " + _DAY_CPU + _PEER_WORK + "On 2 cores the day is CPU-bound, so the ratio is roughly the "
+        "ratio of CPU-seconds. " + _LEVERS + "Close it: no single statement is large enough; it needs less "
+        "work per row: ids kept as 128-bit UUIDs with the tick id derived on read (the insert's id column "
+        "is ~0.5 of the ~1.0), side and source as ENUMs (~0.2 of a lone insert), the export written from "
+        "the staged rows while the day commits (needs proof that the day's stored rows equal the staged "
+        "ones: no id reused, no REST rows replaced), and a resident process for the ~0.35 s of start-up; "
+        "each is a schema or flow change for its own issue. Even all of them leave the tool ~1.5-2x a "
+        "peer that does not keep a store."),
+    "week (7 busy days): time vs polars": (
+        "Why: the busy day's work (~3.8 CPU-s a day, see the busy day's entry) seven times, against "
+        "the peer's one-engine read, unique, sort and write. The tool already "
+        "overlaps each day's export with the next day's staging; staging day N+1 while day N commits "
+        "could lift both cores from ~87% to ~95% busy (~-8%), far from the gap. Close it: less work per "
+        "row (see the busy day), not more overlap."),
+    "week (7 busy days): peak RSS vs polars": (
+        "Why: the peak is DuckDB's working memory: a day staged in the private database (~+300 MB), its "
+        "Arrow hop into the store (~+150 MB, measured), and the background export's sort of the previous "
+        "day plus the parquet writer (~+400 MB) at the same time; the peer holds one day's frame. Close "
+        "it: export from rows stored in time order without a sort, stream the hop, and stage under a "
+        "tighter memory limit; each costs speed (lowering the limits alone left the peak unchanged)."),
     "busy day": (
         "Why: in-process the tool is within a few percent of the floor; the rest is interpreter start-up "
         "(pyarrow, duckdb, pydantic and, once something is missing, aiohttp: ~0.35 s against ~0.15 s "
@@ -28,7 +76,7 @@ ANALYSIS: dict[str, str] = {
         "interpreter start-up. Both cores are busy in each step, so the run is CPU-bound. Close it: "
         "less work per row (see the week below)."),
     "warm cache": "Why: the warm path is three small SQL queries; a miss is start-up noise.",
-    "week (7 busy days): time": (
+    "week (7 busy days): time vs pandas": (
         "Why: the tool does more work per day than the peer, and the week is CPU-bound on two cores. "
         "Per day: inflating and parsing ~0.85 CPU-s (ISA-L gzip; with zlib it was ~0.5 more), staging with "
         "the 63-bit tick ids (md5 per trade) ~0.5, the repeat check and the ±1-day window match ~0.2, "
@@ -44,7 +92,7 @@ ANALYSIS: dict[str, str] = {
         "/proc): staging the next day on a second connection while a day commits could lift that to "
         "~95% (~-8%). That would reach ~0.76x, so the goal needs more cores "
         "(every stage but gzip scales) or a leaner store format than exact ids kept per row."),
-    "week (7 busy days): peak RSS": (
+    "week (7 busy days): peak RSS vs pandas": (
         "Why: the peak is DuckDB's working memory, not its block cache: staging a day (~+300 MB over "
         "the ~135 MB of an idle process) and above all the export, whose sort of the day's 1.5M rows "
         "plus the parquet writer take ~+400 MB on their own (measured alone; with a 200 MB memory "
@@ -66,6 +114,12 @@ ANALYSIS: dict[str, str] = {
         "export from the bigger file (~0.15 s). A multi-day refresh pays it once (the days 2-29 run "
         "in Details). Close it: refresh many days per process (the normal use), or a "
         "DuckDB fix; the ±1-day window match itself stays ~0.1 s."),
+    "ingest at": (
+        "Why: the semi-join `tick_id IN (the day's tick ids)` scans the BIGINT `tick_id` column of every "
+        "stored row of the market (global uniqueness); at 100M rows that scan and the first large append "
+        "into the large table cost what the run shows beyond the empty store. Close it: a per-id table "
+        "(`tick_id` sorted, zone maps prune the scan to the blocks the day's ids fall in) or an ART index "
+        "on `tick_id` (memory: ~8-16 bytes per row held while the store is open)."),
     "scale: peak RSS": "Why: DuckDB's block cache; lower REFRESH_MEMORY_LIMIT in store/pipeline.py.",
     "scale: `status`": (
         "Why: `status` reads `day_summary` and `coverage` (a row a day), so a miss is start-up "
@@ -164,6 +218,9 @@ def _write(path: Path, *, rows: list[Row], details: dict[str, list[str]], setup:
     out += [f"- {line}" for line in setup]
     out += [""]
     out += ["## Results", "", *_table(rows), ""]
+    out += [("The follower's figures (freshness, CPU, RSS while following live) need minutes of wall "
+             "clock each and are measured apart: `python -m bench.follow --seconds 600` writes "
+             "[FOLLOW.md](FOLLOW.md)."), ""]
     out += [("Figures within ~5% of their goal (the 12 h run, day 30 against day 1) have come out on "
              "either side of it from one full run to the next on this shared 2-core VM: the harness "
              "waits for an idle machine before each run, but cannot stop another process from "

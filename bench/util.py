@@ -30,13 +30,15 @@ CLI = [sys.executable, "-c", "import cli; cli.main()"]
 
 @dataclass(frozen=True)
 class Run:
-    """One finished subprocess: wall seconds, peak RSS in MB, its output, and its JSON (if any)."""
+    """One finished subprocess: wall seconds, peak RSS in MB, its output, its JSON (if any) and
+    its CPU seconds."""
 
     wall_s: float
     rss_mb: float
     stdout: str
     stderr: str
     data: Any = None
+    cpu_s: float = 0.0  # user + system seconds of the process and its threads
 
 
 class RunFailed(RuntimeError):
@@ -133,7 +135,8 @@ def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, parse_json:
     if proc.returncode != 0 or measured is None:
         raise RunFailed(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr[-3000:]}")
     data = _last_json(stdout) if parse_json else None
-    return Run(measured["wall_s"], measured["maxrss_kb"] / 1024.0, stdout, stderr, data)
+    return Run(measured["wall_s"], measured["maxrss_kb"] / 1024.0, stdout, stderr, data,
+               measured.get("cpu_s", 0.0))
 
 
 def _last_json(text: str) -> Any:
