@@ -64,18 +64,32 @@ ANALYSIS: dict[str, str] = {
         "it: export from rows stored in time order without a sort, stream the hop, and stage under a "
         "tighter memory limit; each costs speed (lowering the limits alone left the peak unchanged)."),
     "busy day": (
-        "Why: in-process the tool is within a few percent of the floor; the rest is interpreter start-up "
-        "(pyarrow, duckdb, pydantic and, once something is missing, aiohttp: ~0.35 s against ~0.15 s "
-        "for the floor's `import duckdb`). Close it: a resident process."),
+        "Why: this run shared the machine with other sessions' test suites (see Setup): the tool needs "
+        "more CPU-seconds than the floor (~3.8 against ~2.5, see the polars entry for where they go), so "
+        "a contended core stretches it more; in a quieter run of this figure the same round measured "
+        "1.29x (3 runs, process walls 3.16 s against 2.45 s) and the CPU-seconds ratio is in Details. The "
+        "rest is interpreter start-up (pyarrow, duckdb, pydantic, aiohttp: ~0.35 s against ~0.15 s for "
+        "the floor's `import duckdb`). Close it: less work per row (see the polars entry) and a "
+        "resident process; rerun on an idle machine to judge the goal."),
     "export": (
-        "Why: `write_day` is the same DuckDB COPY plus a schema check and a rename; a miss is noise on "
-        "a 0.4 s figure. Close it: nothing left in our code."),
+        "Why: `write_day` is the same DuckDB COPY plus a schema check and a rename; the ranges overlap "
+        "(a busy machine, see Setup), and earlier runs on a quieter machine measured 1.05x. Close it: "
+        "nothing left in our code."),
     "the guide's 12 h": (
         "Why: coverage is whole archive days, so 12 hours cost what a whole busy day costs: download, "
         "parse and stage 1.5M rows, insert them into the compressed table, export the day, plus "
         "interpreter start-up. Both cores are busy in each step, so the run is CPU-bound. Close it: "
         "less work per row (see the week below)."),
     "warm cache": "Why: the warm path is three small SQL queries; a miss is start-up noise.",
+    "week (7 busy days): longest reader wait": (
+        "Why: DuckDB's file lock is exclusive, so a reader waits for the longest single hold of the "
+        "store: one day's commit (the hop from the private staging database, the repeated-id check, the "
+        "semi-join against every stored tick id, the insert, the day summary and COMMIT: ~1.3 s "
+        "in-process on a quiet machine), stretched here by other processes on the two cores (see Setup), "
+        "and the semi-join's share grows with the store. Close it: shorter holds: do the repeated-id "
+        "check and the time span in the private database before the hop (~0.15 s less), take the "
+        "global id check out of the hold with a compact filter of the stored ids (see day 30), and rerun "
+        "on an idle machine; a day must stay one transaction."),
     "week (7 busy days): time vs pandas": (
         "Why: the tool does more work per day than the peer, and the week is CPU-bound on two cores. "
         "Per day: inflating and parsing ~0.85 CPU-s (ISA-L gzip; with zlib it was ~0.5 more), staging with "
@@ -103,24 +117,44 @@ ANALYSIS: dict[str, str] = {
         "Details): 1/3 is below what DuckDB itself needs at this size. Close it: stream the ingest "
         "(no whole-day staging) and export from rows stored in time order without a sort, under a "
         "tight memory limit; each costs speed, the week's other goal."),
+    "200 small symbols": (
+        "Why: not profiled in this round. It was 8.5 s (7.4x) at --concurrency 8 before this session's "
+        "ingest changes and is ~30 s now, on a busy machine: ~150 ms per symbol-day, against ~35 ms of "
+        "DuckDB statements per file then. The per-file costs this session added are the likely cause: "
+        "each commit reacquires the store file (an open is ~30 ms, bench/FOLLOW.md), each day is staged "
+        "in a private in-memory database and hopped into the store, and the whole-market refresh opens "
+        "a handle per symbol (`Store.sibling`). Close it: profile `python -m bench.market --symbols 50 "
+        "--runs 1` with py-spy; keep one handle for a run of small commits, skip the private database "
+        "for a file small enough to stage inside the commit."),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
         "of latency jitter absorbed); a miss means event-loop stalls. Close it: check that nothing "
         "blocking runs on the event loop during the crawl."),
     "scale: day": (
-        "Why: each day here is its own `refresh` process, and the first commit of a large append into "
-        "a large DuckDB table costs ~0.45 s at 45M rows (measured alone: 0.47 s, then 0.02 s for a second "
-        "one in the same process, 0.02 s into an empty table; no warm-up query avoided it), plus a slower "
-        "export from the bigger file (~0.15 s). A multi-day refresh pays it once (the days 2-29 run "
-        "in Details). Close it: refresh many days per process (the normal use), or a "
-        "DuckDB fix; the ±1-day window match itself stays ~0.1 s."),
+        "Why: global uniqueness. `store.ingest.existing_sql` semi-joins the day's 1.5M tick ids against "
+        "the BIGINT `tick_id` of every stored row of the market, and a fresh `refresh` process finds "
+        "none of that column in DuckDB's buffers: it reads and decompresses all of it (plus the category "
+        "and symbol columns it filters on). Measured alone on the 100M-row store: 1.59 s cold (1.58 "
+        "CPU-s), 0.41 s warm (a second run in the same process); the probe itself is the small part. "
+        "At 43.5M stored rows that is most of day 30's extra time, with the first large append into a "
+        "large table (~0.45 s, measured in an earlier round) and a slower export from the bigger file. "
+        "It grows with the store (the 100M figure below). Close it: not reading every stored id per day. "
+        "Measured options are for the next round; the candidates: a persisted Bloom filter of the "
+        "market's tick ids (~1.2 bytes a row at 1% false positives: ~120 MB at 100M rows, read instead of "
+        "800 MB), with only its hits checked exactly; or an ART index on `tick_id` (point lookups, but "
+        "1.5M random probes and gigabytes of index memory at 100M); or a resident process, where the "
+        "column stays warm (0.41 s at 100M)."),
     "ingest at": (
-        "Why: the semi-join `tick_id IN (the day's tick ids)` scans the BIGINT `tick_id` column of every "
-        "stored row of the market (global uniqueness); at 100M rows that scan and the first large append "
-        "into the large table cost what the run shows beyond the empty store. Close it: a per-id table "
-        "(`tick_id` sorted, zone maps prune the scan to the blocks the day's ids fall in) or an ART index "
-        "on `tick_id` (memory: ~8-16 bytes per row held while the store is open)."),
-    "scale: peak RSS": "Why: DuckDB's block cache; lower REFRESH_MEMORY_LIMIT in store/pipeline.py.",
+        "Why: the same semi-join as day 30's, at 100M rows: reading the market's whole `tick_id`, "
+        "`category` and `symbol` columns into a fresh process (1.59 s cold measured alone, 0.41 s warm) "
+        "and holding them: DuckDB's buffer pool is why peak RSS is ~2.4 GB against ~0.8 GB into an empty "
+        "store. Close it: see day 30 (a compact filter of the stored ids read instead of the column)."),
+    "scale: peak RSS": (
+        "Why: DuckDB's buffer pool in the 28-day refresh: every day's semi-join reads the market's whole "
+        "`tick_id` column (plus category and symbol), and the store connection may use up to its 2 GB "
+        "memory limit (`Store.open`), beside the private staging database's 1 GB. Close it: a lower "
+        "memory limit for the refresh's store connection (it then re-reads the column each day, slower), "
+        "or the compact id filter described for day 30, which removes the reason to hold the column."),
     "scale: `status`": (
         "Why: `status` reads `day_summary` and `coverage` (a row a day), so a miss is start-up "
         "(pydantic and duckdb imports, ~0.25 s) or machine noise."),
