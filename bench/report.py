@@ -43,8 +43,10 @@ _LEVERS = (
 
 ANALYSIS: dict[str, str] = {
     "busy day vs the polars peer": (
-        "Why: " + _DAY_CPU + _PEER_WORK + "On 2 cores the day is CPU-bound, so the ratio is roughly the "
-        "ratio of CPU-seconds. " + _LEVERS + "Close it: no single statement is large enough; it needs less "
+        "Why: " + _DAY_CPU + _PEER_WORK + "On 2 cores the day is CPU-bound, so the ratio follows the "
+        "ratio of CPU-seconds: in a quiet run of this figure alone (`python -m bench --only busy --runs "
+        "3`), the tool 3.32 s and 4.84 CPU-s, the peer 1.18 s and 1.80 CPU-s (2.81x wall, 2.69x CPU); "
+        "in this run the busy machine slowed the multi-threaded peer more than the tool. " + _LEVERS + "Close it: no single statement is large enough; it needs less "
         "work per row: ids kept as 128-bit UUIDs with the tick id derived on read (the insert's id column "
         "is ~0.5 of the ~1.0), side and source as ENUMs (~0.2 of a lone insert), the export written from "
         "the staged rows while the day commits (needs proof that the day's stored rows equal the staged "
@@ -66,11 +68,15 @@ ANALYSIS: dict[str, str] = {
     "busy day": (
         "Why: this run shared the machine with other sessions' test suites (see Setup): the tool needs "
         "more CPU-seconds than the floor (~3.8 against ~2.5, see the polars entry for where they go), so "
-        "a contended core stretches it more; in a quieter run of this figure the same round measured "
-        "1.29x (3 runs, process walls 3.16 s against 2.45 s) and the CPU-seconds ratio is in Details. The "
-        "rest is interpreter start-up (pyarrow, duckdb, pydantic, aiohttp: ~0.35 s against ~0.15 s for "
-        "the floor's `import duckdb`). Close it: less work per row (see the polars entry) and a "
-        "resident process; rerun on an idle machine to judge the goal."),
+        "a contended core stretches it more. Two quieter runs of this figure alone in the same round "
+        "(`python -m bench --only busy --runs 3`, 1 of 9 runs started on a busy machine) measured 1.29x "
+        "and 1.40x (3.32 s against 2.37 s; CPU-seconds 4.84 against 3.23, 1.50x). Before this session's "
+        "ingest changes it was 1.09x (2.90 s): staging in a private database and hopping the day into "
+        "the store (~0.24 CPU-s), the per-batch plausibility checks and the global id check added work "
+        "the floor does not do. The rest is interpreter start-up (pyarrow, duckdb, pydantic, aiohttp: "
+        "~0.35 s against ~0.15 s for the floor's `import duckdb`). Close it: do the repeated-id check in "
+        "the private database and skip the hop's temp-table copy (insert from the hopped Arrow table "
+        "directly: ~0.15 CPU-s), less work per row (see the polars entry) and a resident process."),
     "export": (
         "Why: `write_day` is the same DuckDB COPY plus a schema check and a rename; the ranges overlap "
         "(a busy machine, see Setup), and earlier runs on a quieter machine measured 1.05x. Close it: "
