@@ -124,14 +124,18 @@ ANALYSIS: dict[str, str] = {
         "(no whole-day staging) and export from rows stored in time order without a sort, under a "
         "tight memory limit; each costs speed, the week's other goal."),
     "200 small symbols": (
-        "Why: not profiled in this round. It was 8.5 s (7.4x) at --concurrency 8 before this session's "
-        "ingest changes and is ~30 s now, on a busy machine: ~150 ms per symbol-day, against ~35 ms of "
-        "DuckDB statements per file then. The per-file costs this session added are the likely cause: "
-        "each commit reacquires the store file (an open is ~30 ms, bench/FOLLOW.md), each day is staged "
-        "in a private in-memory database and hopped into the store, and the whole-market refresh opens "
-        "a handle per symbol (`Store.sibling`). Close it: profile `python -m bench.market --symbols 50 "
-        "--runs 1` with py-spy; keep one handle for a run of small commits, skip the private database "
-        "for a file small enough to stage inside the commit."),
+        "Why: it was 8.5 s (7.4x) at --concurrency 8 before this session's ingest changes and is ~30 s "
+        "now (on a busy machine): ~150 ms per symbol-day against ~35 ms of DuckDB statements per file "
+        "then. A py-spy profile of `refresh --all` over 50 of these symbols (1 day, --concurrency 4, "
+        "active samples) puts it in per-symbol and per-commit fixed costs: reacquiring the store for each "
+        "commit (`with store.held(), store.atomic()` in `store/pipeline.py:_commit_day`, the file opened "
+        "again after every `release`) 15.6%; the coverage queries of each symbol's plan and gaps "
+        "(`uncovered` 9.5%, `recorded_reasons` 5.7%, `count_mismatches` 2.2%); a private staging "
+        "database created per symbol (`Store.private` 4.2%); releasing and holding the store around them "
+        "~3%; the ingest statements themselves ~5%; 36% of samples are threads waiting. Close it: "
+        "keep the store held across a run of small commits (release only when a commit is slow or "
+        "another process waits), one private database per run shared by the symbols' refreshes, and the "
+        "plan's coverage queries for all symbols in one statement."),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
         "of latency jitter absorbed); a miss means event-loop stalls. Close it: check that nothing "
