@@ -1,4 +1,7 @@
-"""`python -S bench/rss.py RESULT -- CMD...`: run CMD, write its wall time and peak RSS to RESULT.
+"""`python -S bench/rss.py RESULT -- CMD...`: run CMD, write its wall time, CPU time and peak RSS to RESULT.
+
+CPU time (user + system, all of the child's threads) is the figure a busy shared machine distorts
+least: another process stretches a run's wall time, much less the CPU-seconds the run itself needs.
 
 A child's `ru_maxrss` starts from the RSS of the process that forked it (Linux carries the parent's
 high-water mark over `exec`), so the benchmark driver, which hosts the emulator, must not fork the
@@ -23,7 +26,8 @@ def main() -> int:
     wall = time.perf_counter() - started
     child.returncode = code = os.waitstatus_to_exitcode(status)
     with open(result, "w") as out:
-        json.dump({"wall_s": wall, "maxrss_kb": usage.ru_maxrss, "exit": code}, out)
+        json.dump({"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
+                   "exit": code}, out)
     return code
 
 

@@ -45,11 +45,13 @@ class Scale:
     scale_days: int = 30
     exec_days: int = 728        # 104 windows of 7 days
     fills_per_day: int = 60     # ~441 fills a window: 5 pages of 100
+    big_rows: int = 100_000_000  # the large store one busy day is ingested into (`bench/big.py`)
 
 
 FULL = Scale()
 QUICK = Scale(trades_per_day=20_000, runs=1, short_runs=1, export_runs=3, week_days=3, scale_days=4,
-              exec_days=56, fills_per_day=60)
+              exec_days=56, fills_per_day=60,
+              big_rows=300_000)
 
 
 def day(n: int) -> date:

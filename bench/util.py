@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,20 +22,23 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# The console script users run; the module form only where it is not installed.
-CLI = [shutil.which("bybit-backfill") or ""] if shutil.which("bybit-backfill") else [
-    sys.executable, "-c", "import cli; cli.main()"]
+# This checkout's CLI, run from the repository (`run` sets the cwd). Not the `bybit-backfill` console
+# script: it imports whichever checkout is installed (an editable install of another worktree, here),
+# and behind a pyenv shim it also pays a bash wrapper; this does the same imports the script does.
+CLI = [sys.executable, "-c", "import cli; cli.main()"]
 
 
 @dataclass(frozen=True)
 class Run:
-    """One finished subprocess: wall seconds, peak RSS in MB, its output, and its JSON (if any)."""
+    """One finished subprocess: wall seconds, peak RSS in MB, its output, its JSON (if any) and
+    its CPU seconds."""
 
     wall_s: float
     rss_mb: float
     stdout: str
     stderr: str
     data: Any = None
+    cpu_s: float = 0.0  # user + system seconds of the process and its threads
 
 
 class RunFailed(RuntimeError):
@@ -53,6 +55,18 @@ class Quiet:
     waited_s = 0.0
     gave_up = 0
     runs = 0
+    seen: list[float] = []  # the machine's busy share when each run was ready to start
+
+    @classmethod
+    def describe(cls) -> str:
+        """How busy the machine was before the runs, for RESULTS.md."""
+        if not cls.seen:
+            return ""
+        shares = sorted(cls.seen)
+        busy = sum(1 for v in shares if v > cls.threshold)
+        return (f"the machine was busy with other work (over {cls.threshold:.0%} of its cores) when {busy} of "
+                f"{len(shares)} runs were ready to start (median busy share {shares[len(shares) // 2]:.0%}, "
+                f"max {shares[-1]:.0%})")
 
     @classmethod
     def wait(cls) -> None:
@@ -60,7 +74,13 @@ class Quiet:
         if not cls.enabled:
             return
         started = time.perf_counter()
-        while busy_share() > cls.threshold:
+        first = True
+        while (share := busy_share()) > cls.threshold or first:
+            if first:
+                cls.seen.append(share)
+                first = False
+                if share <= cls.threshold:
+                    break
             if time.perf_counter() - started > cls.max_wait_s:
                 cls.gave_up += 1
                 print(f"    (the machine stayed busy for {cls.max_wait_s:.0f} s: measuring anyway)", flush=True)
@@ -115,7 +135,8 @@ def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, parse_json:
     if proc.returncode != 0 or measured is None:
         raise RunFailed(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr[-3000:]}")
     data = _last_json(stdout) if parse_json else None
-    return Run(measured["wall_s"], measured["maxrss_kb"] / 1024.0, stdout, stderr, data)
+    return Run(measured["wall_s"], measured["maxrss_kb"] / 1024.0, stdout, stderr, data,
+               measured.get("cpu_s", 0.0))
 
 
 def _last_json(text: str) -> Any:

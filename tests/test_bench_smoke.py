@@ -1,6 +1,6 @@
 """The benchmark harness runs end to end (tiny days, one run): `python -m bench --quick --only warm`.
 
-Not a measurement: it proves the harness, the emulator set-up and RESULTS.md writing still work.
+Not a measurement (timings are never asserted here): it proves the harness, the emulator set-up and RESULTS.md writing still work.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def test_the_quick_warm_figure_runs_and_writes_its_results(tmp_path: Path) -> No
                           timeout=120, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     text = out.read_text()
-    # The verdict (met or missed) is a measurement, and measurements are not asserted in tests: a
-    # busy machine misses a goal an idle one meets. What must hold is what the harness reports.
-    assert "warm cache" in text and "0 requests" in text and ("**met**" in text or "MISSED" in text.upper())
+    assert "warm cache" in text and "0 requests" in text
+    # The verdict is a timing on a machine others share: the test checks that one is given, not which.
+    assert "**met**" in text or "**MISSED**" in text
     assert "the guide's 12 h" not in text, "--only warm reports the warm row alone"
