@@ -64,15 +64,15 @@ def test_group_db_is_used_by_the_commands(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "group.duckdb"
     result = CliRunner().invoke(cli.main, ["--db", str(target), "status"])
-    assert result.exit_code == 2 and str(target) in result.stderr
+    assert result.exit_code == 4 and str(target) in result.stderr  # no store there: a store problem
 
 
 def test_errors_with_json_are_json_on_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli.main, ["status", "--json", "--db", str(tmp_path / "none.duckdb")])
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # no store there: a store problem (README's exit codes)
     data = json.loads(result.stdout)
-    assert data["exit_code"] == 2 and "no store at" in data["error"]
+    assert data["exit_code"] == 4 and "no store at" in data["error"]
     result = CliRunner().invoke(cli.main, ["gaps", "BTCUSDT", "--json", "--days", "nan"])
     assert result.exit_code == 2 and json.loads(result.stdout)["exit_code"] == 2
     result = CliRunner().invoke(cli.main, ["--json-typo", "status"])

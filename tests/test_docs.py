@@ -11,6 +11,7 @@ from click.testing import CliRunner
 import cli
 import fetch
 import store
+from store.schema import open_store
 from store.settings import settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
