@@ -782,7 +782,7 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, d
         return
     if fmt == "parquet":
         raise InputError("--format parquet needs --output PATH (parquet is not for a terminal)")
-    stream_sql(_db_path(ctx, db), query, fmt, click.get_binary_stream("stdout"), wait_s=_lock_wait(ctx))
+    stream_sql(_db_path(ctx, db), query, fmt, sys.stdout.buffer, wait_s=_lock_wait(ctx))
 
 
 @main.command("verify")
