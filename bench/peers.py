@@ -35,6 +35,15 @@ from urllib.parse import urlsplit
 WEEK_MS = 7 * 86_400_000
 
 
+def _download_day(base_url: str, symbol: str, day: date, out_dir: Path) -> Path:
+    """One archive day file to disk, as a script would fetch it (each peer times this too)."""
+    url = f"{base_url}/trading/{symbol}/{symbol}{day.isoformat()}.csv.gz"
+    local = out_dir / f"{symbol}{day.isoformat()}.csv.gz"
+    with urllib.request.urlopen(url) as response, open(local, "wb") as sink:
+        shutil.copyfileobj(response, sink, 1 << 20)
+    return local
+
+
 def pandas_days(base_url: str, symbol: str, first: date, days: int, out_dir: Path) -> dict[str, object]:
     import pandas as pd  # type: ignore[import-untyped]
 
@@ -43,10 +52,7 @@ def pandas_days(base_url: str, symbol: str, first: date, days: int, out_dir: Pat
     rows = 0
     for k in range(days):
         day = first + timedelta(days=k)
-        url = f"{base_url}/trading/{symbol}/{symbol}{day.isoformat()}.csv.gz"
-        local = out_dir / f"{symbol}{day.isoformat()}.csv.gz"
-        with urllib.request.urlopen(url) as response, open(local, "wb") as sink:
-            shutil.copyfileobj(response, sink, 1 << 20)
+        local = _download_day(base_url, symbol, day, out_dir)
         frame = pd.read_csv(local, usecols=["timestamp", "side", "size", "price", "trdMatchID"],
                             dtype={"timestamp": "float64", "side": "str", "size": "float64",
                                    "price": "float64", "trdMatchID": "str"})
@@ -79,10 +85,7 @@ def polars_days(base_url: str, symbol: str, first: date, days: int, out_dir: Pat
     rows = 0
     for k in range(days):
         day = first + timedelta(days=k)
-        url = f"{base_url}/trading/{symbol}/{symbol}{day.isoformat()}.csv.gz"
-        local = out_dir / f"{symbol}{day.isoformat()}.csv.gz"
-        with urllib.request.urlopen(url) as response, open(local, "wb") as sink:
-            shutil.copyfileobj(response, sink, 1 << 20)
+        local = _download_day(base_url, symbol, day, out_dir)
         frame = pl.read_csv(local, columns=["timestamp", "side", "size", "price", "trdMatchID"],
                             schema_overrides={"timestamp": pl.Float64, "side": pl.String, "size": pl.Float64,
                                               "price": pl.Float64, "trdMatchID": pl.String})

@@ -75,3 +75,13 @@ def sim_thread(sim_config: SimConfig) -> Iterator[RunningSim]:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def env(sim_thread: RunningSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The CLI's environment against the emulator (tests/cliutil.py `run` takes it)."""
+    monkeypatch.chdir(tmp_path)  # no stray .env, and relative defaults land in tmp
+    return {"BYBIT_REST_BASE_URL": sim_thread.url, "BYBIT_ARCHIVE_BASE_URL": sim_thread.url,
+            "BACKFILL_DB_PATH": str(tmp_path / "cli.duckdb"),
+            "BACKFILL_CACHE_DIR": str(tmp_path / "cache"), "BYBIT_BACKFILL_RETRY_BASE": "0.01",
+            "BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""}

@@ -5,26 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
+from cliutil import run
 from storeutil import duplicate_keys
 
 import cli
 from store.schema import open_store
-
-
-@pytest.fixture
-def env(sim_thread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.chdir(tmp_path)  # no stray .env, and relative defaults land in tmp
-    return {"BYBIT_REST_BASE_URL": sim_thread.url, "BYBIT_ARCHIVE_BASE_URL": sim_thread.url,
-            "BACKFILL_DB_PATH": str(tmp_path / "cli.duckdb"),
-            "BACKFILL_CACHE_DIR": str(tmp_path / "cache"), "BYBIT_BACKFILL_RETRY_BASE": "0.01",
-            "BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""}
-
-
-def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_refresh_prints_the_summary_and_stores_the_days(env) -> None:

@@ -49,7 +49,7 @@ class ServiceSettings:
     data_source: str = "bybit"
     bybit_api_key: str | None = None
     bybit_api_secret: str | None = None
-    bybit_rest_base_url: str = "https://api.bybit.com"
+    bybit_rest_base_url: str = "http://127.0.0.1:9"  # the service defaults to Bybit; tests never may
     bybit_api_timeout: int = 30
     bybit_backfill_max_retries: int = 3
     bybit_backfill_retry_base: float = 0.01
