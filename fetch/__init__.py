@@ -40,18 +40,19 @@ if TYPE_CHECKING:
         TransportError,
     )
     from .executions import ExecutionSource, Window, plan_windows
-    from .models import TRADE_SCHEMA, Category, Execution, RecentTail, Source, Trade, trades_to_table
+    from .market_span import CATEGORIES, Category, Market, Span
+    from .models import TRADE_SCHEMA, Execution, RecentTail, Source, Trade, trades_to_table
     from .parse import archive_rows, read_archive
     from .rest import RecentTradeSource
     from .wire import LimitStatus
 
 __all__ = [
-    "TRADE_SCHEMA", "ArchiveError", "ArchiveFile", "ArchiveSource", "AuthError", "BackfillError",
+    "CATEGORIES", "TRADE_SCHEMA", "ArchiveError", "ArchiveFile", "ArchiveSource", "AuthError", "BackfillError",
     "BadResponse", "BreakerPolicy", "BreakerState", "BybitClient", "Category", "CircuitBreaker",
     "CircuitOpen", "ClientStats", "ClockSkew", "Credentials", "Endpoints", "ExchangeError", "Execution",
-    "ExecutionSource", "FetchConfig", "InputError", "IpBanned", "LimitStatus", "ParameterError",
+    "ExecutionSource", "FetchConfig", "InputError", "IpBanned", "LimitStatus", "Market", "ParameterError",
     "RateLimited", "RateLimits", "RecentTail", "RecentTradeSource", "RetryPolicy", "ServerError",
-    "Source", "Terminal", "Timeouts", "Trade", "Transient", "TransportError", "Window", "archive_path",
+    "Source", "Span", "Terminal", "Timeouts", "Trade", "Transient", "TransportError", "Window", "archive_path",
     "archive_rows", "plan_windows", "read_archive", "trades_to_table",
 ]
 
@@ -65,7 +66,8 @@ _EXPORTS = {
                "ExchangeError", "InputError", "IpBanned", "ParameterError", "RateLimited", "ServerError",
                "Terminal", "Transient", "TransportError"),
     "executions": ("ExecutionSource", "Window", "plan_windows"),
-    "models": ("TRADE_SCHEMA", "Category", "Execution", "RecentTail", "Source", "Trade", "trades_to_table"),
+    "market_span": ("CATEGORIES", "Category", "Market", "Span"),
+    "models": ("TRADE_SCHEMA", "Execution", "RecentTail", "Source", "Trade", "trades_to_table"),
     "parse": ("archive_rows", "read_archive"),
     "rest": ("RecentTradeSource",),
     "wire": ("LimitStatus",),

@@ -37,7 +37,8 @@ from isal import igzip, isal_zlib
 
 from . import arrow_scalars
 from .errors import ArchiveError
-from .models import TRADE_SCHEMA, Category, Source
+from .market_span import Market, Span, check_category
+from .models import TRADE_SCHEMA, Source
 from .plausible import first_implausible_row
 
 LINEAR_COLUMNS = ("timestamp", "symbol", "side", "size", "price", "tickDirection", "trdMatchID",
@@ -70,14 +71,14 @@ def sniff_header(header: str) -> ArchiveFormat | None:
     return None
 
 
-def archive_rows(path: Path | str, category: Category | str, symbol: str, day: date, *,
+def archive_rows(path: Path | str, category: str, symbol: str, day: date, *,
                  block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
     """Yield the file's trades as `TRADE_SCHEMA` batches (source 'archive', block flag null).
 
     Rows keep the file's order, which is not guaranteed to be sorted; the consumer sorts. Raises
     `ArchiveError(day=...)` for anything wrong with the file, possibly after some batches.
     """
-    category = Category(category)
+    market = Market(check_category(category), symbol)
     try:
         fmt = _read_format(Path(path), day)
         convert = _derivatives_batch if fmt is ArchiveFormat.DERIVATIVES else _spot_batch
@@ -92,7 +93,7 @@ def archive_rows(path: Path | str, category: Category | str, symbol: str, day: d
             line = 2  # the file's line of the batch's first row (line 1 is the header)
             for batch in reader:
                 if batch.num_rows:
-                    converted = convert(batch, category.value, symbol, day)
+                    converted = convert(batch, market, day)
                     _check_rows(batch, converted, path, symbol, day, line)
                     yield converted
                 line += batch.num_rows
@@ -113,7 +114,7 @@ def _check_rows(raw: pa.RecordBatch, batch: pa.RecordBatch, path: Path | str, sy
     bad = first_implausible_row(
         symbols=raw.column("symbol") if "symbol" in raw.schema.names else None, symbol=symbol,
         sides=batch.column("side"), prices=batch.column("price"), qtys=batch.column("qty"),
-        times_us=batch.column("time_us"), not_before_us=start_us, not_after_us=start_us + _DAY_US)
+        times_us=batch.column("time_us"), window=Span(start_us, start_us + _DAY_US))
     if bad is not None:
         index, why = bad
         raise _bad_file(path, symbol, day, f"not {symbol}'s {day.isoformat()}: line {line + index}: {why} "
@@ -124,7 +125,7 @@ def _row_text(raw: pa.RecordBatch, index: int) -> str:
     return ",".join(str(raw.column(name)[index].as_py()) for name in raw.schema.names)[:200]
 
 
-def read_archive(path: Path | str, category: Category | str, symbol: str, day: date) -> pa.Table:
+def read_archive(path: Path | str, category: str, symbol: str, day: date) -> pa.Table:
     """The whole file as one table (tests and small files; the store streams `archive_rows`)."""
     batches = list(archive_rows(path, category, symbol, day))
     return pa.Table.from_batches(batches, schema=TRADE_SCHEMA)
@@ -160,15 +161,15 @@ def _convert_options(fmt: ArchiveFormat) -> pacsv.ConvertOptions:
                                 strings_can_be_null=False, quoted_strings_can_be_null=False)
 
 
-def _derivatives_batch(batch: pa.RecordBatch, category: str, symbol: str, day: date) -> pa.RecordBatch:
+def _derivatives_batch(batch: pa.RecordBatch, market: Market, day: date) -> pa.RecordBatch:
     ids = batch.column("trdMatchID")
     if pc.any(pc.equal(pc.utf8_length(ids), arrow_scalars.int64(0))).as_py():
         raise ValueError("a row has an empty trdMatchID")
     time_us = _scaled_int(batch.column("timestamp"), 6)
-    return _assemble(batch, category, symbol, ids, time_us, batch.column("size"))
+    return _assemble(batch, market, ids, time_us, batch.column("size"))
 
 
-def _spot_batch(batch: pa.RecordBatch, category: str, symbol: str, day: date) -> pa.RecordBatch:
+def _spot_batch(batch: pa.RecordBatch, market: Market, day: date) -> pa.RecordBatch:
     seq = batch.column("id").cast(pa.int64())
     if pc.any(pc.or_(pc.less(seq, arrow_scalars.int64(0)),
                      pc.greater_equal(seq, arrow_scalars.int64(_MAX_SPOT_ID)))).as_py():
@@ -176,7 +177,7 @@ def _spot_batch(batch: pa.RecordBatch, category: str, symbol: str, day: date) ->
     padded = pc.utf8_lpad(seq.cast(pa.string()), 10, "0")
     ids = pc.binary_join_element_wise(arrow_scalars.string(day.strftime("%Y%m%d")), padded, arrow_scalars.string(""))
     time_us = _scaled_int(batch.column("timestamp"), 3)  # ms with 3 decimals -> µs
-    return _assemble(batch, category, symbol, ids, time_us, batch.column("volume"))
+    return _assemble(batch, market, ids, time_us, batch.column("volume"))
 
 
 def _scaled_int(text: pa.Array, decimals: int) -> pa.Array:
@@ -212,13 +213,12 @@ def _scaled_int_fixed_point(text: pa.Array, decimals: int) -> pa.Array | None:
     return pc.utf8_rpad(digits, width + decimals, "0").cast(pa.int64())
 
 
-def _assemble(batch: pa.RecordBatch, category: str, symbol: str, ids: pa.Array, time_us: pa.Array,
-              qty: pa.Array) -> pa.RecordBatch:
+def _assemble(batch: pa.RecordBatch, market: Market, ids: pa.Array, time_us: pa.Array, qty: pa.Array) -> pa.RecordBatch:
     side = pc.utf8_lower(batch.column("side"))  # checked with the rest of the row (`_check_rows`)
     n = batch.num_rows
     return pa.RecordBatch.from_arrays([
-        pa.repeat(arrow_scalars.string(category), n),
-        pa.repeat(arrow_scalars.string(symbol), n),
+        pa.repeat(arrow_scalars.string(market.category), n),
+        pa.repeat(arrow_scalars.string(market.symbol), n),
         ids, time_us, batch.column("price"), qty, side,
         pa.nulls(n, pa.bool_()),
         pa.repeat(arrow_scalars.string(Source.ARCHIVE.value), n),

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .client import BybitClient
 from .errors import BadResponse, InputError
-from .models import Category, Execution
+from .market_span import Category, check_category
+from .models import Execution
 from .ordered_map import ordered_map
 from .parse import parse_execution_page
 from .signing import ParamValue
@@ -48,7 +49,7 @@ class Pager:
     pages: int = 0
     done: bool = False
 
-    def params(self, category: str, symbol: str | None = None, exec_type: str | None = None,
+    def params(self, category: Category, symbol: str | None = None, exec_type: str | None = None,
                limit: int = PAGE_LIMIT) -> dict[str, ParamValue]:
         """The query for the next page (the cursor goes last and verbatim: it is already encoded)."""
         return {"category": category, "symbol": symbol, "execType": exec_type,
@@ -79,7 +80,7 @@ class ExecutionSource:
         self.client = client
         self.concurrency = max(1, concurrency or client.config.limits.max_concurrency)
 
-    async def fetch(self, category: Category | str, start_ms: int, end_ms: int, symbol: str | None = None,
+    async def fetch(self, category: str, start_ms: int, end_ms: int, symbol: str | None = None,
                     exec_type: str | None = None,
                     on_window: Callable[[Window, int], None] | None = None,
                     ) -> AsyncIterator[tuple[Window, list[Execution]]]:
@@ -92,7 +93,7 @@ class ExecutionSource:
         """
         if start_ms >= end_ms:
             raise InputError(f"execution range start {start_ms} is not before end {end_ms}")
-        cat = Category(category).value
+        cat = check_category(category)
 
         async def crawl(window: Window) -> list[Execution]:
             return await self.fetch_window(cat, window, symbol=symbol, exec_type=exec_type)
@@ -103,10 +104,10 @@ class ExecutionSource:
                     on_window(window, len(executions))
                 yield window, executions
 
-    async def fetch_window(self, category: Category | str, window: Window, *, symbol: str | None = None,
+    async def fetch_window(self, category: str, window: Window, *, symbol: str | None = None,
                            exec_type: str | None = None) -> list[Execution]:
         """Every fill of one window (at most 7 days), following nextPageCursor to the end."""
-        cat = Category(category).value
+        cat = check_category(category)
         pager = Pager(window)
         collected: list[Execution] = []
         while not pager.done:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .client import BybitClient
 from .errors import BadResponse, InputError
-from .models import Category
+from .market_span import Category, check_category
 
 INSTRUMENTS_PATH = "/v5/market/instruments-info"
 STATUSES = ("PreLaunch", "Trading", "Delivering", "Closed")
@@ -28,11 +28,11 @@ MAX_PAGES = 100  # 100,000 symbols per status: far more than Bybit lists; bounds
 @dataclass(frozen=True, slots=True)
 class Instrument:
     symbol: str
-    category: str
+    category: Category
     status: str
 
 
-def parse_instruments(result: dict[str, Any], category: str) -> tuple[list[Instrument], str]:
+def parse_instruments(result: dict[str, Any], category: Category) -> tuple[list[Instrument], str]:
     """One page's instruments and the cursor of the next page ('' when this is the last)."""
     items = result.get("list")
     if not isinstance(items, list):
@@ -62,9 +62,9 @@ class InstrumentSource:
     def __init__(self, client: BybitClient) -> None:
         self.client = client
 
-    async def list(self, category: Category | str, statuses: Sequence[str] = ("Trading",)) -> list[Instrument]:
+    async def list(self, category: str, statuses: Sequence[str] = ("Trading",)) -> list[Instrument]:
         """Every instrument of `category` with one of `statuses`, in symbol order, each once."""
-        cat = Category(category).value
+        cat = check_category(category)
         seen: dict[str, Instrument] = {}
         for status in statuses:
             cursor = ""

@@ -12,18 +12,7 @@ from enum import Enum
 
 import pyarrow as pa
 
-
-class Category(str, Enum):
-    """Bybit's product category: which archive folder, which recent-trade limit, which stream."""
-
-    LINEAR = "linear"
-    INVERSE = "inverse"
-    SPOT = "spot"
-
-    @property
-    def recent_trade_max(self) -> int:
-        """recent-trade's largest `limit`: 60 for spot, 1000 for derivatives."""
-        return 60 if self is Category.SPOT else 1000
+from .market_span import Category
 
 
 class Source(str, Enum):
@@ -52,7 +41,7 @@ TRADE_SCHEMA = pa.schema([
 class Trade:
     """One public trade. `side` is the taker side, so the buyer was the maker exactly when it is sell."""
 
-    category: str
+    category: Category
     symbol: str
     trade_id: str
     time_us: int
@@ -78,7 +67,7 @@ def trades_to_table(trades: list[Trade]) -> pa.Table:
 class Execution:
     """One fill of the account's own orders, from /v5/execution/list."""
 
-    category: str
+    category: Category
     symbol: str
     exec_id: str
     order_id: str

@@ -22,6 +22,7 @@ from typing import Any
 
 from .archive_csv import ArchiveFormat, archive_rows, read_archive, sniff_header
 from .errors import BadResponse, error_for
+from .market_span import Category, Market
 from .models import Execution, Source, Trade
 
 __all__ = [
@@ -91,23 +92,23 @@ def parse_server_time_ms(envelope: Envelope) -> int:
 
 # --- recent-trade ---------------------------------------------------------------------------------
 
-def parse_recent_trades(result: Mapping[str, Any], *, category: str, symbol: str) -> list[Trade]:
+def parse_recent_trades(result: Mapping[str, Any], *, market: Market) -> list[Trade]:
     """recent-trade rows -> `Trade`s (source 'rest'), in the order received.
 
     `side` is the taker side; price, size and time are strings; `isBlockTrade` is optional (None when
     absent); `execId` is a UUID (derivatives) or a long numeric string (spot) and is kept verbatim.
     """
     rows = _rows(result, "/v5/market/recent-trade")
-    return [_trade(row, category, symbol) for row in rows]
+    return [_trade(row, market) for row in rows]
 
 
-def _trade(row: Any, category: str, symbol: str) -> Trade:
+def _trade(row: Any, market: Market) -> Trade:
     where = "/v5/market/recent-trade"
     if not isinstance(row, dict):
         raise BadResponse(f"a recent-trade row is not an object: {_snippet(repr(row))}")
     return Trade(
-        category=category,
-        symbol=str(row.get("symbol") or symbol),
+        category=market.category,
+        symbol=str(row.get("symbol") or market.symbol),
         trade_id=_required_str(row, "execId", where),
         time_us=_as_int(_required(row, "time", where), "time", where) * 1000,
         price=_as_float(_required(row, "price", where), "price", where),
@@ -128,16 +129,15 @@ class ExecutionPage:
     next_cursor: str
 
 
-def parse_execution_page(result: Mapping[str, Any], *, category: str) -> ExecutionPage:
+def parse_execution_page(result: Mapping[str, Any], *, category: Category) -> ExecutionPage:
     """execution/list `result` -> fills and the (already URL-encoded) nextPageCursor."""
     rows = _rows(result, "/v5/execution/list")
-    cat = str(result.get("category") or category)
-    executions = tuple(_execution(row, cat) for row in rows)
+    executions = tuple(_execution(row, category) for row in rows)
     cursor = result.get("nextPageCursor")
     return ExecutionPage(executions, "" if cursor is None else str(cursor))
 
 
-def _execution(row: Any, category: str) -> Execution:
+def _execution(row: Any, category: Category) -> Execution:
     where = "/v5/execution/list"
     if not isinstance(row, dict):
         raise BadResponse(f"an execution row is not an object: {_snippet(repr(row))}")

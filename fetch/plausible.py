@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import arrow_scalars
+from .market_span import Span
 from .models import Trade
 
 # Bybit opened in 2018: no trade of any market is older.
@@ -37,7 +38,7 @@ def _when(time_us: int) -> str:
         return f"{time_us} µs"
 
 
-def why_implausible(trade: Trade, *, symbol: str, not_before_us: int, not_after_us: int) -> str | None:
+def why_implausible(trade: Trade, *, symbol: str, window: Span) -> str | None:
     """What is wrong with one trade, or None when nothing is."""
     if trade.symbol != symbol:
         return f"it is a {trade.symbol!r} trade, {symbol!r} was asked for"
@@ -46,25 +47,23 @@ def why_implausible(trade: Trade, *, symbol: str, not_before_us: int, not_after_
     for name, value in (("price", trade.price), ("size", trade.qty)):
         if not (value > 0 and value != float("inf")):  # NaN fails `> 0`
             return f"its {name} {value!r} is not a finite positive number"
-    if not not_before_us <= trade.time_us < not_after_us:
-        return (f"its time {_when(trade.time_us)} lies outside {_when(not_before_us)} .. "
-                f"{_when(not_after_us)} (a time in the wrong unit, or a clock far off)")
+    if not window.contains(trade.time_us):
+        return (f"its time {_when(trade.time_us)} lies outside {_when(window.start_us)} .. "
+                f"{_when(window.end_us)} (a time in the wrong unit, or a clock far off)")
     return None
 
 
-def first_implausible(trades: Iterable[Trade], *, symbol: str, not_before_us: int,
-                      not_after_us: int) -> tuple[int, Trade, str] | None:
+def first_implausible(trades: Iterable[Trade], *, symbol: str, window: Span) -> tuple[int, Trade, str] | None:
     """(position, trade, why) of the first trade that cannot be true, or None."""
     for position, trade in enumerate(trades):
-        why = why_implausible(trade, symbol=symbol, not_before_us=not_before_us, not_after_us=not_after_us)
+        why = why_implausible(trade, symbol=symbol, window=window)
         if why is not None:
             return position, trade, why
     return None
 
 
 def first_implausible_row(*, symbols: pa.Array | None, symbol: str, sides: pa.Array, prices: pa.Array,
-                          qtys: pa.Array, times_us: pa.Array, not_before_us: int,
-                          not_after_us: int) -> tuple[int, str] | None:
+                          qtys: pa.Array, times_us: pa.Array, window: Span) -> tuple[int, str] | None:
     """(row index, why) of the first row of a columnar batch that cannot be true, or None.
 
     One vectorized pass decides whether any row is bad; only then is the first one looked for, so a
@@ -78,9 +77,9 @@ def first_implausible_row(*, symbols: pa.Array | None, symbol: str, sides: pa.Ar
     for name, values in (("price", prices), ("size", qtys)):
         checks.append((pc.and_(pc.is_finite(values), pc.greater(values, zero)),
                        f"the {name} is not a finite positive number"))
-    checks.append((pc.and_(pc.greater_equal(times_us, arrow_scalars.int64(not_before_us)),
-                           pc.less(times_us, arrow_scalars.int64(not_after_us))),
-                   f"the time lies outside {_when(not_before_us)} .. {_when(not_after_us)}"))
+    checks.append((pc.and_(pc.greater_equal(times_us, arrow_scalars.int64(window.start_us)),
+                           pc.less(times_us, arrow_scalars.int64(window.end_us))),
+                   f"the time lies outside {_when(window.start_us)} .. {_when(window.end_us)}"))
     first: tuple[int, str] | None = None
     for ok, why in checks:
         ok = pc.fill_null(ok, False)

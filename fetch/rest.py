@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .client import BybitClient
 from .errors import Implausible, InputError, ParameterError
-from .models import Category, RecentTail, Trade
+from .market_span import Market, Span, check_category, recent_trade_max
+from .models import RecentTail, Trade
 from .parse import parse_recent_trades
 from .plausible import CLOCK_SKEW_US, EARLIEST_US, first_implausible
 
@@ -23,27 +24,27 @@ class RecentTradeSource:
     def __init__(self, client: BybitClient) -> None:
         self.client = client
 
-    async def fetch(self, category: Category | str, symbol: str, limit: int | None = None) -> RecentTail:
+    async def fetch(self, category: str, symbol: str, limit: int | None = None) -> RecentTail:
         """The newest `limit` trades (default: the category's maximum), sorted by (time, id).
 
         Raises `Implausible` when any row cannot be true (another symbol, a time before Bybit existed
         or past the exchange's clock as the client knows it, a price or size that is not positive):
         a tail is only worth its coverage if every row of it is believable."""
-        cat = Category(category)
-        limit = cat.recent_trade_max if limit is None else limit
-        if not 1 <= limit <= cat.recent_trade_max:
-            raise InputError(f"recent-trade limit {limit} is out of range for {cat.value}: use 1 to "
-                             f"{cat.recent_trade_max}")
-        params = {"category": cat.value, "symbol": symbol, "limit": limit}
+        market = Market(check_category(category), symbol)
+        most = recent_trade_max(market.category)
+        limit = most if limit is None else limit
+        if not 1 <= limit <= most:
+            raise InputError(f"recent-trade limit {limit} is out of range for {market.category}: use 1 to {most}")
+        params: dict[str, str | int] = {"category": market.category, "symbol": symbol, "limit": limit}
         try:
             result = await self.client.get_public(RECENT_TRADE_PATH, params)
         except ParameterError as exc:
-            raise ParameterError(f"Bybit rejected symbol {symbol!r} for category {cat.value} on "
+            raise ParameterError(f"Bybit rejected symbol {symbol!r} for category {market.category} on "
                                  f"recent-trade ({exc}); check the symbol exists in that category",
                                  ret_code=exc.ret_code, status=exc.status, endpoint=RECENT_TRADE_PATH) from None
-        trades = sorted(parse_recent_trades(result, category=cat.value, symbol=symbol),
+        trades = sorted(parse_recent_trades(result, market=market),
                         key=lambda t: (t.time_us, t.trade_id))
-        _check_plausible(trades, cat, symbol, self.client.exchange_now_ms() * 1000)
+        _check_plausible(trades, market, self.client.exchange_now_ms() * 1000)
         return RecentTail(
             trades=tuple(trades),
             oldest_us=trades[0].time_us if trades else None,
@@ -52,11 +53,10 @@ class RecentTradeSource:
         )
 
 
-def _check_plausible(trades: list[Trade], category: Category, symbol: str, now_us: int) -> None:
-    bad = first_implausible(trades, symbol=symbol, not_before_us=EARLIEST_US,
-                            not_after_us=now_us + CLOCK_SKEW_US)
+def _check_plausible(trades: list[Trade], market: Market, now_us: int) -> None:
+    bad = first_implausible(trades, symbol=market.symbol, window=Span(EARLIEST_US, now_us + CLOCK_SKEW_US))
     if bad is not None:
         _, trade, why = bad
-        raise Implausible(f"recent-trade for {symbol} ({category.value}) answered a trade that cannot be "
+        raise Implausible(f"recent-trade for {market.symbol} ({market.category}) answered a trade that cannot be "
                           f"true (execId {trade.trade_id!r}: {why}); nothing of this answer is stored, "
                           "and the span it would have covered stays a gap", source="recent-trade")

@@ -30,7 +30,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from .errors import BadResponse, ExchangeError, Transient, TransportError
-from .models import Category, Source, Trade
+from .market_span import Category, Market, check_category
+from .models import Source, Trade
 from .transport import WebSocketTransport
 
 TOPIC_PREFIX = "publicTrade."
@@ -59,13 +60,13 @@ def topic(symbol: str) -> str:
     return TOPIC_PREFIX + symbol
 
 
-def stream_path(category: Category | str) -> str:
-    return f"/v5/public/{Category(category).value}"
+def stream_path(category: str) -> str:
+    return f"/v5/public/{check_category(category)}"
 
 
-def plan_connections(category: Category | str, symbols: Iterable[str]) -> list[list[list[str]]]:
+def plan_connections(category: str, symbols: Iterable[str]) -> list[list[list[str]]]:
     """Connections -> subscribe requests -> args, filling each connection up to the limits."""
-    per_request = SPOT_ARGS_PER_REQUEST if Category(category) is Category.SPOT else ARGS_PER_REQUEST
+    per_request = SPOT_ARGS_PER_REQUEST if check_category(category) == "spot" else ARGS_PER_REQUEST
     args = list(dict.fromkeys(topic(s) for s in symbols))
     connections: list[list[str]] = []
     chars = MAX_ARGS_CHARS + 1
@@ -111,7 +112,7 @@ class Ignored:
 WsEvent = TradesMessage | Pong | SubscribeReply | Ignored
 
 
-def parse_message(text: str | bytes, *, category: str, symbols: frozenset[str]) -> WsEvent:
+def parse_message(text: str | bytes, *, category: Category, symbols: frozenset[str]) -> WsEvent:
     """Classify and validate one frame; see the module docstring for what is rejected."""
     try:
         frame = json.loads(text)
@@ -133,22 +134,24 @@ def parse_message(text: str | bytes, *, category: str, symbols: frozenset[str]) 
     return Ignored(f"op {op!r}")
 
 
-def _trades(frame: dict[str, Any], symbol: str, category: str, symbols: frozenset[str]) -> TradesMessage:
+def _trades(frame: dict[str, Any], symbol: str, category: Category, symbols: frozenset[str]) -> TradesMessage:
     if symbol not in symbols:
         raise RejectedMessage(f"a push for {symbol!r}, which was not subscribed")
     ts_ms = frame.get("ts")
     data = frame.get("data")
     if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or not isinstance(data, list):
         raise RejectedMessage(f"a {symbol} push without an integer ts or a data list")
-    trades = tuple(parse_trade(item, category=category, symbol=symbol, ts_ms=ts_ms) for item in data)
+    market = Market(category, symbol)
+    trades = tuple(parse_trade(item, market=market, ts_ms=ts_ms) for item in data)
     for before, after in itertools.pairwise(trades):
         if after.time_us < before.time_us:
             raise RejectedMessage(f"a {symbol} push is not in time order ({before.trade_id} after {after.trade_id})")
     return TradesMessage(symbol, ts_ms, trades)
 
 
-def parse_trade(item: Any, *, category: str, symbol: str, ts_ms: int) -> Trade:
+def parse_trade(item: Any, *, market: Market, ts_ms: int) -> Trade:
     """One `data` item -> `Trade` (source 'ws'), or `RejectedMessage` naming the failed check."""
+    symbol = market.symbol
     if not isinstance(item, dict):
         raise RejectedMessage(f"a {symbol} trade is not an object")
     if item.get("s") != symbol:
@@ -167,7 +170,7 @@ def parse_trade(item: Any, *, category: str, symbol: str, ts_ms: int) -> Trade:
         raise RejectedMessage(f"{symbol} trade {trade_id} at {time_ms} ms is implausible for a message "
                               f"sent at {ts_ms} ms")
     block = item.get("BT")
-    return Trade(category=category, symbol=symbol, trade_id=trade_id, time_us=time_us,
+    return Trade(category=market.category, symbol=symbol, trade_id=trade_id, time_us=time_us,
                  price=_positive(item.get("p"), "price", symbol, trade_id),
                  qty=_positive(item.get("v"), "size", symbol, trade_id), side=side.lower(),
                  is_block_trade=block if isinstance(block, bool) else None, source=Source.WS.value)
@@ -246,9 +249,9 @@ class StreamOptions:
 class PublicStream:
     """One WebSocket connection carrying `requests` (the args of each subscribe request)."""
 
-    def __init__(self, base_url: str, category: Category | str, requests: list[list[str]], *,
+    def __init__(self, base_url: str, category: str, requests: list[list[str]], *,
                  options: StreamOptions | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.category = Category(category).value
+        self.category = check_category(category)
         self.url = base_url.rstrip("/") + stream_path(category)
         self.requests = requests
         self.symbols = frozenset(arg[len(TOPIC_PREFIX):] for req in requests for arg in req)

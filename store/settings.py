@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fetch.config import BreakerPolicy, Credentials, Endpoints, FetchConfig, RateLimits, RetryPolicy, Timeouts
 from fetch.errors import InputError
+from fetch.market_span import Category
 
 _SECRET_FIELDS = frozenset({"bybit_api_key", "bybit_api_secret"})
 
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
     bybit_backfill_max_concurrent_chunks: int = Field(
         4, ge=1, le=64, description="Archive days downloaded at once / execution windows fetched at once.")
     bybit_symbol: str = Field("BTCUSDT", description="Symbol served by BybitConnectorHistory.")
-    bybit_category: Literal["linear", "inverse", "spot"] = Field(
+    bybit_category: Category = Field(
         "linear", description="Category served by BybitConnectorHistory.")
     backfill_cache_dir: Path = Field(Path("./context_history_dir/backfill_cache"),
                                      description="Where backfill_YYYY-MM-DD.parquet files are written.")

@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 
 from fetch.errors import (AuthError, BadResponse, ClockSkew, ParameterError, RateLimited, ServerError)
+from fetch.market_span import Market
 from fetch.parse import (parse_archive_index, parse_envelope, parse_execution_page, parse_recent_trades,
                          parse_server_time_ms, unwrap)
 from fetch.wire import LimitStatus, parse_limit_headers
@@ -71,7 +72,7 @@ def test_recent_trades_normalize_side_time_and_strings() -> None:
          "seq": "123"},
         UUID_ROW,
     ]
-    trades = parse_recent_trades({"category": "linear", "list": rows}, category="linear", symbol="BTCUSDT")
+    trades = parse_recent_trades({"category": "linear", "list": rows}, market=Market("linear", "BTCUSDT"))
     first, second = trades
     assert first.trade_id == "b7c0a8d1-6f8e-5b2c-9c47-3a1d2e4f5a6b"
     assert (first.side, first.is_buyer_maker, first.is_block_trade) == ("sell", True, True)
@@ -82,7 +83,7 @@ def test_recent_trades_normalize_side_time_and_strings() -> None:
 
 def test_recent_trades_accept_numeric_fields_and_missing_optional_ones() -> None:
     row = {"execId": 2100000000007764263, "price": 1.5, "size": 2, "side": "Buy", "time": 1672052955758}
-    (trade,) = parse_recent_trades({"list": [row]}, category="spot", symbol="BTCUSDT")
+    (trade,) = parse_recent_trades({"list": [row]}, market=Market("spot", "BTCUSDT"))
     assert trade.trade_id == "2100000000007764263"  # 19 digits survive
     assert trade.symbol == "BTCUSDT" and trade.is_block_trade is None
     assert trade.time_us == 1672052955758000
@@ -91,12 +92,12 @@ def test_recent_trades_accept_numeric_fields_and_missing_optional_ones() -> None
 @pytest.mark.parametrize("broken", [{"side": "Hold"}, {"price": "abc"}, {"time": None}, {"execId": ""}])
 def test_a_broken_recent_trade_row_is_bad_response(broken: dict[str, object]) -> None:
     with pytest.raises(BadResponse):
-        parse_recent_trades({"list": [{**UUID_ROW, **broken}]}, category="linear", symbol="BTCUSDT")
+        parse_recent_trades({"list": [{**UUID_ROW, **broken}]}, market=Market("linear", "BTCUSDT"))
 
 
 def test_missing_list_is_bad_response_not_empty() -> None:
     with pytest.raises(BadResponse):
-        parse_recent_trades({"category": "linear"}, category="linear", symbol="BTCUSDT")
+        parse_recent_trades({"category": "linear"}, market=Market("linear", "BTCUSDT"))
 
 
 EXEC_ROW = {"symbol": "BTCUSDT", "orderId": "o-1", "orderLinkId": "", "side": "Sell", "execId": "e-1",

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from fetch.models import Trade
+from fetch.market_span import Span
 from fetch.plausible import CLOCK_SKEW_US, EARLIEST_US, first_implausible, first_implausible_row, why_implausible
 
 NOW = EARLIEST_US + 10**15
@@ -31,16 +32,16 @@ def trade(**changes: object) -> Trade:
     ({"time_us": EARLIEST_US - 1}, "outside"),
 ])
 def test_each_untrue_trade_is_named(changes: dict[str, object], says: str) -> None:
-    why = why_implausible(trade(**changes), symbol="BTCUSDT", not_before_us=EARLIEST_US,
-                          not_after_us=NOW + CLOCK_SKEW_US)
+    why = why_implausible(trade(**changes), symbol="BTCUSDT",
+                          window=Span(EARLIEST_US, NOW + CLOCK_SKEW_US))
     assert why is not None and says in why
 
 
 def test_a_true_trade_passes_and_the_first_bad_one_is_found() -> None:
     good = trade()
-    assert why_implausible(good, symbol="BTCUSDT", not_before_us=EARLIEST_US, not_after_us=NOW) is None
+    assert why_implausible(good, symbol="BTCUSDT", window=Span(EARLIEST_US, NOW)) is None
     found = first_implausible([good, trade(price=0.0), trade(symbol="X")], symbol="BTCUSDT",
-                              not_before_us=EARLIEST_US, not_after_us=NOW)
+                              window=Span(EARLIEST_US, NOW))
     assert found is not None and found[0] == 1
 
 
@@ -50,7 +51,7 @@ def test_the_columnar_check_finds_the_earliest_bad_row_across_checks() -> None:
         return first_implausible_row(
             symbols=pa.array(symbols) if symbols else None, symbol="S", sides=pa.array(["buy"] * n),
             prices=pa.array(prices), qtys=pa.array([1.0] * n), times_us=pa.array(times, pa.int64()),
-            not_before_us=10, not_after_us=20)
+            window=Span(10, 20))
     assert run([1.0, 2.0], [10, 19]) is None
     assert run([1.0, 2.0, 0.0], [10, 25, 11]) == (1, "the time lies outside "
                                                   "1970-01-01T00:00:00.000010+00:00 .. 1970-01-01T00:00:00.000020+00:00")

@@ -20,6 +20,7 @@ import pytest
 from fetch import BybitClient, Endpoints, FetchConfig, RetryPolicy
 from fetch.errors import ParameterError
 from fetch.executions import Pager
+from fetch.market_span import Market
 from fetch.models import trades_to_table
 from fetch.parse import (
     check_envelope,
@@ -104,7 +105,7 @@ def gz_csv(header: str, rows: list[str], newline: str = "\n") -> bytes:
 def test_string_ret_code_and_time_missing_optional_fields_are_normalized() -> None:
     envelope = parse_envelope(RECENT_LINEAR, endpoint="/v5/market/recent-trade")
     assert (envelope.ret_code, envelope.time_ms) == (0, 1742039999000)
-    trades = parse_recent_trades(check_envelope(envelope), category="linear", symbol="BTCUSDT")
+    trades = parse_recent_trades(check_envelope(envelope), market=Market("linear", "BTCUSDT"))
     assert [(t.time_us, t.side, t.price, t.qty, t.is_block_trade) for t in trades] == [
         (1742039998765000, "buy", 83950.1, 0.015, False),
         (1742039990001000, "sell", 83950.0, 1.2, None),       # no isBlockTrade: unknown, not False
@@ -154,7 +155,7 @@ def test_exec_ids_become_stable_63_bit_tick_ids_in_python_and_sql(tmp_path: Path
     if expected is not None:
         assert value == expected
     trades = parse_recent_trades({"list": [{"execId": exec_id, "price": "1", "size": "1", "side": "Buy",
-                                            "time": "1742039998765"}]}, category="spot", symbol="BTCUSDT")
+                                            "time": "1742039998765"}]}, market=Market("spot", "BTCUSDT"))
     with open_store(tmp_path / "ids.duckdb") as store:
         with store.atomic():
             ingest_batch(store, trades_to_table(trades), category="spot", symbol="BTCUSDT")
