@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from fetch.errors import BackfillError, InputError
+from fetch.market_span import CATEGORIES, Category, Market, Span
 
 if TYPE_CHECKING:
     from store.refresh_summary import Progress, RefreshSummary
@@ -216,7 +217,7 @@ def _week_range_options(f: F) -> F:
 
 
 def _category_option(f: F) -> F:
-    return click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), default="linear",
+    return click.option("--category", type=click.Choice(CATEGORIES), default="linear",
                         show_default=True)(f)
 
 
@@ -357,7 +358,7 @@ def _render_summary(summary: RefreshSummary) -> None:
 @_db_option
 @_json_option
 @click.pass_context
-def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str, start: str | None,
+def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: Category, start: str | None,
                     end: str | None, days: float | None, no_export: bool, cache_dir: Path | None,
                     wait_lock: float | None, all_symbols: bool, status: str, shard: str | None, concurrency: int,
                     lake: str | None, db: Path | None, as_json: bool) -> None:
@@ -380,11 +381,11 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
     from store.timerange import resolve_range
 
     settings = _settings(ctx)
-    start_us, end_us = resolve_range(start, end, days, _now())
+    span = resolve_range(start, end, days, _now())
     if all_symbols == bool(symbols):
         raise InputError("give the symbols to refresh, or --all for every symbol of the category (not both)")
     if len(symbols) > 1 or all_symbols or shard is not None:
-        _refresh_many(ctx, symbols, start_us, end_us, category=category, no_export=no_export,
+        _refresh_many(ctx, symbols, span, category=category, no_export=no_export,
                       cache_dir=cache_dir, wait_lock=wait_lock, status=status, shard=shard,
                       concurrency=concurrency, lake=lake, db=db, as_json=as_json)
         return
@@ -397,14 +398,14 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
     progress = _ProgressLine(ctx.obj["interactive"] and not as_json)
     with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         try:
-            summary = asyncio.run(refresh(store, settings.fetch_config(), symbol, start_us, end_us,
+            summary = asyncio.run(refresh(store, settings.fetch_config(), symbol, *span,
                                           category=category, progress=progress,
                                           command=f"refresh {category} {symbol}",
                                           **settings.refresh_arguments(export=not no_export, cache_dir=cache_dir)))
         finally:
             progress.close()
-    lake_report = _single_lake(ctx, store_path=_db_path(ctx, db), lake=lake, category=category,
-                               symbol=symbol, start_us=start_us, end_us=end_us)
+    lake_report = _single_lake(ctx, store_path=_db_path(ctx, db), lake=lake, market=Market(category, symbol),
+                               span=span)
     if as_json:
         _print_json({**summary.as_dict(), **({"lake": lake_report.as_dict()} if lake_report else {})})
     else:
@@ -418,8 +419,7 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: str,
         ctx.exit(EXIT_PARTIAL)
 
 
-def _single_lake(ctx: click.Context, *, store_path: Path, lake: str | None, category: str, symbol: str,
-                 start_us: int, end_us: int) -> Any:
+def _single_lake(ctx: click.Context, *, store_path: Path, lake: str | None, market: Market, span: Span) -> Any:
     """`refresh SYMBOL --lake DEST`: the refreshed days into the lake, after the refresh."""
     if lake is None:
         return None
@@ -432,11 +432,11 @@ def _single_lake(ctx: click.Context, *, store_path: Path, lake: str | None, cate
 
     location = open_location(lake, os.environ)
     with open_store(store_path, read_only=True, wait_s=_lock_wait(ctx)) as store:
-        return write_lake(store, location, categories=[category], symbols=[symbol],
-                          first=day_of_us(start_us), stop=day_of_us(end_us - 1) + timedelta(days=1))
+        return write_lake(store, location, categories=[market.category], symbols=[market.symbol],
+                          first=day_of_us(span.start_us), stop=day_of_us(span.end_us - 1) + timedelta(days=1))
 
 
-def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, end_us: int, *, category: str,
+def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], span: Span, *, category: Category,
                   no_export: bool, cache_dir: Path | None, wait_lock: float | None, status: str, shard: str | None,
                   concurrency: int, lake: str | None, db: Path | None, as_json: bool) -> None:
     """Several symbols (or --all): `store.market.refresh_market`, one table at the end."""
@@ -461,7 +461,7 @@ def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], start_us: int, e
 
     with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         summary = asyncio.run(refresh_market(
-            store, settings.fetch_config(), list(symbols) or None, start_us, end_us, category=category,
+            store, settings.fetch_config(), list(symbols) or None, *span, category=category,
             statuses=statuses, shard=parsed, cache_template=template, id_mode=settings.backfill_export_id,
             lake=location, concurrency=concurrency, on_symbol=done))
     if as_json:
@@ -510,7 +510,7 @@ def _render_market(summary: Any) -> None:
 @_db_option
 @_json_option
 @click.pass_context
-def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, export_every: float,
+def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: Category, export_every: float,
                    no_export: bool, cache_dir: Path | None, archive_check: float, commit_every: float,
                    ping_every: float, stale_after: float, wait_lock: float, db: Path | None,
                    as_json: bool) -> None:
@@ -566,7 +566,7 @@ def follow_command(ctx: click.Context, symbols: tuple[str, ...], category: str, 
 @_db_option
 @_json_option
 @click.pass_context
-def executions_command(ctx: click.Context, category: str, symbol: str | None, exec_type: str | None,
+def executions_command(ctx: click.Context, category: Category, symbol: str | None, exec_type: str | None,
                        start: str | None, end: str | None, days: float | None, db: Path | None,
                        as_json: bool) -> None:
     """Fetch the account's own fills (needs BYBIT_API_KEY and BYBIT_API_SECRET).
@@ -586,9 +586,9 @@ def executions_command(ctx: click.Context, category: str, symbol: str | None, ex
     if not config.credentials.present:
         raise InputError("executions needs BYBIT_API_KEY and BYBIT_API_SECRET (env or .env): set both "
                          "to a key with read permission")
-    start_us, end_us = resolve_range(start, end, days, _now(), default_days=7)
+    span = resolve_range(start, end, days, _now(), default_days=7)
     with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
-        summary = asyncio.run(refresh_executions(store, config, start_us, end_us, category=category,
+        summary = asyncio.run(refresh_executions(store, config, span, category=category,
                                                  symbol=symbol, exec_type=exec_type))
     if as_json:
         _print_json(summary.as_dict())
@@ -678,7 +678,7 @@ def _render_status(row: dict[str, Any]) -> str:
 @_db_option
 @_json_option
 @click.pass_context
-def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+def gaps_command(ctx: click.Context, symbol: str, category: Category, start: str | None, end: str | None,
                  days: float | None, min_silence: float | None, db: Path | None, as_json: bool) -> None:
     """What the store cannot vouch for in a range: uncovered spans, silences, count mismatches.
 
@@ -690,9 +690,9 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
     from store.schema import open_store
     from store.timerange import resolve_range
 
-    start_us, end_us = resolve_range(start, end, days, _now())
+    span = resolve_range(start, end, days, _now())
     with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
-        found = find_gaps(store, category, symbol.upper(), start_us, end_us, min_silence)
+        found = find_gaps(store, category, symbol.upper(), *span, min_silence)
     if as_json:
         _print_json([gap.as_dict() for gap in found])
     elif not found:
@@ -714,7 +714,7 @@ def gaps_command(ctx: click.Context, symbol: str, category: str, start: str | No
 @_db_option
 @_json_option
 @click.pass_context
-def export_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+def export_command(ctx: click.Context, symbol: str, category: Category, start: str | None, end: str | None,
                    days: float | None, cache_dir: Path | None, id_mode: str | None,
                    db: Path | None, as_json: bool) -> None:
     """(Re)write the daily parquet cache files of a range from the store.
@@ -732,10 +732,9 @@ def export_command(ctx: click.Context, symbol: str, category: str, start: str | 
     from store.timeutil import days_touching
 
     settings = _settings(ctx)
-    start_us, end_us = resolve_range(start, end, days, _now())
-    wanted: list[date] = days_touching([(start_us, end_us)])
+    wanted: list[date] = days_touching([resolve_range(start, end, days, _now())])
     with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
-        report = export_range(store, category=category, symbol=symbol.upper(), days=wanted,
+        report = export_range(store, market=Market(category, symbol), days=wanted,
                               cache_dir=cache_dir or settings.backfill_cache_dir,
                               id_mode=id_mode or settings.backfill_export_id)
     if as_json:
@@ -852,14 +851,14 @@ def _render_lake(report: Any) -> None:
 @lake_group.command("write")
 @click.argument("dest")
 @click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable; default: all).")
-@click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), default=None,
+@click.option("--category", type=click.Choice(CATEGORIES), default=None,
               help="Only this category (default: all).")
 @click.option("--start", default=None, help="First day (inclusive), YYYY-MM-DD UTC [default: the first stored].")
 @click.option("--end", default=None, help="Last day (exclusive), YYYY-MM-DD UTC [default: the last stored].")
 @_db_option
 @_json_option
 @click.pass_context
-def lake_write_command(ctx: click.Context, dest: str, symbols: tuple[str, ...], category: str | None,
+def lake_write_command(ctx: click.Context, dest: str, symbols: tuple[str, ...], category: Category | None,
                        start: str | None, end: str | None, db: Path | None, as_json: bool) -> None:
     """Write every complete stored day whose partition is missing or out of date.
 
@@ -1017,7 +1016,7 @@ def config_command(ctx: click.Context, as_json: bool) -> None:
 
 @main.command("forget")
 @click.argument("symbol", callback=_symbol)
-@click.option("--category", type=click.Choice(["linear", "inverse", "spot"]), required=True,
+@click.option("--category", type=click.Choice(CATEGORIES), required=True,
               help="The category to forget (required: no default, so a wrong guess deletes nothing).")
 @click.option("--start", default=None, help="First day forgotten (inclusive), YYYY-MM-DD UTC [default: the first stored].")
 @click.option("--end", default=None, help="Day after the last one forgotten (exclusive), YYYY-MM-DD [default: all after --start].")
@@ -1025,7 +1024,7 @@ def config_command(ctx: click.Context, as_json: bool) -> None:
 @_db_option
 @_json_option
 @click.pass_context
-def forget_command(ctx: click.Context, symbol: str, category: str, start: str | None, end: str | None,
+def forget_command(ctx: click.Context, symbol: str, category: Category, start: str | None, end: str | None,
                    yes: bool, db: Path | None, as_json: bool) -> None:
     """Delete a market's trades, coverage, summaries, gaps and exported files over whole UTC days.
 
@@ -1045,7 +1044,7 @@ def forget_command(ctx: click.Context, symbol: str, category: str, start: str | 
     now = _now()
     first, stop = forget_days(start, end, lambda text: parse_when(text, now))
     with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx)) as store:
-        planned = plan_forget(store, category, str(symbol), first, stop)
+        planned = plan_forget(store, Market(category, symbol), first, stop)
         if planned.empty:
             done = planned
         else:
@@ -1053,7 +1052,7 @@ def forget_command(ctx: click.Context, symbol: str, category: str, start: str | 
                 counts = ", ".join(f"{n:,} {table}" for table, n in planned.rows.items() if n)
                 click.confirm(f"forget {symbol} ({category}) {_days_text(first, stop)}: {counts} rows and "
                               f"{len(planned.files)} exported files?", abort=True, err=True)
-            done = forget(store, category, str(symbol), first, stop)
+            done = forget(store, Market(category, symbol), first, stop)
     if as_json:
         _print_json(done.as_dict())
     elif done.empty:

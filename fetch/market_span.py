@@ -53,6 +53,11 @@ class Market:
             raise ValueError(f"{self.symbol!r} is not a symbol as Bybit spells it: use Market.parse")
 
     @classmethod
+    def of(cls, category: str, symbol: str) -> Market:
+        """A market from plain strings already spelled right (a stored row, a caller of bare pairs)."""
+        return cls(check_category(category), symbol)
+
+    @classmethod
     def parse(cls, category: str, symbol: str) -> Market:
         """A market from what a person typed: the category checked, the symbol normalized."""
         return cls(check_category(category), normalize_symbol(symbol))

@@ -60,8 +60,8 @@ def topic(symbol: str) -> str:
     return TOPIC_PREFIX + symbol
 
 
-def stream_path(category: str) -> str:
-    return f"/v5/public/{check_category(category)}"
+def stream_path(category: Category) -> str:
+    return f"/v5/public/{category}"
 
 
 def plan_connections(category: str, symbols: Iterable[str]) -> list[list[list[str]]]:
@@ -252,7 +252,7 @@ class PublicStream:
     def __init__(self, base_url: str, category: str, requests: list[list[str]], *,
                  options: StreamOptions | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.category = check_category(category)
-        self.url = base_url.rstrip("/") + stream_path(category)
+        self.url = base_url.rstrip("/") + stream_path(self.category)
         self.requests = requests
         self.symbols = frozenset(arg[len(TOPIC_PREFIX):] for req in requests for arg in req)
         self.options = options or StreamOptions()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from fetch.errors import InputError
+from fetch.market_span import Market
 from store.coverage import find_gaps
 from store.db import Store
 from store.errors import ExportError, StoreError
@@ -150,18 +151,18 @@ def read_owner(cache_dir: Path) -> Owner | None:
                           f"{cache_dir}, delete the marker; otherwise choose another --cache-dir") from None
 
 
-def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: IdMode) -> Path:
+def claim_cache_dir(store: Store, cache_dir: Path, market: Market, id_mode: IdMode) -> Path:
     """Before any file is written: refuse a directory owned by another store, symbol or id mode
     (exit 4, naming the owner); mark an unowned one as ours."""
     directory = check_cache_dir(cache_dir)
-    wanted = Owner(os.path.realpath(store.path), category, symbol, id_mode)
+    wanted = Owner(os.path.realpath(store.path), market.category, market.symbol, id_mode)
     found = read_owner(directory)
     if found is not None and not found.same_as(wanted):
         raise ExportError(f"the cache dir {cache_dir} belongs to {found.describe()}, not to "
                           f"{wanted.describe()}: give each symbol, store and id mode its own --cache-dir "
                           "(the file name carries no symbol)")
     if found is None:
-        _check_export_log(store, directory, category, symbol)
+        _check_export_log(store, directory, market)
         _write_owner(directory, wanted)
     return directory
 
@@ -169,12 +170,10 @@ def claim_cache_dir(store: Store, cache_dir: Path, category: str, symbol: str, i
 _CHECK_EXPORT_LOG_SQL = "SELECT DISTINCT path, category, symbol FROM exports WHERE category <> ? OR symbol <> ?"
 
 
-def _check_export_log(store: Store, directory: Path, category: str, symbol: str) -> None:
+def _check_export_log(store: Store, directory: Path, market: Market) -> None:
     """A directory an earlier release wrote has no marker: this store's export log still knows."""
     resolved = directory.resolve()
-    for path, owner_category, owner_symbol in store.query(
-            _CHECK_EXPORT_LOG_SQL,
-            [category, symbol]):
+    for path, owner_category, owner_symbol in store.query(_CHECK_EXPORT_LOG_SQL, [market.category, market.symbol]):
         if Path(path).resolve().parent == resolved:
             raise ExportError(f"the cache dir {directory} holds {owner_symbol} ({owner_category}) files; "
                               "give each symbol its own --cache-dir (the file name carries no symbol)")
@@ -195,18 +194,19 @@ def _write_owner(directory: Path, owner: Owner) -> None:
 
 
 def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: IdMode) -> None:
-    """Before any day is stored: the refresh's target directory must be ours (`claim_cache_dir`)."""
-    claim_cache_dir(store, cache_dir, category, symbol, id_mode)
+    """Before any day is stored: the refresh's target directory must be ours (`claim_cache_dir`).
+    Takes bare pairs for store.pipeline, until it takes a market."""
+    claim_cache_dir(store, cache_dir, Market.of(category, symbol), id_mode)
 
 
 LAST_EXPORT_OF_PATH_SQL = ("SELECT category, symbol FROM exports WHERE path = ? "
                    "ORDER BY exported_at DESC LIMIT 1")
 
 
-def check_owner(store: Store, target: Path, category: str, symbol: str) -> None:
+def check_owner(store: Store, target: Path, market: Market) -> None:
     """Refuse to overwrite a file another symbol exported into the same directory."""
     row = store.query_one(LAST_EXPORT_OF_PATH_SQL, [str(target)])
-    if row is not None and (str(row[0]), str(row[1])) != (category, symbol):
+    if row is not None and (str(row[0]), str(row[1])) != (market.category, market.symbol):
         raise ExportError(f"{target} belongs to {row[1]} ({row[0]}); give each symbol its own "
                           "--cache-dir (the file name carries no symbol)")
 
@@ -230,9 +230,9 @@ EMPTY_FINGERPRINT = "0:0:0"  # a day with no trades has no day_summary row
 DAY_FINGERPRINT_SQL = "SELECT fingerprint FROM day_summary WHERE category = ? AND symbol = ? AND day = ?"
 
 
-def day_fingerprint(store: Store, category: str, symbol: str, day: date) -> str:
+def day_fingerprint(store: Store, market: Market, day: date) -> str:
     """What the store holds for a day, as `day_summary.fingerprint` (`EMPTY_FINGERPRINT`: no trades)."""
-    row = store.query_one(DAY_FINGERPRINT_SQL, [category, symbol, day])
+    row = store.query_one(DAY_FINGERPRINT_SQL, [market.category, market.symbol, day])
     return str(row[0]) if row else EMPTY_FINGERPRINT
 
 
@@ -241,7 +241,7 @@ RECORD_EXPORT_SQL = ("INSERT INTO exports (category, symbol, day, path, rows, id
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def record_export(store: Store, *, category: str, symbol: str, day: date, target: Path, rows: int,
+def record_export(store: Store, *, market: Market, day: date, target: Path, rows: int,
                   id_mode: IdMode, fingerprint: str | None = None, size_bytes: int | None = None) -> None:
     """Log a written file with what it was written from. A plain `rows` (no `Written`) takes the
     fingerprint now, and only if it counts the same rows: otherwise none, so the file is stale."""
@@ -251,14 +251,14 @@ def record_export(store: Store, *, category: str, symbol: str, day: date, target
         fingerprint = fingerprint or rows.fingerprint
         size_bytes = size_bytes or rows.size_bytes
     if fingerprint is None:
-        now = day_fingerprint(store, category, symbol, day)
+        now = day_fingerprint(store, market, day)
         fingerprint = now if now.split(":")[0] == str(int(rows)) else None
     if size_bytes is None:
         with contextlib.suppress(OSError):
             size_bytes = target.stat().st_size
     store.execute(FORGET_EXPORT_SQL, [str(target)])
     store.execute(RECORD_EXPORT_SQL,
-                  [category, symbol, day, str(target), int(rows), id_mode, fingerprint, size_bytes])
+                  [market.category, market.symbol, day, str(target), int(rows), id_mode, fingerprint, size_bytes])
 
 
 _RECORD_SQL = """
@@ -279,11 +279,10 @@ def footer_rows(store: Store, path: Path) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-def stale_reason(store: Store, *, category: str, symbol: str, day: date, cache_dir: Path,
-                 id_mode: IdMode) -> str | None:
+def stale_reason(store: Store, *, market: Market, day: date, cache_dir: Path, id_mode: IdMode) -> str | None:
     """Why a day's file must be (re)written, None when it is current."""
     target = cache_path(cache_dir, day)
-    record = store.query_one(_RECORD_SQL, [str(target), category, symbol])
+    record = store.query_one(_RECORD_SQL, [str(target), market.category, market.symbol])
     if record is None:
         return "never exported here"
     rows, mode, fingerprint, size_bytes, now = record
@@ -304,9 +303,11 @@ def stale_reason(store: Store, *, category: str, symbol: str, day: date, cache_d
 
 def days_needing_export(store: Store, *, category: str, symbol: str, days: list[date],
                         cache_dir: Path, id_mode: IdMode) -> list[date]:
-    """Days whose file is missing, damaged or written from other rows or in another id mode."""
-    return [day for day in days if stale_reason(store, category=category, symbol=symbol, day=day,
-                                                cache_dir=cache_dir, id_mode=id_mode) is not None]
+    """Days whose file is missing, damaged or written from other rows or in another id mode.
+    Takes bare pairs for store.orchestrator, until it takes a market."""
+    market = Market.of(category, symbol)
+    return [day for day in days
+            if stale_reason(store, market=market, day=day, cache_dir=cache_dir, id_mode=id_mode) is not None]
 
 
 @dataclass(frozen=True, slots=True)

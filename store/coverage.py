@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from fetch.market_span import Market, Span
 from store.db import Store
 from store.timeutil import us_to_dt
 
@@ -89,10 +90,10 @@ def uncovered_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
         ORDER BY gap_start"""
 
 
-def uncovered(store: Store, category: str, symbol: str, start_us: int, end_us: int,
-              sources: tuple[str, ...] = TRADE_SOURCES, exec_type: str | None = None) -> list[tuple[int, int]]:
-    rows = store.query(uncovered_sql(sources), [start_us, end_us, category, symbol, *sources, exec_type])
-    return [(int(a), int(b)) for a, b in rows]
+def uncovered(store: Store, market: Market, span: Span, sources: tuple[str, ...] = TRADE_SOURCES,
+              exec_type: str | None = None) -> list[Span]:
+    rows = store.query(uncovered_sql(sources), [*span, market.category, market.symbol, *sources, exec_type])
+    return [Span(int(a), int(b)) for a, b in rows]
 
 
 SILENCES_SQL = """
@@ -111,12 +112,11 @@ SILENCES_SQL = """
     ORDER BY silent_from"""
 
 
-def silences(store: Store, category: str, symbol: str, start_us: int, end_us: int,
-             min_silence_s: float) -> list[tuple[int, int]]:
+def silences(store: Store, market: Market, span: Span, min_silence_s: float) -> list[Span]:
     threshold = int(min_silence_s * 1_000_000)
     width = max(1, threshold // 2)
-    rows = store.query(SILENCES_SQL, [width, category, symbol, start_us, end_us, threshold])
-    return [(int(a), int(b)) for a, b in rows]
+    rows = store.query(SILENCES_SQL, [width, market.category, market.symbol, *span, threshold])
+    return [Span(int(a), int(b)) for a, b in rows]
 
 
 # Archive days whose stored rows (from `day_summary`, a row a day) differ from the distinct ids the
@@ -136,42 +136,43 @@ COUNT_MISMATCHES_SQL = """
     WHERE n.expected_rows <> coalesce(s.trades, 0)
     ORDER BY n.category, n.symbol, n.start_us"""
 
-_ALL_TIME = (-(2**62), 2**62)
+ALL_TIME = Span(-(2**62), 2**62)
 
 
-def all_count_mismatches(store: Store, category: str | None = None, symbol: str | None = None,
-                         start_us: int = _ALL_TIME[0],
-                         end_us: int = _ALL_TIME[1]) -> list[tuple[str, str, int, int, int, int]]:
-    """(category, symbol, start_us, end_us, expected, stored) of every archive day in [start, end)
-    whose store disagrees with its file; None for category or symbol means every one."""
-    rows = store.query(COUNT_MISMATCHES_SQL, [category, category, symbol, symbol, start_us, end_us])
+def all_count_mismatches(store: Store, market: Market | None = None,
+                         span: Span = ALL_TIME) -> list[tuple[str, str, int, int, int, int]]:
+    """(category, symbol, start_us, end_us, expected, stored) of every archive day in `span` whose
+    store disagrees with its file; no market means every one."""
+    category, symbol = (market.category, market.symbol) if market is not None else (None, None)
+    rows = store.query(COUNT_MISMATCHES_SQL, [category, category, symbol, symbol, *span])
     return [(str(c), str(s), int(a), int(b), int(e), int(n)) for c, s, a, b, e, n in rows]
 
 
-def count_mismatches(store: Store, category: str, symbol: str, start_us: int,
-                     end_us: int) -> list[tuple[int, int, int, int]]:
+def count_mismatches(store: Store, market: Market, span: Span) -> list[tuple[int, int, int, int]]:
     """(start_us, end_us, expected, stored) of every archive day whose store disagrees with its file."""
-    return [row[2:] for row in all_count_mismatches(store, category, symbol, start_us, end_us)]
+    return [row[2:] for row in all_count_mismatches(store, market, span)]
 
 
 def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: int,
                sources: tuple[str, ...] = TRADE_SOURCES) -> list[tuple[int, int]]:
     """What a refresh must fetch in [start, end): the spans no coverage of `sources` vouches for,
-    and the archive days whose stored rows disagree with their file (not complete either)."""
-    spans = uncovered(store, category, symbol, start_us, end_us, sources)
-    spans += [(max(a, start_us), min(b, end_us)) for a, b, _, _ in
-              count_mismatches(store, category, symbol, start_us, end_us)]
-    return merge_spans(spans)
+    and the archive days whose stored rows disagree with their file (not complete either).
+
+    Takes and returns bare pairs for store.orchestrator and store.pipeline, until they take spans."""
+    market, span = Market.of(category, symbol), Span(start_us, end_us)
+    spans = uncovered(store, market, span, sources)
+    spans += [part for a, b, _, _ in count_mismatches(store, market, span) if (part := Span(a, b).clip(span))]
+    return [(a, b) for a, b in merge_spans(spans)]
 
 
-def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_spans(spans: list[Span]) -> list[Span]:
     """Sorted, disjoint union of half-open spans."""
-    merged: list[tuple[int, int]] = []
+    merged: list[Span] = []
     for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        if merged and a <= merged[-1].end_us:
+            merged[-1] = Span(merged[-1].start_us, max(merged[-1].end_us, b))
         else:
-            merged.append((a, b))
+            merged.append(Span(a, b))
     return merged
 
 
@@ -193,11 +194,9 @@ RECORDED_REASONS_SQL = ("SELECT start_us, end_us, reason FROM open_gaps WHERE ca
                         "symbol = ? AND end_us > ? AND start_us < ? ORDER BY start_us, recorded_at DESC")
 
 
-def recorded_reasons(store: Store, category: str, symbol: str, start_us: int,
-                     end_us: int) -> list[tuple[int, int, str]]:
-    rows = store.query(RECORDED_REASONS_SQL,
-                       [category, symbol, start_us, end_us])
-    return [(int(a), int(b), str(c)) for a, b, c in rows]
+def recorded_reasons(store: Store, market: Market, span: Span) -> list[tuple[Span, str]]:
+    rows = store.query(RECORDED_REASONS_SQL, [market.category, market.symbol, *span])
+    return [(Span(int(a), int(b)), str(c)) for a, b, c in rows]
 
 
 NO_REASON = "not fetched yet: run `bybit-backfill refresh` over this range"
@@ -205,21 +204,24 @@ NO_REASON = "not fetched yet: run `bybit-backfill refresh` over this range"
 
 def find_gaps(store: Store, category: str, symbol: str, start_us: int, end_us: int,
               min_silence_s: float | None = None) -> list[Gap]:
-    """Every gap of the three kinds inside [start, end), uncovered ones with their recorded reason."""
-    reasons = recorded_reasons(store, category, symbol, start_us, end_us)
-    found = [Gap("uncovered", a, b, _reason_for(a, b, reasons))
-             for a, b in uncovered(store, category, symbol, start_us, end_us)]
+    """Every gap of the three kinds inside [start, end), uncovered ones with their recorded reason.
+
+    Takes bare pairs for store.orchestrator, until it takes a market and a span."""
+    market, span = Market.of(category, symbol), Span(start_us, end_us)
+    reasons = recorded_reasons(store, market, span)
+    found = [Gap("uncovered", hole.start_us, hole.end_us, _reason_for(hole, reasons))
+             for hole in uncovered(store, market, span)]
     if min_silence_s:
         found += [Gap("silence", a, b, f"no trade for {(b - a) / 1e6:.1f} s")
-                  for a, b in silences(store, category, symbol, start_us, end_us, min_silence_s)]
-    for a, b, expected, stored in count_mismatches(store, category, symbol, start_us, end_us):
+                  for a, b in silences(store, market, span, min_silence_s)]
+    for a, b, expected, stored in count_mismatches(store, market, span):
         found.append(Gap("count_mismatch", a, b, f"the archive file held {expected} trades for this "
                          f"day, the store has {stored}", {"expected": expected, "stored": stored}))
     return sorted(found, key=lambda g: (g.start_us, g.kind))
 
 
-def _reason_for(start_us: int, end_us: int, reasons: list[tuple[int, int, str]]) -> str:
-    for a, b, reason in reasons:
-        if a < end_us and start_us < b:
+def _reason_for(hole: Span, reasons: list[tuple[Span, str]]) -> str:
+    for span, reason in reasons:
+        if span.overlaps(hole):
             return reason
     return NO_REASON

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from fetch import BybitClient, ExecutionSource, FetchConfig
+from fetch.market_span import Category, Market, Span
 from fetch.models import Execution
 from fetch.symbols import normalize_symbol
 from store.coverage import add_coverage, uncovered
@@ -60,13 +61,13 @@ def _as_table(executions: list[Execution]) -> pa.Table:
     return pa.table({name: [getattr(e, name) for e in executions] for name in _EXECUTION_COLUMNS})
 
 
-def clip_to(intervals: list[tuple[int, int]], now_us: int) -> list[tuple[int, int]]:
-    """The parts of `intervals` before `now_us`."""
-    return [(a, min(b, now_us)) for a, b in intervals if a < now_us]
+def clip_to(spans: list[Span], now_us: int) -> list[Span]:
+    """The parts of `spans` before `now_us`."""
+    return [Span(a, min(b, now_us)) for a, b in spans if a < now_us]
 
 
-def store_window(store: Store, executions: list[Execution], *, category: str, symbol: str,
-                 start_us: int, end_us: int, exec_type: str | None = None) -> int:
+def store_window(store: Store, executions: list[Execution], *, market: Market, span: Span,
+                 exec_type: str | None = None) -> int:
     """Insert one window's fills and mark the window covered, atomically; returns rows added."""
     with store.atomic():
         added = 0
@@ -77,33 +78,35 @@ def store_window(store: Store, executions: list[Execution], *, category: str, sy
                 added = int(row[0]) if row else 0
             finally:
                 store.unregister("incoming_executions")
-        add_coverage(store, category=category, symbol=symbol, source="executions", start_us=start_us,
-                     end_us=end_us, added_rows=added, file_rows=len(executions), exec_type=exec_type)
+        add_coverage(store, category=market.category, symbol=market.symbol, source="executions",
+                     start_us=span.start_us, end_us=span.end_us, added_rows=added, file_rows=len(executions),
+                     exec_type=exec_type)
     return added
 
 
-async def refresh_executions(store: Store, config: FetchConfig, start_us: int, end_us: int, *,
-                             category: str = "linear", symbol: str | None = None,
+async def refresh_executions(store: Store, config: FetchConfig, span: Span, *,
+                             category: Category = "linear", symbol: str | None = None,
                              exec_type: str | None = None, client: BybitClient | None = None,
                              ) -> ExecutionsSummary:
     """Fetch the fills of [start, end) that the store lacks; windows already covered are skipped."""
     began = time.monotonic()
     symbol = normalize_symbol(symbol) if symbol else None
-    key = symbol or ALL_SYMBOLS
-    summary = ExecutionsSummary(category, key, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat())
-    missing = uncovered(store, category, key, start_us, end_us, sources=("executions",), exec_type=exec_type)
+    key = Market(category, symbol or ALL_SYMBOLS)
+    summary = ExecutionsSummary(category, key.symbol, us_to_dt(span.start_us).isoformat(),
+                                us_to_dt(span.end_us).isoformat())
+    missing = uncovered(store, key, span, sources=("executions",), exec_type=exec_type)
     if missing:
         async with contextlib.AsyncExitStack() as stack:
             if client is None:
                 client = await stack.enter_async_context(BybitClient(config))
-            await _crawl(store, client, missing, summary, category, key, symbol, exec_type)
+            await _crawl(store, client, missing, summary, key, symbol, exec_type)
     summary.elapsed_s = time.monotonic() - began
     return summary
 
 
-async def _crawl(store: Store, client: BybitClient, missing: list[tuple[int, int]],
-                 summary: ExecutionsSummary, category: str, key: str, symbol: str | None,
-                 exec_type: str | None) -> None:
+async def _crawl(store: Store, client: BybitClient, missing: list[Span], summary: ExecutionsSummary,
+                 key: Market, symbol: str | None, exec_type: str | None) -> None:
+    """Fetch the `missing` spans of the fills filed under `key` (the symbol asked for, or every one)."""
     source = ExecutionSource(client)
     try:
         # A window is covered only up to the exchange's now: a local clock running ahead must not
@@ -112,12 +115,12 @@ async def _crawl(store: Store, client: BybitClient, missing: list[tuple[int, int
         now_us = client.exchange_now_ms() * 1000
         for start_us, end_us in clip_to(missing, now_us):
             async for (w_start_ms, w_end_ms), executions in source.fetch(
-                    category, start_us // 1000, -(-end_us // 1000), symbol=symbol, exec_type=exec_type):
+                    key.category, start_us // 1000, -(-end_us // 1000), symbol=symbol, exec_type=exec_type):
                 # In a worker thread: a commit (with its fsync) on the event loop would stall every
                 # request in flight for its duration, which cost ~7% of the allowed request rate.
-                added = await asyncio.to_thread(store_window, store, executions, category=category,
-                                                symbol=key, start_us=max(start_us, w_start_ms * 1000),
-                                                end_us=min(end_us, w_end_ms * 1000), exec_type=exec_type)
+                window = Span(max(start_us, w_start_ms * 1000), min(end_us, w_end_ms * 1000))
+                added = await asyncio.to_thread(store_window, store, executions, market=key, span=window,
+                                                exec_type=exec_type)
                 summary.windows_fetched += 1
                 summary.rows_added += added
                 summary.duplicates_skipped += len(executions) - added

@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fetch.market_span import Market
 from store.cache_dir import (
     IdMode,
     SkippedDay,
@@ -108,13 +109,12 @@ def _snapshot(store: Store) -> Iterator[None]:
             store.execute("ROLLBACK")
 
 
-def write_day(store: Store, *, category: str, symbol: str, day: date, target: Path,
-              id_mode: IdMode = "tick") -> int:
+def write_day(store: Store, *, market: Market, day: date, target: Path, id_mode: IdMode = "tick") -> int:
     """Write one day's file atomically (hidden temp file, then rename); returns its rows as a
     `Written`, an int that also carries the fingerprint they were read with and the file's size
     (`record_export` logs both; callers that only count rows need not know). Only reads the store, so it may run on a
     cursor of its own while the store ingests the next day."""
-    params = [category, symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
+    params = [market.category, market.symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
     try:
         handle, temp_name = tempfile.mkstemp(dir=temp_dir(target), prefix=temp_prefix(target), suffix=".tmp")
     except OSError as error:
@@ -123,7 +123,7 @@ def write_day(store: Store, *, category: str, symbol: str, day: date, target: Pa
     temp = Path(temp_name)
     try:
         with _snapshot(store):
-            fingerprint = day_fingerprint(store, category, symbol, day)
+            fingerprint = day_fingerprint(store, market, day)
             try:
                 row = store.query_one(copy_day_sql(id_mode, temp), params)
             except StoreError as error:
@@ -150,31 +150,30 @@ class ExportReport:
     skipped: list[SkippedDay] = field(default_factory=list)
 
 
-def export_day(store: Store, *, category: str, symbol: str, day: date, cache_dir: Path,
+def export_day(store: Store, *, market: Market, day: date, cache_dir: Path,
                id_mode: IdMode = "tick") -> ExportedDay:
     target = cache_path(cache_dir, day)
-    check_owner(store, target, category, symbol)
-    rows = write_day(store, category=category, symbol=symbol, day=day, target=target, id_mode=id_mode)
-    record_export(store, category=category, symbol=symbol, day=day, target=target, rows=rows,
-                  id_mode=id_mode)
+    check_owner(store, target, market)
+    rows = write_day(store, market=market, day=day, target=target, id_mode=id_mode)
+    record_export(store, market=market, day=day, target=target, rows=rows, id_mode=id_mode)
     return ExportedDay(day, target, int(rows))
 
 
-def export_range(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
+def export_range(store: Store, *, market: Market, days: list[date], cache_dir: Path,
                  id_mode: str = "tick", live_through_us: int | None = None) -> ExportReport:
     """Write the file of every day of `days` that is complete in the store (so far, for the day a
     follower is capturing: `complete_days`); skip (and say why) the others. The directory is claimed
     first: another owner's directory is refused before any write."""
     id_mode = as_id_mode(id_mode)
-    directory = claim_cache_dir(store, cache_dir, category, symbol, id_mode)
-    complete, skipped = complete_days(store, category, symbol, days, live_through_us=live_through_us)
-    written = [export_day(store, category=category, symbol=symbol, day=day, cache_dir=directory,
-                          id_mode=id_mode) for day in complete]
+    directory = claim_cache_dir(store, cache_dir, market, id_mode)
+    complete, skipped = complete_days(store, market.category, market.symbol, days, live_through_us=live_through_us)
+    written = [export_day(store, market=market, day=day, cache_dir=directory, id_mode=id_mode) for day in complete]
     return ExportReport(written, skipped)
 
 
 def export_days(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
                 id_mode: IdMode = "tick", live_through_us: int | None = None) -> list[ExportedDay]:
-    """`export_range`'s files (the days not complete in the store are left without one)."""
-    return export_range(store, category=category, symbol=symbol, days=days, cache_dir=cache_dir,
+    """`export_range`'s files (the days not complete in the store are left without one). Takes bare
+    pairs for store.orchestrator and store.follow, until they take a market."""
+    return export_range(store, market=Market.of(category, symbol), days=days, cache_dir=cache_dir,
                         id_mode=id_mode, live_through_us=live_through_us).written

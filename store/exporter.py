@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from store.cache_dir import IdMode, cache_path, check_owner, days_needing_export, record_export
+from fetch.market_span import Market
+from store.cache_dir import IdMode, cache_path, check_owner, record_export, stale_reason
 from store.db import REACQUIRE_WAIT_S, Store
 from store.errors import StoreError
 from store.export import write_day
@@ -30,17 +31,17 @@ class ExportedRows:
     rows: int
 
 
-def _write_on_own_connection(path: str, *, category: str, symbol: str, day: date, target: Path,
-                             id_mode: IdMode) -> int:
+def _write_on_own_connection(path: str, *, market: Market, day: date, target: Path, id_mode: IdMode) -> int:
     with Store.open(path, wait_s=REACQUIRE_WAIT_S) as own:
-        return write_day(own, category=category, symbol=symbol, day=day, target=target, id_mode=id_mode)
+        return write_day(own, market=market, day=day, target=target, id_mode=id_mode)
 
 
 class Exporter:
     """`submit(day)` after each commit; `close()` waits for the last file and returns what was written."""
 
     def __init__(self, store: Store, *, category: str, symbol: str, cache_dir: Path, id_mode: IdMode) -> None:
-        self.store, self.category, self.symbol = store, category, symbol
+        """Takes bare pairs for store.pipeline, until it passes a market."""
+        self.store, self.market = store, Market.of(category, symbol)
         self.cache_dir, self.id_mode = cache_dir, id_mode
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-export")
         self.pending: list[tuple[date, Path, asyncio.Future[int]]] = []
@@ -51,15 +52,15 @@ class Exporter:
         target = cache_path(self.cache_dir, day)
         try:
             with self.store.held():
-                if not days_needing_export(self.store, category=self.category, symbol=self.symbol,
-                                           days=[day], cache_dir=self.cache_dir, id_mode=self.id_mode):
+                if stale_reason(self.store, market=self.market, day=day, cache_dir=self.cache_dir,
+                                id_mode=self.id_mode) is None:
                     return
-                check_owner(self.store, target, self.category, self.symbol)
+                check_owner(self.store, target, self.market)
         except StoreError:
             return
         future = asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(
-            _write_on_own_connection, self.store.path, category=self.category, symbol=self.symbol, day=day,
-            target=target, id_mode=self.id_mode))
+            _write_on_own_connection, self.store.path, market=self.market, day=day, target=target,
+            id_mode=self.id_mode))
         self.pending.append((day, target, future))
 
     def _collect(self) -> None:
@@ -77,8 +78,8 @@ class Exporter:
             return
         with self.store.held():
             for day, target, rows in done:
-                record_export(self.store, category=self.category, symbol=self.symbol, day=day,
-                              target=target, rows=rows, id_mode=self.id_mode)
+                record_export(self.store, market=self.market, day=day, target=target, rows=rows,
+                              id_mode=self.id_mode)
                 self.exported.append(ExportedRows(day, rows))
 
     async def close(self) -> list[ExportedRows]:

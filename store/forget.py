@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from fetch.market_span import Market, Span
 from store.db import Store
 from store.timeutil import day_start_us
 
@@ -90,19 +91,19 @@ class Forgotten:
         return asdict(self)
 
 
-def _params(category: str, symbol: str, first: date, stop: date) -> tuple[list[Any], list[Any], list[Any]]:
-    start_us, end_us = day_start_us(first), day_start_us(stop)
-    by_time = [category, symbol, start_us, end_us]
-    return by_time, [category, symbol, first, stop], [*by_time, start_us, end_us]
+def _params(market: Market, first: date, stop: date) -> tuple[list[Any], list[Any], list[Any]]:
+    span = Span(day_start_us(first), day_start_us(stop))
+    by_time = [market.category, market.symbol, *span]
+    return by_time, [market.category, market.symbol, first, stop], [*by_time, *span]
 
 
-def plan_forget(store: Store, category: str, symbol: str, first: date, stop: date) -> Forgotten:
+def plan_forget(store: Store, market: Market, first: date, stop: date) -> Forgotten:
     """Count what forgetting [first, stop) would remove, changing nothing (the confirmation prompt)."""
-    by_time, by_day, conflicts = _params(category, symbol, first, stop)
-    found = Forgotten(category, symbol, first.isoformat(), stop.isoformat(), dry_run=True)
+    by_time, by_day, conflicts = _params(market, first, stop)
+    found = Forgotten(market.category, market.symbol, first.isoformat(), stop.isoformat(), dry_run=True)
     for table, sql in COUNT_SQL.items():
         if table in ("coverage", "open_gaps"):
-            params = [category, symbol, by_time[3], by_time[2]]
+            params = [market.category, market.symbol, by_time[3], by_time[2]]
         elif table == "conflicts":
             params = conflicts
         elif table == "trades":
@@ -115,11 +116,11 @@ def plan_forget(store: Store, category: str, symbol: str, first: date, stop: dat
     return found
 
 
-def forget(store: Store, category: str, symbol: str, first: date, stop: date) -> Forgotten:
+def forget(store: Store, market: Market, first: date, stop: date) -> Forgotten:
     """Remove everything [first, stop) put in the store, in one transaction; then its files."""
-    by_time, by_day, conflicts = _params(category, symbol, first, stop)
+    by_time, by_day, conflicts = _params(market, first, stop)
     with store.atomic():
-        done = plan_forget(store, category, symbol, first, stop)
+        done = plan_forget(store, market, first, stop)
         done.dry_run = False
         for statement in DELETE_BY_TIME_SQL:
             store.execute(statement, by_time)

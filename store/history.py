@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from fetch import BybitClient, FetchConfig, RecentTradeSource
 from fetch.errors import AuthError, InputError
-from fetch.symbols import normalize_symbol
+from fetch.market_span import Market
 from store.cache_dir import cache_path, stale_reason
 from store.db import Store
 from store.orchestrator import refresh
@@ -96,8 +96,8 @@ class BybitConnectorHistory:
         object: any object whose attributes carry our settings' names (`store.service_settings`)."""
         self.settings = settings_from(settings)
         self.fetch_config = fetch_config or self.settings.fetch_config()
-        self.symbol = normalize_symbol(symbol or self.settings.bybit_symbol)
-        self.category = category or self.settings.bybit_category
+        self.market = Market.parse(category or self.settings.bybit_category, symbol or self.settings.bybit_symbol)
+        self.category, self.symbol = self.market.category, self.market.symbol  # as the service reads them
         self.last_summary: RefreshSummary | None = None
 
     @property
@@ -185,7 +185,7 @@ class BybitConnectorHistory:
 
     def _day_ticks(self, store: Store, day: date, start: datetime, end: datetime) -> list[TradeTick]:
         cache_dir = self.settings.backfill_cache_dir
-        if stale_reason(store, category=self.category, symbol=self.symbol, day=day, cache_dir=cache_dir,
+        if stale_reason(store, market=self.market, day=day, cache_dir=cache_dir,
                         id_mode=self.settings.backfill_export_id) is None:
             try:
                 return _file_ticks(cache_path(cache_dir, day), start, end)

@@ -40,6 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fetch.errors import InputError
+from fetch.market_span import Market, Span
 from store.coverage import uncovered
 from store.db import Store
 from store.errors import ExportError, StoreError
@@ -71,9 +72,9 @@ class LakeError(ExportError):
 
 # ---- pure: where things go, what a fingerprint is, what must be written -------------------------
 
-def partition_dir(category: str, symbol: str, day: date) -> str:
+def partition_dir(market: Market, day: date) -> str:
     """The partition's directory, relative to the lake root (hive `key=value` segments)."""
-    return f"{TABLE}/category={category}/symbol={symbol}/date={day.isoformat()}"
+    return f"{TABLE}/category={market.category}/symbol={market.symbol}/date={day.isoformat()}"
 
 
 def parse_partition_dir(relative: str) -> tuple[str, str, date] | None:
@@ -170,6 +171,10 @@ class StoredDay:
     rows: int
     fingerprint: str
 
+    @property
+    def market(self) -> Market:
+        return Market.of(self.category, self.symbol)
+
 
 STORED_DAYS_SQL = """
     SELECT category, symbol, day, trades, fingerprint FROM day_summary
@@ -188,12 +193,11 @@ def stored_days(store: Store, *, categories: Sequence[str] | None, symbols: Sequ
     return [StoredDay(str(c), str(s), d, int(n), str(f)) for c, s, d, n, f in rows]
 
 
-def incomplete_days(store: Store, category: str, symbol: str, days: Sequence[date]) -> set[date]:
+def incomplete_days(store: Store, market: Market, days: Sequence[date]) -> set[date]:
     """Those of `days` that coverage does not vouch for over the whole UTC day (one query)."""
     if not days:
         return set()
-    holes = uncovered(store, category, symbol, day_start_us(min(days)),
-                      day_start_us(max(days) + timedelta(days=1)))
+    holes = uncovered(store, market, Span(day_start_us(min(days)), day_start_us(max(days) + timedelta(days=1))))
     return set(days_touching(holes)) & set(days)
 
 
@@ -205,8 +209,8 @@ LAKE_ROWS_SQL = """
     ORDER BY time_us, trade_id"""
 
 
-def day_table(store: Store, category: str, symbol: str, day: date) -> pa.Table:
-    params = [category, symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
+def day_table(store: Store, market: Market, day: date) -> pa.Table:
+    params = [market.category, market.symbol, day_start_us(day), day_start_us(day + timedelta(days=1))]
     table = store.query_arrow(LAKE_ROWS_SQL, params)
     # epoch microseconds become the UTC instant in Arrow, not in SQL: a TIMESTAMPTZ made in DuckDB
     # would pass through the session's time zone.
@@ -251,8 +255,8 @@ def _read_bytes(location: Location, path: str) -> bytes | None:
         raise LakeError(f"cannot read {location.uri}/{path}: {error}") from None
 
 
-def read_manifest(location: Location, category: str, symbol: str, day: date) -> Manifest | None:
-    data = _read_bytes(location, location.path(partition_dir(category, symbol, day), MANIFEST_NAME))
+def read_manifest(location: Location, market: Market, day: date) -> Manifest | None:
+    data = _read_bytes(location, location.path(partition_dir(market, day), MANIFEST_NAME))
     if data is None:
         return None
     try:
@@ -325,11 +329,11 @@ INCOMPLETE = "not complete in this store (coverage does not vouch for the whole 
 
 def write_partition(store: Store, location: Location, day: StoredDay) -> Written:
     """Write one partition from the store: data file, then manifest (see the module docstring)."""
-    return _write_table(location, day, day_table(store, day.category, day.symbol, day.day))
+    return _write_table(location, day, day_table(store, day.market, day.day))
 
 
 def _write_table(location: Location, day: StoredDay, table: pa.Table) -> Written:
-    directory = location.path(partition_dir(day.category, day.symbol, day.day))
+    directory = location.path(partition_dir(day.market, day.day))
     size = _put(location, directory, DATA_NAME, table)
     manifest = Manifest(day.category, day.symbol, day.day.isoformat(), DATA_NAME, table.num_rows,
                         day.fingerprint, size, datetime.now(UTC).isoformat(timespec="seconds"))
@@ -357,15 +361,14 @@ def write_lake(store: Store, location: Location, *, categories: Sequence[str] | 
     candidates = []
     for (category, symbol), group in _by_market(stored_days(store, categories=categories, symbols=symbols,
                                                             first=first, stop=stop)).items():
-        incomplete = incomplete_days(store, category, symbol, [d.day for d in group])
+        incomplete = incomplete_days(store, Market.of(category, symbol), [d.day for d in group])
         for day in group:
             if day.day in incomplete:
                 report.skipped.append((category, symbol, day.day, INCOMPLETE))
             else:
                 candidates.append(day)
     with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="bybit-lake-read") as readers:
-        manifests = list(readers.map(lambda d: read_manifest(location, d.category, d.symbol, d.day),
-                                     candidates))
+        manifests = list(readers.map(lambda d: read_manifest(location, d.market, d.day), candidates))
     stale = []
     for day, manifest in zip(candidates, manifests, strict=True):
         if needs_write(manifest.fingerprint if manifest else None, day.fingerprint):
@@ -377,7 +380,7 @@ def write_lake(store: Store, location: Location, *, categories: Sequence[str] | 
         for day in stale:
             while len(pending) >= WRITERS:
                 report.written.append(pending.pop(0).result())
-            table = day_table(store, day.category, day.symbol, day.day)
+            table = day_table(store, day.market, day.day)
             pending.append(writers.submit(_write_table, location, day, table))
         for future in pending:
             report.written.append(future.result())

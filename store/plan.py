@@ -5,6 +5,7 @@ is published, the caller the clock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -31,7 +32,7 @@ class RefreshPlan:
         return not (self.archive_days or self.tail)
 
 
-def plan_refresh(missing: list[tuple[int, int]], published: list[date]) -> RefreshPlan:
+def plan_refresh(missing: Sequence[tuple[int, int]], published: list[date]) -> RefreshPlan:
     """Archive for every published missing day; the tail when the range reaches past the newest file."""
     wanted = days_touching(missing)
     available = set(published)

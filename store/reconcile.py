@@ -16,6 +16,7 @@ plain refreshes pay one count.
 
 from __future__ import annotations
 
+from fetch.market_span import Market
 from store.db import Store
 
 LIVE_SOURCES = ("ws", "rest")
@@ -90,7 +91,8 @@ RECONCILE_DAY_SQL = ("INSERT INTO reconciliation (category, symbol, day, archive
 
 def reconcile_day(store: Store, *, category: str, symbol: str, start_us: int, end_us: int) -> bool:
     """Record how the day's live rows compare with the staged archive rows (call inside the archive
-    day's transaction, before the live rows go); False when the day has no live rows."""
+    day's transaction, before the live rows go); False when the day has no live rows. Takes bare
+    pairs for store.ingest, until it passes a market and a span."""
     row = store.query_one(LIVE_ROWS_SQL, [category, symbol, start_us, end_us])
     if not row or not row[0]:
         return False
@@ -107,6 +109,6 @@ RECONCILIATIONS_SQL = ("SELECT * EXCLUDE (category, symbol) FROM reconciliation 
                        "AND symbol = ? ORDER BY day DESC, reconciled_at DESC")
 
 
-def reconciliations(store: Store, category: str, symbol: str) -> list[dict[str, object]]:
+def reconciliations(store: Store, market: Market) -> list[dict[str, object]]:
     """The recorded reconciliations of a symbol, newest day first."""
-    return store.query_dicts(RECONCILIATIONS_SQL, [category, symbol])
+    return store.query_dicts(RECONCILIATIONS_SQL, [market.category, market.symbol])

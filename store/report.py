@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fetch.market_span import Market, Span
 from store import day_summary
 from store.cache_dir import IdMode
 from store.coverage import all_count_mismatches
@@ -78,7 +79,7 @@ def status(store: Store, symbol: str | None = None) -> list[dict[str, Any]]:
     for row in store.query_dicts(STATUS_SQL, [wanted, wanted]):
         category, name = row["category"], row["symbol"]
         covered = (row["covered_from_us"], row["covered_to_us"])
-        holes = uncovered(store, category, name, *covered) if covered[0] is not None else []
+        holes = uncovered(store, Market.of(category, name), Span(*covered)) if covered[0] is not None else []
         lo = min(v for v in (row["covered_from_us"], row["gaps_from_us"]) if v is not None) if (
             row["covered_from_us"] is not None or row["gaps_from_us"] is not None) else None
         hi = max(v for v in (row["covered_to_us"], row["gaps_to_us"]) if v is not None) if lo is not None else None
@@ -252,13 +253,14 @@ def _export_problems(store: Store) -> list[str]:
     the cache columns, and the very rows of the day (a truncated, foreign or tampered file fails)."""
     problems = []
     for category, symbol, day, path, _rows, id_mode, size_bytes, stored in store.query(EXPORT_COUNTS_SQL, [DAY_US]):
-        problem = _file_problem(store, Path(path), category, symbol, day, id_mode, size_bytes, int(stored))
+        problem = _file_problem(store, Path(path), Market.of(category, symbol), day, id_mode, size_bytes,
+                                int(stored))
         if problem is not None:
             problems.append(f"{symbol} {day}: {path} {problem}; `bybit-backfill export` rewrites it")
     return problems
 
 
-def _file_problem(store: Store, target: Path, category: str, symbol: str, day: Any, id_mode: IdMode,
+def _file_problem(store: Store, target: Path, market: Market, day: Any, id_mode: IdMode,
                   size_bytes: int | None, stored: int) -> str | None:
     from store.cache_dir import footer_rows
     from store.timeutil import day_start_us
@@ -278,7 +280,7 @@ def _file_problem(store: Store, target: Path, category: str, symbol: str, day: A
         found = store.query_one(FILE_DIGEST_SQL, [str(target)])
     except StoreError as error:
         return f"cannot be read ({error})"
-    params = [category, symbol, day_start_us(day), day_start_us(day) + DAY_US]
+    params = [market.category, market.symbol, day_start_us(day), day_start_us(day) + DAY_US]
     expected = store.query_one(store_digest_sql(id_mode), params)
     if found is None or int(found[0]) != stored:
         return f"has {found[0] if found else 0} rows, the store {stored}"

@@ -23,6 +23,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 
+from fetch.market_span import Span
 from fetch.models import RecentTail, Trade
 from store.coverage import Gap
 from store.timeutil import us_to_dt
@@ -74,19 +75,19 @@ class Work:
         return not (self.ws or self.rest or self.claims or self.gaps)
 
 
-def subtract(start: int, end: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """[start, end) minus the union of `spans`, as ordered disjoint intervals."""
-    out, cursor = [], start
+def subtract(span: Span, spans: list[Span]) -> list[Span]:
+    """`span` minus the union of `spans`, as ordered disjoint spans."""
+    (cursor, end), out = span, []
     for a, b in sorted(spans):
         if b <= cursor or a >= end:
             continue
         if a > cursor:
-            out.append((cursor, min(a, end)))
+            out.append(Span(cursor, min(a, end)))
         cursor = max(cursor, b)
         if cursor >= end:
             break
     if cursor < end:
-        out.append((cursor, end))
+        out.append(Span(cursor, end))
     return out
 
 
@@ -148,7 +149,7 @@ class SpanBook:
             return []
         session.bridged = True
         first = session.first
-        spans: list[tuple[int, int]] = []
+        spans: list[Span] = []
         if tail is not None and tail.trades and tail.oldest_us is not None and tail.newest_us is not None:
             self._rest.extend(tail.trades)
             ids = {t.trade_id for t in tail.trades}
@@ -157,11 +158,11 @@ class SpanBook:
                 start = min(start, session.prev_end_us)
             end = max(tail.newest_us, first.time_us + 1) if first.trade_id in ids else tail.newest_us
             if end > start:
-                spans.append((start, end))
+                spans.append(Span(start, end))
                 self._claim(CoverageClaim(f"bridge of {session.key}", "rest", start, end))
         gaps = []
-        if session.prev_end_us is not None:
-            for a, b in subtract(session.prev_end_us, first.time_us + 1, spans):
+        if session.prev_end_us is not None and session.prev_end_us < first.time_us + 1:
+            for a, b in subtract(Span(session.prev_end_us, first.time_us + 1), spans):
                 gaps.append(Gap("uncovered", a, b, self._reason(a, b, tail, failure, session.why)))
         self._gaps.extend(gaps)
         return gaps

@@ -11,6 +11,7 @@ import math
 from datetime import UTC, date, datetime, time, timedelta
 
 from fetch.errors import InputError
+from fetch.market_span import Span
 from store.timeutil import dt_to_us
 
 
@@ -30,7 +31,7 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 
 def resolve_range(start: datetime | date | str | None, end: datetime | date | str | None,
-                  days: float | None, now: datetime, default_days: float = 3) -> tuple[int, int]:
+                  days: float | None, now: datetime, default_days: float = 3) -> Span:
     """[start, end) in epoch µs; end is exclusive and defaults to now; a range may not lie ahead.
 
     `days` with both `start` and `end` is refused rather than one of them silently ignored."""
@@ -53,7 +54,7 @@ def resolve_range(start: datetime | date | str | None, end: datetime | date | st
     if end_dt > now + timedelta(days=1):
         raise InputError(f"end {end_dt.isoformat()} is in the future: give an end up to tomorrow "
                          "(exclusive) or leave it out to mean now")
-    return dt_to_us(start_dt), dt_to_us(min(end_dt, now))
+    return Span(dt_to_us(start_dt), dt_to_us(min(end_dt, now)))
 
 
 MAX_DAYS = 36_600  # a century: far more than Bybit's history, small enough for datetime arithmetic

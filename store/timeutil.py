@@ -6,6 +6,7 @@ is the half-open UTC span [00:00, 24:00). Pure: no I/O, nothing heavier than `da
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -31,7 +32,7 @@ def day_of_us(value: int) -> date:
     return us_to_dt(value).date()
 
 
-def days_touching(intervals: list[tuple[int, int]]) -> list[date]:
+def days_touching(intervals: Iterable[tuple[int, int]]) -> list[date]:
     """UTC days that intersect any of the half-open intervals."""
     days: set[date] = set()
     for start_us, end_us in intervals:

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from fetch.market_span import Market
 from store import Store, open_store
 from store.report import verify
 
@@ -91,7 +92,7 @@ def test_forget_clips_coverage_that_reaches_past_the_span(tmp_path: Path) -> Non
                       "VALUES ('linear', 'BTCUSDT', 'ws', ?, ?, 0)", [start, start + 3 * day])
         store.execute("INSERT INTO open_gaps (category, symbol, start_us, end_us, reason) "
                       "VALUES ('linear', 'BTCUSDT', ?, ?, 'r')", [start + day // 2, start + 2 * day])
-        forget(store, "linear", "BTCUSDT", date(2024, 1, 2), date(2024, 1, 3))
+        forget(store, Market("linear", "BTCUSDT"), date(2024, 1, 2), date(2024, 1, 3))
         assert store.query("SELECT start_us - ?, end_us - ? FROM coverage ORDER BY start_us", [start, start]) == [
             (0, day), (2 * day, 3 * day)]
         assert store.query("SELECT start_us - ?, end_us - ? FROM open_gaps", [start, start]) == [(day // 2, day)]

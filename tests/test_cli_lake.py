@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from cliutil import run
 from storeutil import day
 
+from fetch.market_span import Market
 from store.lake import DATA_NAME, partition_dir
 
 
@@ -22,7 +23,7 @@ def test_lake_writes_the_complete_days_and_verify_passes_then_fails_when_tampere
     assert code == 0 and json.loads(out)["unchanged"] == 2 and json.loads(out)["written"] == []
     code, out, _ = run(env, "lake", "verify", str(lake))
     assert code == 0 and "ok    2 partitions checked" in out
-    target = lake / partition_dir("linear", "BTCUSDT", day(8)) / DATA_NAME
+    target = lake / partition_dir(Market("linear", "BTCUSDT"), day(8)) / DATA_NAME
     pq.write_table(pq.read_table(target).slice(5), target)
     code, out, _ = run(env, "lake", "verify", str(lake))
     assert code == 1

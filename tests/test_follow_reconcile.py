@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fetch.market_span import Market
 from fetch.models import Trade, trades_to_table
 from store.schema import open_store
 from store.coverage import add_coverage
@@ -30,7 +31,7 @@ def live_then_archive(db: Path, category: str, live: list[Trade], archive: list[
         with store.atomic():
             ingest_batch(store, trades_to_table(archive), category=category, symbol="BTCUSDT",
                          replace_rest=(DAY0, DAY0 + DAY_US))
-        [row] = reconciliations(store, category, "BTCUSDT")
+        [row] = reconciliations(store, Market(category, "BTCUSDT"))
         assert store.query("SELECT DISTINCT source FROM trades") == [("archive",)]
     return row
 
@@ -59,4 +60,4 @@ def test_a_day_without_live_rows_records_nothing(tmp_path: Path) -> None:
     with open_store(tmp_path / "s.duckdb") as store, store.atomic():
         ingest_batch(store, trades_to_table([t("linear", "a", 5, "archive")]), category="linear",
                      symbol="BTCUSDT", replace_rest=(DAY0, DAY0 + DAY_US))
-        assert reconciliations(store, "linear", "BTCUSDT") == []
+        assert reconciliations(store, Market("linear", "BTCUSDT")) == []

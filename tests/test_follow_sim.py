@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fetch.market_span import Market
 from fetch.errors import ParameterError
 from fetch.models import Trade
 from fetch.ws import StreamOptions
@@ -167,7 +168,7 @@ async def test_the_archive_day_replaces_live_rows_and_reconciliation_counts_exac
         r.clock.jump(700_000)  # now it is
         await until(lambda: r.follower.stats["archive_days"] == 1, "the archive day settled")
     with open_store(r.db, read_only=True) as store:
-        [rec] = reconciliations(store, "linear", "BTCUSDT")
+        [rec] = reconciliations(store, Market("linear", "BTCUSDT"))
         sources = dict(store.query("SELECT source, count(*) FROM trades WHERE time_us < ? GROUP BY source",
                                    [int(MIDNIGHT.timestamp() * 1e6)]))
     day_trades = len(truth(r.sim.config, MIDNIGHT_MS, (DAY_BEFORE,)))

@@ -8,6 +8,7 @@ import os
 import random
 from pathlib import Path
 
+from fetch.market_span import Span
 from fetch.models import RecentTail, Trade
 from store.follow import reconnect_delay
 from store.follow_state import follower_status, state_dir, write_json_atomic
@@ -30,9 +31,9 @@ def claims(book: SpanBook) -> dict[str, tuple[int, int]]:
 
 
 def test_subtract_leaves_the_uncovered_pieces_in_order() -> None:
-    assert subtract(0, 100, [(10, 20), (15, 30), (50, 60)]) == [(0, 10), (30, 50), (60, 100)]
-    assert subtract(0, 100, [(-5, 200)]) == []
-    assert subtract(0, 10, []) == [(0, 10)]
+    assert subtract(Span(0, 100), [Span(10, 20), Span(15, 30), Span(50, 60)]) == [(0, 10), (30, 50), (60, 100)]
+    assert subtract(Span(0, 100), [Span(-5, 200)]) == []
+    assert subtract(Span(0, 10), []) == [Span(0, 10)]
 
 
 def test_a_session_claims_strictly_after_its_first_millisecond_and_before_its_newest() -> None:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from fetch.market_span import Market
 from storeutil import day, sim_fetch_config, us
 
 from store import Store, refresh
@@ -59,7 +60,7 @@ async def filled(sim, store: Store) -> None:
 # ---- pure ------------------------------------------------------------------------------------
 
 def test_partition_paths_are_hive_segments_and_parse_back() -> None:
-    path = partition_dir("linear", "BTCUSDT", date(2024, 1, 2))
+    path = partition_dir(Market("linear", "BTCUSDT"), date(2024, 1, 2))
     assert path == "trades/category=linear/symbol=BTCUSDT/date=2024-01-02"
     assert parse_partition_dir(path) == ("linear", "BTCUSDT", date(2024, 1, 2))
     assert parse_partition_dir("trades/category=linear/symbol=BTCUSDT") is None
@@ -98,13 +99,13 @@ async def test_the_lake_read_by_duckdb_pyarrow_and_polars_equals_the_store(sim, 
     assert table.num_rows == sum(counts.values())
     assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     for (category, symbol, d), rows in counts.items():
-        part = pq.read_table(lake / partition_dir(category, symbol, d) / DATA_NAME)
+        part = pq.read_table(lake / partition_dir(Market(category, symbol), d) / DATA_NAME)
         assert part.schema.remove_metadata().equals(LAKE_SCHEMA)
         got = list(zip(part.column("ts").cast(pa.int64()).to_pylist(),
                        *(part.column(n).to_pylist() for n in LAKE_SCHEMA.names[1:])))
         assert got == store_rows(store, category, symbol, d), f"{symbol} {d} differs from the store"
         assert len(got) == rows
-    meta = pq.read_metadata(lake / partition_dir("linear", "BTCUSDT", day(2)) / DATA_NAME)
+    meta = pq.read_metadata(lake / partition_dir(Market("linear", "BTCUSDT"), day(2)) / DATA_NAME)
     assert meta.row_group(0).column(0).compression == "ZSTD"
     polars = pytest.importorskip("polars")
     frame = polars.scan_parquet(glob, hive_partitioning=True).group_by(["symbol", "date"]).len().collect()
@@ -151,14 +152,14 @@ async def test_verify_fails_on_a_tampered_partition(sim, store, tmp_path) -> Non
     location = open_location(str(lake))
     write_lake(store, location)
     assert verify_lake(location).ok and verify_lake(location).checked == 5
-    target = lake / partition_dir("linear", "BTCUSDT", day(3)) / DATA_NAME
+    target = lake / partition_dir(Market("linear", "BTCUSDT"), day(3)) / DATA_NAME
     table = pq.read_table(target)
     pq.write_table(table.slice(1), target, compression="zstd")  # one row dropped
-    manifest = lake / partition_dir("linear", "ETHUSDT", day(4)) / MANIFEST_NAME
+    manifest = lake / partition_dir(Market("linear", "ETHUSDT"), day(4)) / MANIFEST_NAME
     data = json.loads(manifest.read_text())
     data["fingerprint"] = "1:2:3"
     manifest.write_text(json.dumps(data))
-    (lake / partition_dir("linear", "BTCUSDT", day(2)) / "extra.parquet").write_bytes(target.read_bytes())
+    (lake / partition_dir(Market("linear", "BTCUSDT"), day(2)) / "extra.parquet").write_bytes(target.read_bytes())
     report = verify_lake(location)
     assert not report.ok
     text = "\n".join(report.failures)
@@ -208,7 +209,7 @@ async def test_verify_fails_on_a_partition_without_its_manifest(sim, store, tmp_
     lake = tmp_path / "lake"
     location = open_location(str(lake))
     write_lake(store, location)
-    (lake / partition_dir("linear", "ETHUSDT", day(3)) / MANIFEST_NAME).unlink()
-    (lake / partition_dir("linear", "ETHUSDT", day(4)) / ".part-0.parquet.1.x.tmp").write_bytes(b"half")
+    (lake / partition_dir(Market("linear", "ETHUSDT"), day(3)) / MANIFEST_NAME).unlink()
+    (lake / partition_dir(Market("linear", "ETHUSDT"), day(4)) / ".part-0.parquet.1.x.tmp").write_bytes(b"half")
     report = verify_lake(location)
-    assert report.failures == [f"{location.uri}/{partition_dir('linear', 'ETHUSDT', day(3))}: no {MANIFEST_NAME}"]
+    assert report.failures == [f"{location.uri}/{partition_dir(Market('linear', 'ETHUSDT'), day(3))}: no {MANIFEST_NAME}"]

@@ -9,6 +9,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from fetch.market_span import Market
 from storeutil import day, sim_fetch_config, us
 
 from store import refresh
@@ -57,7 +58,7 @@ async def test_the_lake_on_s3_reads_back_like_the_store_and_verifies(sim, store,
     assert table.num_rows == sum(counts.values())
     by_day = {}
     for d in counts:
-        part = pq.read_table(f"{BUCKET}/run1/{partition_dir('linear', 'BTCUSDT', d)}/{DATA_NAME}",
+        part = pq.read_table(f"{BUCKET}/run1/{partition_dir(Market('linear', 'BTCUSDT'), d)}/{DATA_NAME}",
                              filesystem=location.filesystem)
         by_day[d] = part.num_rows
         stored = [r[0] for r in store.query("SELECT trade_id FROM trades WHERE time_us >= ? AND time_us < ? "
@@ -67,7 +68,7 @@ async def test_the_lake_on_s3_reads_back_like_the_store_and_verifies(sim, store,
     assert write_lake(store, location).unchanged == 3, "a second update rewrites nothing"
     assert verify_lake(location).ok
     # tamper: overwrite one partition's object with fewer rows
-    target = f"{BUCKET}/run1/{partition_dir('linear', 'BTCUSDT', day(3))}/{DATA_NAME}"
+    target = f"{BUCKET}/run1/{partition_dir(Market('linear', 'BTCUSDT'), day(3))}/{DATA_NAME}"
     tampered = pq.read_table(target, filesystem=location.filesystem).slice(3)
     pq.write_table(tampered, target, filesystem=location.filesystem)
     failed = verify_lake(location)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from fetch.market_span import Market, Span
 from fetch.models import TRADE_SCHEMA
 from store import NotADatabase, Store, StoreLocked
 from store.schema import open_store
@@ -102,18 +103,18 @@ def test_uncovered_is_the_range_minus_the_union_of_coverage(store: Store) -> Non
                          start_us=start, end_us=end, added_rows=0)
         add_coverage(store, category="linear", symbol="ETHUSDT", source="archive", start_us=0,
                      end_us=100, added_rows=0)
-    assert uncovered(store, "linear", "BTCUSDT", 0, 100) == [(0, 10), (30, 40), (55, 100)]
-    assert uncovered(store, "linear", "BTCUSDT", 12, 28) == []
-    assert uncovered(store, "linear", "BTCUSDT", 60, 70) == [(60, 70)]
-    assert uncovered(store, "linear", "ETHUSDT", 0, 100) == []
+    assert uncovered(store, Market("linear", "BTCUSDT"), Span(0, 100)) == [(0, 10), (30, 40), (55, 100)]
+    assert uncovered(store, Market("linear", "BTCUSDT"), Span(12, 28)) == []
+    assert uncovered(store, Market("linear", "BTCUSDT"), Span(60, 70)) == [(60, 70)]
+    assert uncovered(store, Market("linear", "ETHUSDT"), Span(0, 100)) == []
 
 
 def test_silences_are_exact_pairs_of_consecutive_trades(store: Store) -> None:
     times = [0, 5 * SECOND, 10 * SECOND, 100 * SECOND, 101 * SECOND, 300 * SECOND]
     ingest(store, batch([str(i) for i in range(len(times))], times))
-    found = silences(store, "linear", "BTCUSDT", 0, 400 * SECOND, min_silence_s=60)
+    found = silences(store, Market("linear", "BTCUSDT"), Span(0, 400 * SECOND), min_silence_s=60)
     assert found == [(10 * SECOND, 100 * SECOND), (101 * SECOND, 300 * SECOND)]
-    assert silences(store, "linear", "BTCUSDT", 0, 400 * SECOND, min_silence_s=500) == []
+    assert silences(store, Market("linear", "BTCUSDT"), Span(0, 400 * SECOND), min_silence_s=500) == []
 
 
 def test_a_day_holding_fewer_rows_than_its_file_is_a_count_mismatch(store: Store) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fetch.market_span import Market
 from crashutil import cli_env
 from relutil import run_cli
 from storeutil import day, dt, sim_fetch_config, us
@@ -121,7 +122,7 @@ def test_a_day_whose_trades_changed_but_not_their_count_is_stale(stored: tuple[P
             store.execute("UPDATE trades SET time_us = time_us + 1 WHERE trade_id = (SELECT min(trade_id) "
                           "FROM trades WHERE time_us >= ? AND time_us < ?)", [us(day(7)), us(day(8))])
             resummarize(store, "linear", "BTCUSDT", us(day(7)), us(day(8)))
-        assert stale_reason(store, category="linear", symbol="BTCUSDT", day=day(7), cache_dir=cache,
+        assert stale_reason(store, market=Market("linear", "BTCUSDT"), day=day(7), cache_dir=cache,
                             id_mode="tick") == "the store's rows for the day changed"
         assert days_needing_export(store, category="linear", symbol="BTCUSDT", days=[day(7), day(8)],
                                    cache_dir=cache, id_mode="tick") == [day(7)]

@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from fetch.market_span import Span
 from crashutil import ROOT, cli_env, kill_at, kill_when, start_cli
 from relutil import (
     archive_days,
@@ -196,7 +197,7 @@ def test_executions_crawl_killed_at_20_random_moments_is_completed_by_the_next_r
             mid_run += 0 < windows < 10
             with fast(sim), open_store(db) as store:
                 summary = asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True),
-                                                         start_us, end_us))
+                                                         Span(start_us, end_us)))
                 assert summary.windows_fetched == 10 - windows
                 stored = stored_fill_ids(store)
                 assert len(stored) == len(set(stored)) and set(stored) == truth
@@ -250,8 +251,8 @@ def test_a_kill_inside_a_days_transaction_leaves_no_trace_of_that_day(sim_config
             assert set(stored_fill_ids(store)) == expected, "no fill of the third window remains"
         with open_store(db) as store:
             asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(10))))
-            asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True), start_us,
-                                           end_us))
+            asyncio.run(refresh_executions(store, sim_fetch_config(sim.url, credentials=True),
+                                           Span(start_us, end_us)))
             assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)))
             stored = stored_fill_ids(store)
             assert len(stored) == len(set(stored)) and set(stored) == fill_ids(sim.config, start_us, end_us)

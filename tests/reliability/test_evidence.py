@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fetch.market_span import Span
 from relutil import NOW_US, archive_days, assert_exactly_the_truth, fill_ids, stored_fill_ids, truth_ids_until
 from storeutil import day, sim_fetch_config, stored_ids, us
 
@@ -178,20 +179,20 @@ async def test_an_id_reused_days_later_is_a_conflict_never_a_second_copy(sim, st
 async def test_executions_of_one_exec_type_do_not_cover_the_others(sim, store: Store) -> None:
     config = sim_fetch_config(sim.url, credentials=True)
     start, end = us(day(1)), us(day(8))
-    funding = await refresh_executions(store, config, start, end, exec_type="Funding")
+    funding = await refresh_executions(store, config, Span(start, end), exec_type="Funding")
     assert funding.windows_fetched == 1 and set(funding.by_exec_type) == {"Funding"}
-    everything = await refresh_executions(store, config, start, end)
+    everything = await refresh_executions(store, config, Span(start, end))
     assert everything.windows_fetched == 1, "the Funding window is no evidence for the other types"
     assert set(stored_fill_ids(store)) == fill_ids(sim.config, start, end)
     # And coverage for every type does answer a later Funding-only request.
-    again = await refresh_executions(store, config, start, end, exec_type="Funding")
+    again = await refresh_executions(store, config, Span(start, end), exec_type="Funding")
     assert again.windows_fetched == 0 and again.requests == 0
 
 
 async def test_executions_for_a_lower_case_symbol_ask_bybit_for_the_real_one(sim, store: Store) -> None:
     config = sim_fetch_config(sim.url, credentials=True)
     start, end = us(day(1)), us(day(8))
-    summary = await refresh_executions(store, config, start, end, symbol="btcusdt")
+    summary = await refresh_executions(store, config, Span(start, end), symbol="btcusdt")
     assert summary.symbol == "BTCUSDT" and summary.rows_added > 0
     from sim.fills import expected_fills
     truth = {f["execId"] for f in expected_fills(sim.config, start // 1000, end // 1000 - 1,
@@ -209,7 +210,7 @@ async def test_a_client_clock_ahead_of_the_exchange_never_covers_the_future(sim,
 
     local_now_us = int(clock() * 1_000_000)
     async with BybitClient(config, clock=clock) as client:
-        await refresh_executions(store, config, local_now_us - 3 * 24 * HOUR_US, local_now_us, client=client)
+        await refresh_executions(store, config, Span(local_now_us - 3 * 24 * HOUR_US, local_now_us), client=client)
     newest_end = max(b for _, b in coverage_rows(store, "executions"))
     assert newest_end <= int(time.time() * 1_000_000) + 60_000_000, "covered no further than the exchange's now"
     assert newest_end < local_now_us - HOUR_US

@@ -30,6 +30,7 @@ from relutil import (
 from storeutil import KEY, SECRET, day, sim_fetch_config, us
 
 from fetch import BybitClient, Credentials, FetchConfig, ParameterError, RateLimits, Timeouts
+from fetch.market_span import Span
 from sim import SimState, running_sim
 from sim.market import expected_count
 from store import Store, refresh, refresh_executions
@@ -178,7 +179,7 @@ async def test_an_ip_ban_in_a_signed_crawl_stops_all_traffic_until_the_cooldown_
     async with running_sim(state.config, state) as sim:
         config = replace(sim_fetch_config(sim.url, credentials=True, ban_cooldown_s=cooldown),
                          limits=RateLimits(max_concurrency=1))
-        summary = await refresh_executions(store, config, start, end)
+        summary = await refresh_executions(store, config, Span(start, end))
     opened = [r.created for r in caplog.records if r.getMessage().startswith("Bybit circuit breaker opened")]
     assert len(opened) == 1 and summary.breaker_openings == 1
     arrivals = [t for t, path in state.arrivals if path.startswith("/v5/")]
@@ -203,7 +204,7 @@ async def test_a_skewed_exchange_clock_is_learned_first_and_the_signed_crawl_com
         config = replace(sim_fetch_config(sim.url, credentials=True),
                          credentials=Credentials(KEY, SECRET, recv_window_ms=recv_window_ms))
         async with BybitClient(config) as client:
-            summary = await refresh_executions(store, config, start, end, client=client)
+            summary = await refresh_executions(store, config, Span(start, end), client=client)
             assert abs(client.clock_offset_ms - skew_ms) < 1000
     # The crawl learns the exchange's clock before its first signed request (it also bounds the
     # coverage by it), so no request goes out with a stale clock: no 10002 at all. The 10002 ->
@@ -235,7 +236,7 @@ async def test_an_executions_crawl_under_a_transient_fault_stores_every_fill_onc
         sim.state.faults.add(kind, **options)
     start, end = us(day(10)) - 21 * 86_400_000_000, us(day(10))
     config = with_timeout(sim_fetch_config(sim.url, credentials=True), case.timeout_s)
-    clean = await refresh_executions(store, config, start, end)
+    clean = await refresh_executions(store, config, Span(start, end))
     assert clean.errors_by_type == case.errors and clean.retries == case.retries > 0
     assert clean.windows_fetched == 3 and clean.breaker_openings == case.openings
     stored = stored_fill_ids(store)

@@ -17,6 +17,7 @@ from relutil import run_cli
 from storeutil import day, sim_fetch_config, us
 
 from fetch import AuthError, BybitClient, Credentials, ExecutionSource, FetchConfig
+from fetch.market_span import Span
 from sim import run_in_thread
 from store import BybitConnectorHistory, Settings, refresh_executions
 from store.schema import open_store
@@ -111,7 +112,7 @@ def test_a_refused_signature_is_reported_without_the_secret(sim_config, tmp_path
         assert code == 0
         assert_nowhere(out + err)
         with open_store(tmp_path / "lib.duckdb") as store, pytest.raises(AuthError) as caught:
-            asyncio.run(refresh_executions(store, keyed(sim.url), us(day(1)), us(day(8))))
+            asyncio.run(refresh_executions(store, keyed(sim.url), Span(us(day(1)), us(day(8)))))
     error = caught.value
     assert_nowhere(str(error) + repr(error) + "".join(traceback.format_exception(error)))
     for record in records:

@@ -13,6 +13,7 @@ from relutil import NOW_US, assert_exactly_the_truth, fill_ids, stored_fill_ids
 from storeutil import sim_fetch_config, total_requests
 
 from fetch.executions import plan_windows
+from fetch.market_span import Span
 from sim import MarketSpec, SimConfig, running_sim
 from sim.fills import expected_fills
 from store import refresh, refresh_executions
@@ -61,7 +62,7 @@ async def run_everything(config: SimConfig, db: Path, *, faults: bool) -> Outcom
                 sent, retries = sent + summary.requests, retries + summary.retries
                 assert_exactly_the_truth(store, config, symbol, FIRST, NOW_US, category)
             for category in ("linear", "inverse"):
-                crawl = await refresh_executions(store, fetch, *FILLS, category=category)
+                crawl = await refresh_executions(store, fetch, Span(*FILLS), category=category)
                 sent, retries = sent + crawl.requests, retries + crawl.retries
             stored = stored_fill_ids(store)
             assert len(stored) == len(set(stored)), "a fill is stored twice"
