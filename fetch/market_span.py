@@ -1,10 +1,12 @@
 """What a request, a coverage row or an export is about: a market and a span of time. Pure, light.
 
 `Market` is a (category, symbol) that cannot be mixed up: a frozen dataclass, never a tuple, so a
-(symbol, category) in the wrong order or a bare string fails at once. Its constructor checks and
-does not repair: a symbol must already be spelled as Bybit spells it (upper case, no padding), because
-the store keys rows by that spelling, and a constructor that quietly upper-cased `btcusdt` would let a caller query rows
-it never stored. Text a person typed goes through `Market.parse`, the one place that normalizes.
+(symbol, category) in the wrong order or a bare string fails at once (mypy refuses it before that).
+Its constructor checks and does not repair: the symbol must already be spelled as Bybit spells it
+(upper case, no padding), because the store keys rows by that spelling, and a constructor that
+quietly upper-cased `btcusdt` would hide the caller that skipped normalizing. Text a person typed
+goes through `Market.parse`, the one place that normalizes; `Market.of` takes plain strings that
+are already right (stored rows, the entry points that still take bare pairs).
 
 `Span` is a half-open [start_us, end_us) in epoch microseconds. It is a NamedTuple because spans
 travel as rows: out of SQL (`Span(*row)`), into SQL parameters (`[*span]`), through sorting and
@@ -62,9 +64,6 @@ class Market:
         """A market from what a person typed: the category checked, the symbol normalized."""
         return cls(check_category(category), normalize_symbol(symbol))
 
-    def __str__(self) -> str:
-        return f"{self.category} {self.symbol}"
-
 
 class _SpanFields(NamedTuple):
     start_us: int
@@ -81,19 +80,12 @@ class Span(_SpanFields):
             raise ValueError(f"span [{start_us}, {end_us}) starts after it ends")
         return super().__new__(cls, start_us, end_us)
 
-    @property
-    def empty(self) -> bool:
-        return self.start_us == self.end_us
-
-    @property
-    def duration_us(self) -> int:
-        return self.end_us - self.start_us
-
     def contains(self, time_us: int) -> bool:
         return self.start_us <= time_us < self.end_us
 
     def overlaps(self, other: Span) -> bool:
-        return self.start_us < other.end_us and other.start_us < self.end_us
+        """True when the two share an instant (an empty span shares none)."""
+        return max(self.start_us, other.start_us) < min(self.end_us, other.end_us)
 
     def clip(self, other: Span) -> Span | None:
         """The part of this span inside `other`, or None when they do not overlap."""

@@ -136,11 +136,11 @@ COUNT_MISMATCHES_SQL = """
     WHERE n.expected_rows <> coalesce(s.trades, 0)
     ORDER BY n.category, n.symbol, n.start_us"""
 
-ALL_TIME = Span(-(2**62), 2**62)
+_ALL_TIME = Span(-(2**62), 2**62)
 
 
 def all_count_mismatches(store: Store, market: Market | None = None,
-                         span: Span = ALL_TIME) -> list[tuple[str, str, int, int, int, int]]:
+                         span: Span = _ALL_TIME) -> list[tuple[str, str, int, int, int, int]]:
     """(category, symbol, start_us, end_us, expected, stored) of every archive day in `span` whose
     store disagrees with its file; no market means every one."""
     category, symbol = (market.category, market.symbol) if market is not None else (None, None)
@@ -161,7 +161,8 @@ def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: 
     Takes and returns bare pairs for store.orchestrator and store.pipeline, until they take spans."""
     market, span = Market.of(category, symbol), Span(start_us, end_us)
     spans = uncovered(store, market, span, sources)
-    spans += [part for a, b, _, _ in count_mismatches(store, market, span) if (part := Span(a, b).clip(span))]
+    spans += [part for a, b, _, _ in count_mismatches(store, market, span)
+              if (part := Span(a, b).clip(span)) is not None]
     return [(a, b) for a, b in merge_spans(spans)]
 
 
