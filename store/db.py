@@ -74,11 +74,15 @@ def _translate(error: duckdb.Error, path: str, *, query: bool = False) -> StoreE
 # together in a busy run), so 0.5 s measured ~15% slower over 200 small symbols; 1 s keeps a
 # reader's wait within issue 13's promise of ~1-2 s.
 HOLD_BOUND_S = 1.0
-IDLE_RELEASE_S = 0.05
+# Idle for this long, the writer is waiting on the network or a parse, and lets the file go. Not
+# less: one symbol at a time, a small day's index request and download (tens of ms each) would
+# otherwise cost a checkpoint and a reopen per day; the bound above caps a reader's wait anyway.
+IDLE_RELEASE_S = 0.25
 # Another process waiting for the file retries every LOCK_POLL_S (`_connect`). A keeping writer that
-# has just let the file go waits RESUME_PAUSE_S (a few polls) before it takes it back, so that the
-# waiting process gets its turn: without the pause the writer's next commit would reopen the file
-# within a millisecond, before anyone else polls, and a reader could starve for the whole run.
+# let the file go at the bound, busy all along, waits RESUME_PAUSE_S (a few polls) before it takes it
+# back, so that a waiting process gets its turn: without the pause its next commit would reopen the
+# file within a millisecond, before anyone else polls, and a reader could starve for the whole run.
+# (After an idle let-go the writer comes back at a random moment: no pause.)
 LOCK_POLL_S = 0.02
 RESUME_PAUSE_S = 0.06
 
@@ -108,6 +112,7 @@ class _Pool:
         self.taken_at = 0.0
         self.freed_at = -RESUME_PAUSE_S
         self.last_idle = 0.0
+        self.yielding = False  # let go at the bound: pause before taking the file back
 
     def opened(self) -> None:
         """A connection was opened (the caller holds the file's open/close lock)."""
@@ -128,7 +133,10 @@ class _Pool:
             if self.idle and self.kind == kind:
                 return self.idle.pop()
             self._let_go()  # another kind: DuckDB refuses two configurations of one file in a process
-            pause = self.freed_at + RESUME_PAUSE_S - time.monotonic() if self.keepers and not self.open else 0.0
+            pause = 0.0
+            if self.yielding and self.keepers and not self.open:
+                pause = self.freed_at + RESUME_PAUSE_S - time.monotonic()
+            self.yielding = False
         if pause > 0:
             time.sleep(pause)
         return _connect(self.path, read_only, config, wait_s)
@@ -139,12 +147,13 @@ class _Pool:
         kind = _kind(read_only, config)
         with self.cond:
             now = time.monotonic()
-            if self.keepers and now - self.taken_at < HOLD_BOUND_S and self.kind in (None, kind):
+            held_long = now - self.taken_at >= HOLD_BOUND_S
+            if self.keepers and not held_long and self.kind in (None, kind):
                 self.idle.append(connection)
                 self.kind, self.last_idle = kind, now
                 self.cond.notify()
                 return
-            self._let_go()
+            self._let_go(bound=bool(self.keepers) and held_long)
         _close(connection, self.path)
 
     def keep(self) -> None:
@@ -169,19 +178,22 @@ class _Pool:
                 if not self.idle:
                     self.cond.wait()
                     continue
-                wait = min(self.last_idle + IDLE_RELEASE_S, self.taken_at + HOLD_BOUND_S) - time.monotonic()
+                now = time.monotonic()
+                wait = min(self.last_idle + IDLE_RELEASE_S, self.taken_at + HOLD_BOUND_S) - now
                 if wait <= 0:
-                    self._let_go()
+                    self._let_go(bound=now >= self.taken_at + HOLD_BOUND_S)
                 else:
                     self.cond.wait(wait)
             self._let_go()
             self.watching = False
 
-    def _let_go(self) -> None:
-        """Close the idle connections (the caller holds `cond`)."""
+    def _let_go(self, *, bound: bool = False) -> None:
+        """Close the idle connections (the caller holds `cond`); `bound`: because the process has
+        held the file for HOLD_BOUND_S, so the next take pauses first."""
         while self.idle:
             _close(self.idle.pop(), self.path)
         self.kind = None
+        self.yielding = self.yielding or bound
 
 
 _POOLS: dict[str, _Pool] = {}
