@@ -63,16 +63,17 @@ def _translate(error: duckdb.Error, path: str, *, query: bool = False) -> StoreE
 # A whole market of small days commits every few tens of milliseconds, and letting the file go
 # after each commit costs more than the commit: DuckDB checkpoints when the process's last
 # connection to the file closes, and the next open reads the file again (~15-120 ms together on a
-# busy 2-core machine, against ~20 ms for a small day's statements; 3 of the 4 opens a small symbol
-# paid were most of `refresh --all` of 200 of them). Inside `Store.keeping()` a released connection is therefore kept in the
-# file's pool (`_Pool`), and the process lets the file go only once it has held it for HOLD_BOUND_S,
-# or when nothing has used it for IDLE_RELEASE_S (the writer is waiting on the network or a parse).
+# busy 2-core machine, against ~20 ms for a small day's statements; the 3 opens and closes a small
+# symbol paid were most of `refresh --all` of 200 of them). Inside `Store.keeping()` a released
+# connection is therefore kept in the file's pool (`_Pool`), and the process lets the file go only
+# once it has held it for HOLD_BOUND_S, or when nothing has used it for IDLE_RELEASE_S (the writer
+# is waiting on the network or a parse).
 # So a reader or another writer waits at most about HOLD_BOUND_S plus the commit under way (a busy
 # day's commit is longer than the bound by itself: the file is let go after each of them), never for
 # a whole run.
 # The bound is 1 s, not less: each let-go costs a checkpoint, the pause below and a reopen (~0.2 s
-# together in a busy run), so 0.5 s measured ~15% slower over 200 small symbols; 1 s keeps a
-# reader's wait within issue 13's promise of ~1-2 s.
+# together in a busy run), so 0.5 s measured 8-19% slower over 200 small symbols (4 alternating
+# runs); 1 s keeps a reader's wait within issue 13's promise of ~1-2 s.
 HOLD_BOUND_S = 1.0
 # Idle for this long, the writer is waiting on the network or a parse, and lets the file go. Not
 # less: one symbol at a time, a small day's index request and download (tens of ms each) would
