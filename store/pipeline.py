@@ -6,7 +6,7 @@ parsed and staged outside the store (`store.staging`), and committed with its co
 transaction, in the process's commit thread (the event loop goes on downloading meanwhile); its
 parquet file written in the background (`store.exporter`) while the next day is staged; the tail
 stored last. The store file is held only while a day (or the tail) commits, or across a run of
-short commits for at most `store.db.HOLD_BOUND_S` (`Store.keeping`): other processes read and write
+short commits for at most `store.file_pool.HOLD_BOUND_S` (`Store.keeping`): other processes read and write
 it in between.
 
 Each step returns what happened (`DayOutcome`, `TailOutcome`); `fetch_missing` hands them back as

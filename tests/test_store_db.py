@@ -1,5 +1,6 @@
 """The store's own errors: DuckDB's are translated in store/db.py, staging refuses with ours, and a
-transaction cannot be opened inside another."""
+transaction cannot be opened inside another; the file kept open across a run of short holds and
+let go at the bound or when idle (`store.file_pool`); private databases branched apart."""
 
 from __future__ import annotations
 
@@ -70,11 +71,11 @@ def _commit_many(store: Store, count: int) -> None:
 
 
 def test_a_run_of_short_commits_in_a_keeping_block_opens_the_file_once(tmp_path: Path, monkeypatch) -> None:
-    import store.db
+    import store.file_pool
 
     path = tmp_path / "s.duckdb"
-    monkeypatch.setattr(store.db, "IDLE_RELEASE_S", 60.0)  # never idle here: only the bound may let go
-    monkeypatch.setattr(store.db, "HOLD_BOUND_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)  # never idle here: only the bound may let go
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 60.0)
     with open_store(path) as opened:
         opened.execute("CREATE TABLE t (x INTEGER)")
         opened.release()
@@ -93,12 +94,12 @@ def test_a_run_of_short_commits_in_a_keeping_block_opens_the_file_once(tmp_path:
 
 
 def test_a_keeping_block_lets_the_file_go_once_held_for_the_bound(tmp_path: Path, monkeypatch) -> None:
-    import store.db
+    import store.file_pool
 
     path = tmp_path / "s.duckdb"
-    monkeypatch.setattr(store.db, "IDLE_RELEASE_S", 60.0)
-    monkeypatch.setattr(store.db, "HOLD_BOUND_S", 0.0)  # always past the bound
-    monkeypatch.setattr(store.db, "RESUME_PAUSE_S", 0.0)
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 0.0)  # always past the bound
+    monkeypatch.setattr(store.file_pool, "RESUME_PAUSE_S", 0.0)
     with open_store(path) as opened:
         opened.execute("CREATE TABLE t (x INTEGER)")
         opened.release()
@@ -112,10 +113,10 @@ def test_an_idle_keeping_block_lets_the_file_go_for_another_process(tmp_path: Pa
     import subprocess
     import sys
 
-    import store.db
+    import store.file_pool
 
     path = tmp_path / "s.duckdb"
-    monkeypatch.setattr(store.db, "HOLD_BOUND_S", 3600.0)  # only idleness can let it go
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 3600.0)  # only idleness can let it go
     probe = ("import duckdb, sys\ntry:\n    duckdb.connect(sys.argv[1], read_only=True).close()\n"
              "except duckdb.Error:\n    sys.exit(3)")
     with open_store(path) as opened:
@@ -134,9 +135,9 @@ def test_an_idle_keeping_block_lets_the_file_go_for_another_process(tmp_path: Pa
 
 def test_a_read_only_open_in_a_keeping_block_replaces_the_kept_writer_connection(tmp_path: Path,
                                                                                monkeypatch) -> None:
-    import store.db
+    import store.file_pool
 
-    monkeypatch.setattr(store.db, "IDLE_RELEASE_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)
     path = tmp_path / "s.duckdb"
     with open_store(path) as opened, opened.keeping():
         opened.execute("CREATE TABLE t (x INTEGER)")
