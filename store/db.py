@@ -98,10 +98,17 @@ def _close(connection: duckdb.DuckDBPyConnection, path: str) -> None:
                 _pool(path).closed()
 
 
+# DuckDB creates a new file before it locks it and writes its headers: another process opening it
+# in between finds an empty file, which DuckDB calls "not a valid DuckDB database". For this long an
+# empty file is taken for one being created (retried like a lock); after it, it is not a database.
+CREATING_GRACE_S = 2.0
+
+
 def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) -> duckdb.DuckDBPyConnection:
     """Open the file, retrying the lock every LOCK_POLL_S for up to `wait_s` while another process
-    holds it."""
-    deadline = time.monotonic() + wait_s
+    holds it (or, briefly, creates it)."""
+    began = time.monotonic()
+    deadline = began + wait_s
     while True:
         try:
             with _open_close_lock(path):
@@ -110,12 +117,22 @@ def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) 
                 return connection
         except duckdb.Error as error:
             translated = _translate(error, path)
-            if isinstance(translated, StoreLocked) and time.monotonic() < deadline:
+            now = time.monotonic()
+            being_created = (isinstance(translated, NotADatabase) and now < min(deadline, began + CREATING_GRACE_S)
+                             and _is_empty(path))
+            if (isinstance(translated, StoreLocked) and now < deadline) or being_created:
                 time.sleep(LOCK_POLL_S)
                 continue
             if isinstance(translated, StoreLocked):
                 translated = StoreLocked(path, translated.holder, wait_s)
             raise translated from None
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _holder(path: str, text: str) -> str:

@@ -4,6 +4,7 @@ let go at the bound or when idle (`store.file_pool`); private databases branched
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,34 @@ def test_branches_of_one_private_database_stage_apart(tmp_path: Path) -> None:
         assert got == [(s, 5 * (50 + k), 0) for k, s in enumerate(symbols)]
         for branch in branches:
             branch.close()
+
+
+def test_a_store_file_another_process_is_creating_is_waited_for_not_refused(tmp_path: Path) -> None:
+    """DuckDB creates a new file before it locks it and writes its headers: a process opening it in
+    between finds it empty. That is a store being created (waited for, like a lock), while a file
+    that stays empty is not a database."""
+    import subprocess
+    import sys
+    import threading
+
+    from store.errors import NotADatabase
+
+    path = tmp_path / "s.duckdb"
+    path.write_bytes(b"")
+
+    def create() -> None:  # the headers land after a moment (here: a whole database, swapped in)
+        made = tmp_path / "made.duckdb"
+        subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(made)],
+                       check=True)
+        time.sleep(0.3)
+        made.replace(path)
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    with Store.open(path, wait_s=30) as opened:
+        assert opened.query_one("SELECT 1") == (1,)
+    creator.join()
+    other = tmp_path / "empty.duckdb"
+    other.write_bytes(b"")
+    with pytest.raises(NotADatabase):
+        Store.open(other, wait_s=30)
