@@ -21,6 +21,7 @@ import duckdb
 
 from fetch.errors import InputError
 from store.errors import NotADatabase, QueryError, StoreError, StoreLocked
+from store.file_pool import LOCK_POLL_S, FilePool
 
 log = logging.getLogger("context.backfill")
 
@@ -58,6 +59,19 @@ def _translate(error: duckdb.Error, path: str, *, query: bool = False) -> StoreE
     return StoreError(f"DuckDB error on {path}: {text.splitlines()[0] if text else error!r}")
 
 
+_POOLS: dict[str, FilePool] = {}
+
+
+def _pool(path: str) -> FilePool:
+    """The file's pool (one per file in the process), opening and closing through `_connect`/`_close`."""
+    key = os.path.realpath(path)
+    with _WRITE_LOCKS_GUARD:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = FilePool(path, _connect, _close)
+        return pool
+
+
 # A writer that let the file go between its commits waits at least this long to take it back: another
 # writer's commit (or a reader's query) holds it for seconds, never minutes.
 REACQUIRE_WAIT_S = 60.0
@@ -77,24 +91,48 @@ def _open_close_lock(path: str) -> threading.Lock:
 
 def _close(connection: duckdb.DuckDBPyConnection, path: str) -> None:
     with _open_close_lock(path), contextlib.suppress(duckdb.Error):
-        connection.close()
+        try:
+            connection.close()
+        finally:
+            if path != PRIVATE:
+                _pool(path).closed()
+
+
+# DuckDB creates a new file before it locks it and writes its headers: another process opening it
+# in between finds an empty file, which DuckDB calls "not a valid DuckDB database". For this long an
+# empty file is taken for one being created (retried like a lock); after it, it is not a database.
+CREATING_GRACE_S = 2.0
 
 
 def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) -> duckdb.DuckDBPyConnection:
-    """Open the file, retrying the lock for up to `wait_s` while another process holds it."""
-    deadline = time.monotonic() + wait_s
+    """Open the file, retrying the lock every LOCK_POLL_S for up to `wait_s` while another process
+    holds it (or, briefly, creates it)."""
+    began = time.monotonic()
+    deadline = began + wait_s
     while True:
         try:
             with _open_close_lock(path):
-                return duckdb.connect(path, read_only=read_only, config=config)
+                connection = duckdb.connect(path, read_only=read_only, config=config)
+                _pool(path).opened()
+                return connection
         except duckdb.Error as error:
             translated = _translate(error, path)
-            if isinstance(translated, StoreLocked) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            now = time.monotonic()
+            being_created = (isinstance(translated, NotADatabase) and now < min(deadline, began + CREATING_GRACE_S)
+                             and _is_empty(path))
+            if (isinstance(translated, StoreLocked) and now < deadline) or being_created:
+                time.sleep(LOCK_POLL_S)
                 continue
             if isinstance(translated, StoreLocked):
                 translated = StoreLocked(path, translated.holder, wait_s)
             raise translated from None
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _holder(path: str, text: str) -> str:
@@ -114,8 +152,9 @@ class Store:
     DuckDB lets one process at a time open a file for writing, and no other process open it at all
     meanwhile. So a long job holds the file only while it commits: `release()` closes the connection
     (other processes may open the file), and the next statement reopens it, waiting for the lock
-    (`held()` does both around a block). A store can also be private (`Store.private()`): an
-    in-memory database where a refresh stages a day without touching the file."""
+    (`held()` does both around a block); inside `keeping()` a run of short holds shares one open
+    (`store.file_pool`). A store can also be private (`Store.private()`): an in-memory database where a
+    refresh stages a day without touching the file, branched for refreshes staging side by side."""
 
     def __init__(self, connection: duckdb.DuckDBPyConnection | None, path: str, read_only: bool, *,
                  wait_s: float = 0.0, config: dict[str, Any] | None = None) -> None:
@@ -126,6 +165,7 @@ class Store:
         self.wait_s = wait_s
         self._config = dict(config or {})
         self._write_lock = _write_lock(path)
+        self._pool = _pool(path) if path != PRIVATE else None
         self._in_transaction = False
 
     @classmethod
@@ -136,12 +176,19 @@ class Store:
             config["temp_directory"] = str(temp_directory)
         return cls(duckdb.connect(PRIVATE, config=config), PRIVATE, False, config=config)
 
+    def branch(self) -> Store:
+        """Another connection to this private database, its temp tables (a staged `incoming`) its
+        own: the symbols of a run stage side by side in one database, created once for the run."""
+        if self._pool is not None:
+            raise StoreError(f"only a private database branches, not {self.path}")
+        return Store(self.connection.cursor(), PRIVATE, False, config=self._config)
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The open connection, reopened (waiting for the file's lock) after a `release()`."""
         if self._connection is None:
-            self._connection = _connect(self.path, self.read_only, self._config,
-                                        max(self.wait_s, REACQUIRE_WAIT_S))
+            assert self._pool is not None  # a private database is never released
+            self._connection = self._pool.take(self.read_only, self._config, max(self.wait_s, REACQUIRE_WAIT_S))
         return self._connection
 
     def sibling(self) -> Store:
@@ -155,10 +202,27 @@ class Store:
 
     def release(self) -> None:
         """Let the file go (other processes may open it) until the next statement needs it."""
-        if self.path == PRIVATE or self._in_transaction or self._connection is None:
+        if self._pool is None or self._in_transaction or self._connection is None:
             return
-        _close(self._connection, self.path)
+        self._pool.give_back(self._connection, self.read_only, self._config)
         self._connection = None
+
+    @contextlib.contextmanager
+    def keeping(self) -> Iterator[Store]:
+        """Within the block, a `release()` keeps the file open for the next hold unless this process
+        has held it for `store.file_pool.HOLD_BOUND_S` or nothing uses it for a moment: a run of
+        small commits pays for one open, not one per commit, and others still get the file within
+        about a second.
+        Handles of this process on the same file share the kept connections; blocks may nest and
+        overlap (the file is kept while any runs). Let go, whatever is kept, when the last one ends."""
+        if self._pool is None:
+            yield self
+            return
+        self._pool.keep()
+        try:
+            yield self
+        finally:
+            self._pool.unkeep()
 
     @contextlib.contextmanager
     def held(self) -> Iterator[Store]:
@@ -184,13 +248,18 @@ class Store:
         config: dict[str, Any] = {"memory_limit": memory_limit}
         if sandbox:
             config.update(SANDBOX)
-        connection = _connect(target, read_only or sandbox, config, wait_s)
+        connection = _pool(target).take(read_only or sandbox, config, wait_s)
         return cls(connection, target, read_only or sandbox, wait_s=wait_s, config=config)
 
     def close(self) -> None:
-        if self._connection is not None:
+        """Done with the file (inside a `keeping()` block its connection may serve another handle)."""
+        if self._connection is None:
+            return
+        if self._pool is not None and not self._in_transaction:
+            self._pool.give_back(self._connection, self.read_only, self._config)
+        else:
             _close(self._connection, self.path)
-            self._connection = None
+        self._connection = None
 
     def __enter__(self) -> Self:
         return self

@@ -1,11 +1,16 @@
 """Many symbols, many machines: whole-market refreshes, deterministic shards, the lake kept current.
 
-`refresh_market` runs the one-symbol `store.orchestrator.refresh` for each piece of work, several at
-once, and adds nothing to how a day is fetched or stored. What it adds:
+`refresh_market` runs the steps of the one-symbol `store.orchestrator.refresh` for each piece of
+work, several at once, and adds nothing to how a day is fetched or stored. What it adds:
 
 * one client for the whole run: one connection pool, one rate limiter and one breaker across every
   symbol, so the bound on requests in flight is global, not per symbol;
-* each concurrent refresh on a DuckDB cursor of its own (one connection must not be used by two
+* what each refresh would pay for alone, paid once: the plan of every piece asked of the store in
+  one statement (`store.coverage_many`), one private staging database (each refresh stages in a
+  branch of its own), one scratch directory, one writer note, the file kept open across the run's
+  many small commits (`Store.keeping`: still let go every `store.file_pool.HOLD_BOUND_S` and whenever
+  idle, so readers get in), and the gaps of up to CONCLUDE_BATCH pieces found and recorded together;
+* each concurrent refresh on a DuckDB handle of its own (one connection must not be used by two
   threads at once); the store already serializes write transactions within the process
   (`Store.atomic`), so concurrent symbols interleave their downloads and parsing, not their commits;
 * sharding: `--shard K/N` keeps the (symbol, day) pairs that `shard_of` gives to K, a stable hash
@@ -23,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import string
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fetch.errors import BackfillError, InputError
+from store.cache_dir import check_cache_dir
+from store.coverage_many import Ask
 from store.db import Store
+from store.orchestrator import Part, conclude, fetch_part, plan_parts
 from store.refresh_summary import copy_client_counters
 from store.timeutil import day_of_us, day_start_us, days_touching, us_to_dt
 
@@ -41,6 +50,7 @@ if TYPE_CHECKING:
     from store.cache_dir import IdMode
     from store.lake import LakeReport, Location
     from store.refresh_summary import RefreshSummary
+    from store.writer_state import WriterNote
 
 log = logging.getLogger("context.backfill")
 
@@ -220,6 +230,14 @@ async def list_symbols(client: BybitClient, category: str, statuses: Sequence[st
     return [i.symbol for i in await InstrumentSource(client).list(category, statuses)]
 
 
+# The end of each refresh (its gaps found and recorded with their reasons) is done for up to this
+# many symbols at once, in one statement per question (`store.orchestrator.conclude`): per symbol,
+# those statements cost more than a small day's commit. A bound, so that `on_symbol` reports and
+# the recorded reasons land as the run goes (a stopped run loses at most a batch of reasons, which
+# the next run finds again), not all at the end.
+CONCLUDE_BATCH = 32
+
+
 async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[str] | None,
                          start_us: int, end_us: int, *, category: str = "linear",
                          statuses: Sequence[str] = ("Trading",), shard: Shard | None = None,
@@ -241,6 +259,7 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
 
         summary.lake = LakeReport(lake.uri)
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(store.keeping())  # the run's many small commits share the file's opens
         if client is None:
             from fetch.client import BybitClient
 
@@ -249,60 +268,116 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
         names = list(dict.fromkeys(names))
         if cache_template is not None:
             check_cache_template(cache_template, len(names))
-        results = {name: SymbolResult(category, name) for name in names}
-        summary.results = list(results.values())
+        run = _Run(store, config, client, category=category, id_mode=id_mode, lake=lake, summary=summary,
+                   results={name: SymbolResult(category, name) for name in names}, on_symbol=on_symbol)
+        summary.results = list(run.results.values())
         items = work_items(category, names, start_us, end_us, shard)
-        remaining = {name: sum(1 for i in items if i.symbol == name) for name in names}
-        gate = asyncio.Semaphore(concurrency)
-        errors: list[BackfillError] = []
-
-        async def one(item: WorkItem) -> None:
-            async with gate:
-                await _run_item(store, config, client, item, category=category, id_mode=id_mode,
-                                cache_template=cache_template, lake=lake, result=results[item.symbol],
-                                summary=summary, errors=errors)
-            remaining[item.symbol] -= 1
-            if remaining[item.symbol] == 0 and on_symbol is not None:
-                on_symbol(results[item.symbol])
-
+        parts = plan_parts(store, [Ask(category, i.symbol, i.start_us, i.end_us) for i in items],
+                           cache_dirs=[cache_dir_for(cache_template, category, i.symbol) if cache_template
+                                       else None for i in items], id_mode=id_mode)
+        for item in items:
+            run.remaining[item.symbol] = run.remaining.get(item.symbol, 0) + 1
         store.release()  # each symbol's refresh holds the file only while it commits, on a handle of its own
+        if any(part.missing for part in parts):
+            run.open_staging(stack, concurrency)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(item: WorkItem, part: Part) -> None:
+            async with gate:
+                await run.fetch(item, part)
+
         async with asyncio.TaskGroup() as group:
-            for item in items:
-                group.create_task(one(item))
+            for item, part in zip(items, parts, strict=True):
+                group.create_task(one(item, part))
+        run.conclude()
         copy_client_counters(summary, client.stats)
-    if items and errors and len(errors) == len(items):
-        raise errors[0]
+    if items and run.errors and len(run.errors) == len(items):
+        raise run.errors[0]
     summary.elapsed_s = time.monotonic() - began
     log.info("Bybit market refresh complete: %s, %d symbols, %d rows added, %d requests in %.1f s",
              category, len(names), summary.rows_added, summary.requests, summary.elapsed_s)
     return summary
 
 
-async def _run_item(store: Store, config: FetchConfig, client: BybitClient, item: WorkItem, *,
-                    category: str, id_mode: IdMode, cache_template: str | None, lake: Location | None,
-                    result: SymbolResult, summary: MarketSummary, errors: list[BackfillError]) -> None:
-    """One refresh on a cursor of its own, then its days into the lake."""
-    from store.orchestrator import refresh
+@dataclass
+class _Run:
+    """What the refreshes of one market run share: the client, one private staging database and
+    scratch directory, one writer note, and the refreshes waiting for their gaps to be concluded."""
 
-    cursor = store.sibling()
-    try:
-        cache_dir = cache_dir_for(cache_template, category, item.symbol) if cache_template else None
+    store: Store
+    config: FetchConfig
+    client: BybitClient
+    category: str
+    id_mode: IdMode
+    lake: Location | None
+    summary: MarketSummary
+    results: dict[str, SymbolResult]
+    on_symbol: Callable[[SymbolResult], None] | None
+    remaining: dict[str, int] = field(default_factory=dict)
+    errors: list[BackfillError] = field(default_factory=list)
+    fetched: list[Part] = field(default_factory=list)
+    staging: Store | None = None
+    scratch: Path | None = None
+    note: WriterNote | None = None
+
+    def open_staging(self, stack: contextlib.AsyncExitStack, concurrency: int) -> None:
+        from store.pipeline import staging_database
+        from store.writer_state import WriterNote
+
+        self.scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bybit-backfill-")))
+        self.staging = stack.enter_context(staging_database(self.scratch, concurrency))
+        self.note = WriterNote(Path(self.store.path), f"refresh --all {self.category}")
+        stack.callback(self.note.close)
+
+    async def fetch(self, item: WorkItem, part: Part) -> None:
+        """One refresh's fetch on a handle of its own, then its days into the lake; its end is
+        concluded with others' (`conclude`)."""
+        cursor = self.store.sibling()
         try:
-            one = await refresh(cursor, config, item.symbol, item.start_us, item.end_us, category=category,
-                                cache_dir=cache_dir, id_mode=id_mode, client=client)
-        except BackfillError as error:
-            log.warning("refresh of %s %s failed: %s", category, item.symbol, error)
-            errors.append(error)
-            result.error = str(error)
+            try:
+                if part.cache_dir is not None:
+                    check_cache_dir(part.cache_dir)
+                await fetch_part(cursor, self.config, part, client=self.client, work_dir=self.scratch,
+                                 staging=self.staging, note=self.note)
+            except BackfillError as error:
+                self._failed(item, error)
+                return
+            if self.lake is not None:
+                report = await asyncio.to_thread(_update_lake, cursor, self.lake, self.category, item)
+                assert self.summary.lake is not None
+                self.summary.lake.merge(report)
+        finally:
+            cursor.close()
+        self.fetched.append(part)
+        if len(self.fetched) >= CONCLUDE_BATCH:
+            self.conclude()
+
+    def conclude(self) -> None:
+        """The gaps of the refreshes fetched so far, found and recorded together."""
+        parts, self.fetched = self.fetched, []
+        if not parts:
             return
-        result.add(one)
-        summary.summaries.append(one)
-        if lake is not None:
-            report = await asyncio.to_thread(_update_lake, cursor, lake, category, item)
-            assert summary.lake is not None
-            summary.lake.merge(report)
-    finally:
-        cursor.close()
+        try:
+            conclude(self.store, parts)
+        except BackfillError as error:
+            for part in parts:
+                self._failed(part.ask, error)
+            return
+        for part in parts:
+            self.results[part.ask.symbol].add(part.summary)
+            self.summary.summaries.append(part.summary)
+            self._done(part.ask.symbol)
+
+    def _failed(self, item: WorkItem | Ask, error: BackfillError) -> None:
+        log.warning("refresh of %s %s failed: %s", self.category, item.symbol, error)
+        self.errors.append(error)
+        self.results[item.symbol].error = str(error)
+        self._done(item.symbol)
+
+    def _done(self, symbol: str) -> None:
+        self.remaining[symbol] -= 1
+        if self.remaining[symbol] == 0 and self.on_symbol is not None:
+            self.on_symbol(self.results[symbol])
 
 
 def _update_lake(store: Store, lake: Location, category: str, item: WorkItem) -> LakeReport:

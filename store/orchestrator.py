@@ -2,25 +2,31 @@
 
 plan (SQL coverage + archive index) -> archive days downloaded concurrently, each stream-parsed and
 staged outside the store, then committed with its coverage row in one transaction (the store file
-is held for that alone) -> the REST tail for what lies past the newest file (asked before any day is
-written, stored after them) -> gaps recorded with their reasons -> touched days exported -> a
-summary, folded once from what each step returned. A range the store
-already covers sends no request, and loads neither the network stack nor the ingest
-(`store.pipeline`, imported only when something is missing): it starts as fast as a read-only
-command. A day whose file is unusable fails alone: it is listed in `days_failed`, the rest complete.
+is held for that alone, or kept across a run of short commits: `Store.keeping`) -> the REST tail for
+what lies past the newest file (asked before any day is written, stored after them) -> gaps recorded
+with their reasons -> touched days exported -> a summary, folded once from what each step returned.
+A range the store already covers sends no request, and loads neither the network stack nor the
+ingest (`store.pipeline`, imported only when something is missing): it starts as fast as a
+read-only command. A day whose file is unusable fails alone: it is listed in `days_failed`, the
+rest complete.
+
+`refresh` is one symbol; its steps (`plan_parts`, `fetch_part`, `conclude`) take many parts, so a
+whole-market run (`store.market`) asks the store its plan and its gaps once for many symbols.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fetch.symbols import normalize_symbol
 from store.cache_dir import IdMode, check_cache_dir, complete_days, days_needing_export
-from store.coverage import TRADE_SOURCES, Gap, find_gaps, record_open_gaps, unverified
+from store.coverage import TRADE_SOURCES, Gap
+from store.coverage_many import Ask, gaps_many, record_gaps_many, unverified_many
 from store.db import Store
 from store.refresh_summary import Progress, ProgressCallback, RefreshSummary, copy_client_counters
 from store.timeutil import days_touching, us_to_dt
@@ -29,8 +35,9 @@ if TYPE_CHECKING:
     from fetch.client import BybitClient
     from fetch.config import FetchConfig
     from store.pipeline import Fetched
+    from store.writer_state import WriterNote
 
-__all__ = ["refresh"]
+__all__ = ["Part", "conclude", "fetch_part", "plan_parts", "refresh"]
 
 log = logging.getLogger("context.backfill")
 
@@ -48,53 +55,104 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
 
     The store file is held only while something commits: between commits it is let go (`Store.release`),
     so `sql`, `status`, another refresh or an analyst's DuckDB session can open it; each statement
-    after that takes it back, waiting for the lock. `command` names this writer in the note other
+    after that takes it back, waiting for the lock. A run of small commits keeps it for up to
+    `store.file_pool.HOLD_BOUND_S` (`Store.keeping`). `command` names this writer in the note other
     processes see (`status`, a lock error).
 
     `sources` are the coverage sources that count as "has it": `follow` passes ('archive',) so a day
     it captured live is still fetched from the archive, which then replaces the live rows."""
-    began = time.monotonic()
     symbol = normalize_symbol(symbol)
-    report = progress or _noop
-    summary = RefreshSummary(category, symbol, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat())
     if cache_dir is not None:
         check_cache_dir(cache_dir)
-    all_days = days_touching([(start_us, end_us)])
-    summary.days_in_range = len(all_days)
-    missing = unverified(store, category, symbol, start_us, end_us, sources)
-    summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
-    log.debug("plan %s %s: %d of %d days already stored, %d spans to fetch", category, symbol,
-              summary.days_from_store, len(all_days), len(missing))
-    fetched: Fetched | None = None
-    note = None
-    try:
-        if missing:
-            from store.pipeline import Job, fetch_missing
-            from store.writer_state import WriterNote
+    with store.keeping():
+        [part] = plan_parts(store, [Ask(category, symbol, start_us, end_us)], sources=sources,
+                            cache_dirs=[cache_dir], id_mode=id_mode)
+        note = None
+        try:
+            if part.missing:
+                from store.writer_state import WriterNote
 
-            note = WriterNote(Path(store.path), command or f"refresh {category} {symbol}")
-            store.release()
-            job = Job(store, category, symbol, start_us, end_us, report,
-                      cache_dir=Path(cache_dir) if cache_dir is not None else None, id_mode=id_mode, note=note)
-            fetched = await fetch_missing(job, config, missing, client=client, work_dir=work_dir)
-        with store.held():
-            gaps = find_gaps(store, category, symbol, start_us, end_us)
-            summary.gaps = _with_reasons(gaps, fetched.reasons if fetched else [])
-            with store.atomic():
-                record_open_gaps(store, category, symbol, start_us, end_us, summary.gaps)
-            if cache_dir is not None:
-                _export_stale(store, summary, cache_dir, all_days, id_mode, fetched, report)
-    finally:
-        if note is not None:
-            note.close()
-    if fetched is not None:
-        _fold(summary, fetched)
-    summary.elapsed_s = time.monotonic() - began
-    log.info("Bybit backfill complete: %s %s, %d rows added, %d duplicates skipped, %d conflicts, "
-             "%d gaps left, %d requests in %.1f s", category, symbol, summary.rows_added,
-             summary.duplicates_skipped, summary.conflicts, len(summary.gaps), summary.requests,
-             summary.elapsed_s)
-    return summary
+                note = WriterNote(Path(store.path), command or f"refresh {category} {symbol}")
+                await fetch_part(store, config, part, progress=progress, client=client, work_dir=work_dir,
+                                 note=note)
+            conclude(store, [part], progress=progress)
+        finally:
+            if note is not None:
+                note.close()
+    return part.summary
+
+
+@dataclass
+class Part:
+    """One refresh under way: its range, what the store lacked of it, and what its fetch did."""
+
+    ask: Ask
+    summary: RefreshSummary
+    missing: list[tuple[int, int]]
+    all_days: list[date]
+    cache_dir: Path | None = None
+    id_mode: IdMode = "tick"
+    fetched: Fetched | None = None
+    began: float = field(default_factory=time.monotonic)
+
+
+def plan_parts(store: Store, asks: list[Ask], *, sources: tuple[str, ...] = TRADE_SOURCES,
+               cache_dirs: list[Path | None] | None = None, id_mode: IdMode = "tick") -> list[Part]:
+    """What each ask's range lacks (`store.coverage_many`: two statements for all of them)."""
+    parts = []
+    dirs = cache_dirs or [None] * len(asks)
+    for ask, missing, cache_dir in zip(asks, unverified_many(store, asks, sources), dirs, strict=True):
+        summary = RefreshSummary(ask.category, ask.symbol, us_to_dt(ask.start_us).isoformat(),
+                                 us_to_dt(ask.end_us).isoformat())
+        all_days = days_touching([(ask.start_us, ask.end_us)])
+        summary.days_in_range = len(all_days)
+        summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
+        log.debug("plan %s %s: %d of %d days already stored, %d spans to fetch", ask.category, ask.symbol,
+                  summary.days_from_store, len(all_days), len(missing))
+        parts.append(Part(ask, summary, missing, all_days, cache_dir, id_mode))
+    return parts
+
+
+async def fetch_part(store: Store, config: FetchConfig, part: Part, *, progress: ProgressCallback | None = None,
+                     client: BybitClient | None = None, work_dir: Path | None = None,
+                     staging: Store | None = None, note: WriterNote | None = None) -> None:
+    """Fetch what `part` lacks into the store (the file let go meanwhile). `staging`: a private
+    database shared by the run's refreshes, `client` and `work_dir` too (else each its own)."""
+    if not part.missing:
+        return
+    from store.pipeline import Job, fetch_missing
+
+    store.release()
+    ask = part.ask
+    job = Job(store, ask.category, ask.symbol, ask.start_us, ask.end_us, progress or _noop,
+              cache_dir=Path(part.cache_dir) if part.cache_dir is not None else None, id_mode=part.id_mode,
+              note=note)
+    part.fetched = await fetch_missing(job, config, part.missing, client=client, work_dir=work_dir,
+                                       staging=staging)
+
+
+def conclude(store: Store, parts: list[Part], *, progress: ProgressCallback | None = None) -> None:
+    """The gaps each part leaves, with this run's reasons, recorded in one transaction for all of
+    them; stale days exported; the summaries completed."""
+    report = progress or _noop
+    asks = [part.ask for part in parts]
+    with store.held():
+        for part, gaps in zip(parts, gaps_many(store, asks), strict=True):
+            part.summary.gaps = _with_reasons(gaps, part.fetched.reasons if part.fetched else [])
+        with store.atomic():
+            record_gaps_many(store, asks, [part.summary.gaps for part in parts])
+        for part in parts:
+            if part.cache_dir is not None:
+                _export_stale(store, part.summary, part.cache_dir, part.all_days, part.id_mode, part.fetched, report)
+    for part in parts:
+        summary = part.summary
+        if part.fetched is not None:
+            _fold(summary, part.fetched)
+        summary.elapsed_s = time.monotonic() - part.began
+        log.info("Bybit backfill complete: %s %s, %d rows added, %d duplicates skipped, %d conflicts, "
+                 "%d gaps left, %d requests in %.1f s", summary.category, summary.symbol, summary.rows_added,
+                 summary.duplicates_skipped, summary.conflicts, len(summary.gaps), summary.requests,
+                 summary.elapsed_s)
 
 
 def _fold(summary: RefreshSummary, fetched: Fetched) -> None:

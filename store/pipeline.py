@@ -3,9 +3,11 @@
 The flow: the archive index and the plan; the REST tail asked first (a refused symbol stops the run
 before anything is written); then each published day downloaded ahead (bounded, in the client),
 parsed and staged outside the store (`store.staging`), and committed with its coverage row in one
-transaction; its parquet file written in the background (`store.exporter`) while the next day is
-staged; the tail stored last. The store file is held only while a day (or the tail) commits: other
-processes read and write it in between.
+transaction, in the process's commit thread (the event loop goes on downloading meanwhile); its
+parquet file written in the background (`store.exporter`) while the next day is staged; the tail
+stored last. The store file is held only while a day (or the tail) commits, or across a run of
+short commits for at most `store.file_pool.HOLD_BOUND_S` (`Store.keeping`): other processes read and write
+it in between.
 
 Each step returns what happened (`DayOutcome`, `TailOutcome`); `fetch_missing` hands them back as
 one `Fetched` that `store.orchestrator` folds into its summary once. Nothing here mutates a shared run.
@@ -23,6 +25,7 @@ import os
 import tempfile
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -50,8 +53,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("context.backfill")
 
-# A day's staging needs far less than this; what does not fit spills to the scratch directory.
-STAGING_MEMORY_LIMIT = "1GB"
+# A day's staging needs far less than this (per refresh staging at once); what does not fit spills
+# to the scratch directory.
+STAGING_MEMORY_GB = 1
+
+
+def staging_database(scratch: Path, refreshes: int = 1) -> Store:
+    """The private database a run stages its days in (spilling to `scratch`), for `refreshes`
+    refreshes at once: creating one costs more than staging a small day, so a whole-market run
+    creates one and each refresh branches it (`Store.branch`)."""
+    return Store.private(memory_limit=f"{refreshes * STAGING_MEMORY_GB}GB", temp_directory=scratch)
 
 
 @dataclass(frozen=True)
@@ -114,16 +125,21 @@ class Fetched:
 
 
 async def fetch_missing(job: Job, config: FetchConfig, missing: list[tuple[int, int]], *,
-                        client: BybitClient | None = None, work_dir: Path | None = None) -> Fetched:
+                        client: BybitClient | None = None, work_dir: Path | None = None,
+                        staging: Store | None = None) -> Fetched:
     """Fetch the uncovered intervals into the store (one client, one scratch dir and one private
-    staging database for the run); the client's counters are in the result whatever happens."""
+    staging database for the run; a whole-market run passes its own, shared by its refreshes:
+    `staging` is then branched, so this refresh stages in temp tables of its own); the client's
+    counters are in the result whatever happens."""
     fetched = Fetched()
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(BybitClient(config))
         scratch = Path(work_dir) if work_dir else Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="bybit-backfill-")))
-        private = stack.enter_context(Store.private(memory_limit=STAGING_MEMORY_LIMIT, temp_directory=scratch))
+        if staging is None:
+            staging = stack.enter_context(staging_database(scratch))
+        private = stack.enter_context(staging.branch())
         try:
             await _fetch(job, client, private, missing, scratch, fetched)
         finally:
@@ -187,7 +203,7 @@ async def _archive_days(job: Job, archive: ArchiveSource, private: Store, plan: 
             continue
         try:
             staging = await _staged(job, private, day, item)
-            outcome = _commit_day(job, day, staging, url=item.url)
+            outcome = await _committed(job, day, staging, url=item.url)
         except ArchiveError as error:
             outcome = _day_failed(day, error)
         finally:
@@ -220,7 +236,29 @@ def _day_failed(day: date, error: ArchiveError) -> DayOutcome:
                                                           "rerun to fetch it again"))
 
 
-def _commit_day(job: Job, day: date, staging: Staging, *, url: str) -> DayOutcome:
+# The process's days are committed in this one thread, one at a time (the store serializes them
+# anyway), so the event loop goes on downloading and handing days to the staging threads while a
+# day commits: a whole market of small days is otherwise mostly a queue of commits in the loop.
+_COMMITS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-commit")
+
+
+async def _committed(job: Job, day: date, staging: Staging, *, url: str) -> DayOutcome:
+    """`_commit_day` in the commit thread. A cancelled refresh waits for a commit under way (it is
+    all or nothing; the handle is used next by the run's cleanup)."""
+    work = asyncio.get_running_loop().run_in_executor(_COMMITS, _commit_day, job, day, staging, url)
+    try:
+        result = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await work
+        raise
+    job.progress(Progress("day", day=day, rows=result.added))
+    log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", job.category,
+             job.symbol, day, staging.received, result.added, result.duplicates, result.conflicts)
+    return DayOutcome(day, result=result)
+
+
+def _commit_day(job: Job, day: date, staging: Staging, url: str) -> IngestResult:
     """A whole day and its coverage row in one transaction: after a crash, all of it or none. The
     store file is held for this alone."""
     start_us, end_us = day_start_us(day), day_start_us(day + timedelta(days=1))
@@ -231,10 +269,7 @@ def _commit_day(job: Job, day: date, staging: Staging, *, url: str) -> DayOutcom
         add_coverage(store, category=job.category, symbol=job.symbol, source="archive",
                      start_us=start_us, end_us=end_us, added_rows=result.added,
                      file_rows=staging.received, expected_rows=expected, detail=url)
-    job.progress(Progress("day", day=day, rows=result.added))
-    log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", job.category,
-             job.symbol, day, staging.received, result.added, result.duplicates, result.conflicts)
-    return DayOutcome(day, result=result)
+    return result
 
 
 def tail_coverage(tail: RecentTail, start_us: int, end_us: int, now_us: int) -> tuple[int, int] | None:

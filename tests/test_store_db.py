@@ -1,8 +1,10 @@
 """The store's own errors: DuckDB's are translated in store/db.py, staging refuses with ours, and a
-transaction cannot be opened inside another."""
+transaction cannot be opened inside another; the file kept open across a run of short holds and
+let go at the bound or when idle (`store.file_pool`); private databases branched apart."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,171 @@ def test_staging_refuses_a_batch_of_another_symbol_with_an_input_error() -> None
     with pytest.raises(InputError, match="holds another symbol"):
         staging.append(other)
     private.close()
+
+
+def _opens_of(monkeypatch: pytest.MonkeyPatch, path: Path) -> list[str]:
+    """Every time this process opens `path` (DuckDB's own connect, counted)."""
+    import store.db
+
+    opened: list[str] = []
+    connect = store.db.duckdb.connect
+
+    def counting(database: str = ":memory:", *args: object, **kwargs: object) -> object:
+        if database == str(path):
+            opened.append(database)
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(store.db.duckdb, "connect", counting)
+    return opened
+
+
+def _commit_many(store: Store, count: int) -> None:
+    for k in range(count):
+        with store.held(), store.atomic():
+            store.execute("INSERT INTO t VALUES (?)", [k])
+
+
+def test_a_run_of_short_commits_in_a_keeping_block_opens_the_file_once(tmp_path: Path, monkeypatch) -> None:
+    import store.file_pool
+
+    path = tmp_path / "s.duckdb"
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)  # never idle here: only the bound may let go
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 60.0)
+    with open_store(path) as opened:
+        opened.execute("CREATE TABLE t (x INTEGER)")
+        opened.release()
+        opens = _opens_of(monkeypatch, path)
+        _commit_many(opened, 20)
+        assert len(opens) == 20, "outside a keeping block each commit takes the file anew"
+        opens.clear()
+        with opened.keeping():
+            siblings = [opened.sibling() for _ in range(3)]
+            for handle in (opened, *siblings):
+                _commit_many(handle, 10)
+            for handle in siblings:
+                handle.close()
+        assert len(opens) == 1, "the handles of a keeping block share the kept connection"
+        assert opened.query("SELECT count(*) FROM t") == [(60,)]
+
+
+def test_a_keeping_block_lets_the_file_go_once_held_for_the_bound(tmp_path: Path, monkeypatch) -> None:
+    import store.file_pool
+
+    path = tmp_path / "s.duckdb"
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 0.0)  # always past the bound
+    monkeypatch.setattr(store.file_pool, "RESUME_PAUSE_S", 0.0)
+    with open_store(path) as opened:
+        opened.execute("CREATE TABLE t (x INTEGER)")
+        opened.release()
+        opens = _opens_of(monkeypatch, path)
+        with opened.keeping():
+            _commit_many(opened, 10)
+        assert len(opens) == 10, "held past the bound, the file is let go after each commit"
+
+
+def test_an_idle_keeping_block_lets_the_file_go_for_another_process(tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    import store.file_pool
+
+    path = tmp_path / "s.duckdb"
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 3600.0)  # only idleness can let it go
+    probe = ("import duckdb, sys\ntry:\n    duckdb.connect(sys.argv[1], read_only=True).close()\n"
+             "except duckdb.Error:\n    sys.exit(3)")
+    with open_store(path) as opened:
+        opened.execute("CREATE TABLE t (x INTEGER)")
+        with opened.keeping():
+            _commit_many(opened, 1)
+            opened.release()
+            for _ in range(600):  # each probe is a new process: a few seconds at most
+                if subprocess.run([sys.executable, "-c", probe, str(path)], check=False).returncode == 0:
+                    break
+            else:
+                raise AssertionError("an idle writer never let the file go")
+            _commit_many(opened, 1)  # and it takes the file back for its next commit
+        assert opened.query("SELECT count(*) FROM t") == [(2,)]
+
+
+def test_a_read_only_open_in_a_keeping_block_replaces_the_kept_writer_connection(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    import store.file_pool
+
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)
+    path = tmp_path / "s.duckdb"
+    with open_store(path) as opened, opened.keeping():
+        opened.execute("CREATE TABLE t (x INTEGER)")
+        _commit_many(opened, 1)
+        opened.release()  # kept: DuckDB refuses a second configuration of the file in one process
+        with open_store(path, read_only=True) as reader:
+            assert reader.query("SELECT count(*) FROM t") == [(1,)]
+        _commit_many(opened, 1)
+        assert opened.query("SELECT count(*) FROM t") == [(2,)]
+
+
+def test_branches_of_one_private_database_stage_apart(tmp_path: Path) -> None:
+    """A whole-market run stages its symbols in branches of one private database, several at once
+    in threads: each branch's `incoming` holds its own symbol's rows only, and each commits into
+    the store as its own symbol."""
+    import threading
+
+    from store.ingest import ingest_staged
+
+    symbols = [f"S{k}USDT" for k in range(6)]
+    with Store.private() as private, open_store(tmp_path / "s.duckdb") as store:
+        branches = [private.branch() for _ in symbols]
+        stagings = [Staging(b, category="linear", symbol=s) for b, s in zip(branches, symbols, strict=True)]
+
+        def stage(k: int) -> None:
+            for batch in range(5):
+                rows = [Trade("linear", symbols[k], f"{symbols[k]}-{batch}-{n}", 1_000 * n + k, 1.0 + k, 1.0,
+                              "buy", None, "archive") for n in range(50 + k)]
+                stagings[k].append(trades_to_table(rows))
+
+        threads = [threading.Thread(target=stage, args=(k,)) for k in range(len(symbols))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        for k, branch in enumerate(branches):
+            assert branch.query("SELECT count(*), count(DISTINCT trade_id) FROM incoming") == [(5 * (50 + k),) * 2]
+        for staging in stagings:
+            with store.atomic():
+                ingest_staged(store, staging)
+        got = store.query("SELECT symbol, count(*), count(*) FILTER (WHERE NOT starts_with(trade_id, symbol)) "
+                          "FROM trades GROUP BY symbol ORDER BY symbol")
+        assert got == [(s, 5 * (50 + k), 0) for k, s in enumerate(symbols)]
+        for branch in branches:
+            branch.close()
+
+
+def test_a_store_file_another_process_is_creating_is_waited_for_not_refused(tmp_path: Path) -> None:
+    """DuckDB creates a new file before it locks it and writes its headers: a process opening it in
+    between finds it empty. That is a store being created (waited for, like a lock), while a file
+    that stays empty is not a database."""
+    import subprocess
+    import sys
+    import threading
+
+    from store.errors import NotADatabase
+
+    path = tmp_path / "s.duckdb"
+    path.write_bytes(b"")
+
+    def create() -> None:  # the headers land after a moment (here: a whole database, swapped in)
+        made = tmp_path / "made.duckdb"
+        subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(made)],
+                       check=True)
+        time.sleep(0.3)
+        made.replace(path)
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    with Store.open(path, wait_s=30) as opened:
+        assert opened.query_one("SELECT 1") == (1,)
+    creator.join()
+    other = tmp_path / "empty.duckdb"
+    other.write_bytes(b"")
+    with pytest.raises(NotADatabase):
+        Store.open(other, wait_s=30)

@@ -104,6 +104,41 @@ def test_readers_polling_during_a_refresh_all_succeed(slow_sim, tmp_path: Path) 
         assert_exactly_the_truth(store, slow_sim.config, "BTCUSDT", day(1), us(day(10)))
 
 
+MANY = [MarketSpec(f"M{k:02d}USDT", "linear", trades_per_day=200 + k, listed=date(2024, 1, 1)) for k in range(40)]
+
+
+def test_readers_get_in_during_a_whole_market_refresh_of_many_small_days(sim_config, tmp_path: Path) -> None:
+    """A whole-market refresh of 40 symbols x 6 small days commits 240 times in quick succession and
+    keeps the file open across them (`Store.keeping`), yet lets it go often enough: a reader in
+    another process that waits at most READER_WAIT_S for the file never runs out of patience, gets
+    in again and again while the refresh runs, and always sees whole days (each with its coverage)."""
+    config = replace(sim_config, latency_ms=0, markets=MANY)
+    db, cache = tmp_path / "market.duckdb", tmp_path / "cache"
+    open_store(db).close()
+    with run_in_thread(config) as sim:
+        writer = start_cli(sim.url, db, cache, ["refresh", "--all", "--start", "2024-01-01", "--end", "2024-01-07",
+                                                "--no-export", "--concurrency", "4"], capture=True)
+        reads_during, seen = 0, set()
+        while writer.poll() is None:
+            with open_store(db, read_only=True, wait_s=READER_WAIT_S) as reader:  # StoreLocked fails the test
+                rows, covered, days = reader.query_one(
+                    "SELECT (SELECT count(*) FROM trades), (SELECT coalesce(sum(added_rows), 0) FROM coverage), "
+                    "(SELECT count(*) FROM coverage)")
+            assert rows == covered, "a reader sees each day whole, with its coverage row"
+            seen.add(days)
+            reads_during += writer.poll() is None
+        _, err = writer.communicate(timeout=180)
+        assert writer.returncode == 0, err
+    assert reads_during >= 3 and len(seen - {0, 240}) >= 2, (reads_during, sorted(seen))
+    with open_store(db, read_only=True) as store:
+        for spec in MANY[::13]:
+            assert_exactly_the_truth(store, config, spec.symbol, day(1), us(day(7)))
+        assert store.query_one("SELECT count(*) FROM coverage WHERE source = 'archive'") == (240,)
+
+
+READER_WAIT_S = 5.0  # several times the longest hold a keeping writer allows (`store.file_pool.HOLD_BOUND_S`)
+
+
 def run_subprocess_cli(env: dict[str, str], args: list[str]) -> tuple[int, str, str]:
     done = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], env=env,
                           capture_output=True, text=True, timeout=120)

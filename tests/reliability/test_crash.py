@@ -394,3 +394,33 @@ def test_one_of_two_writers_killed_at_random_moments_loses_and_duplicates_nothin
                 asyncio.run(refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(10))))
                 assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(1), us(day(10)))
                 assert_exactly_the_truth(store, sim.config, "ETHUSDT", day(1), us(day(10)))
+
+
+def test_a_whole_market_refresh_killed_while_it_keeps_the_file_loses_and_duplicates_nothing(sim_config,
+                                                                                           tmp_path: Path) -> None:
+    """`refresh --all` of many small days keeps the file open across its commits (`Store.keeping`),
+    so most of them are in DuckDB's log, not yet checkpointed, when it is SIGKILLed after a random
+    one of its requests: the store as left holds whole days only (each with its coverage row), and
+    the rerun completes every symbol exactly once."""
+    rng = random.Random(20241219)
+    markets = [MarketSpec(f"K{k:02d}USDT", "linear", trades_per_day=150 + 10 * k, listed=date(2024, 1, 1))
+               for k in range(12)]
+    config = replace(sim_config, latency_ms=5, markets=markets)
+    args = ["refresh", "--all", "--start", "2024-01-01", "--end", "2024-01-05", "--no-export", "--concurrency", "4"]
+    with run_in_thread(config) as sim:
+        whole = counted_run(sim, tmp_path / "baseline.duckdb", tmp_path / "baseline-cache", args)
+        for n in range(4):
+            db = tmp_path / f"market{n}.duckdb"
+            victim = start_cli(sim.url, db, tmp_path / "cache", args)
+            kill_after_request(sim, victim, rng.randint(whole // 4, whole - 1))
+            with Store.open(db, read_only=True) as store:
+                assert verify(store).ok
+                rows = store.query("SELECT c.symbol, c.added_rows, (SELECT count(*) FROM trades t WHERE t.symbol = "
+                                   "c.symbol AND t.time_us >= c.start_us AND t.time_us < c.end_us) FROM coverage c")
+                assert all(added == stored for _, added, stored in rows), "whole days, each with its coverage"
+                assert store.query_one("SELECT count(*) FROM trades")[0] == sum(a for _, a, _ in rows)
+            code, _, err = run_cli(cli_env(sim.url, db, tmp_path / "cache"), *args)
+            assert code == 0, err
+            with Store.open(db, read_only=True) as store:
+                for spec in markets:
+                    assert_exactly_the_truth(store, sim.config, spec.symbol, day(1), us(day(5)))
