@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from fetch.market_span import Span
 from store.coverage import NO_REASON, TRADE_SOURCES, Gap, all_count_mismatches, merge_spans
 from store.db import Store
 
@@ -92,7 +93,9 @@ def _mismatches_many(store: Store, asks: Sequence[Ask]) -> list[list[tuple[int, 
         by_symbol: dict[str, list[int]] = defaultdict(list)
         for k in ks:
             by_symbol[asks[k].symbol].append(k)
-        for _, symbol, a, b, expected, stored in all_count_mismatches(store, category, None, lo, hi):
+        for row_category, symbol, a, b, expected, stored in all_count_mismatches(store, None, Span(lo, hi)):
+            if row_category != category:
+                continue
             for k in by_symbol.get(symbol, ()):
                 if a < asks[k].end_us and asks[k].start_us < b:
                     found[k].append((a, b, expected, stored))
@@ -106,7 +109,9 @@ def unverified_many(store: Store, asks: Sequence[Ask],
     spans = uncovered_many(store, asks, sources)
     for k, mismatches in enumerate(_mismatches_many(store, asks)):
         ask = asks[k]
-        spans[k] = merge_spans(spans[k] + [(max(a, ask.start_us), min(b, ask.end_us)) for a, b, _, _ in mismatches])
+        own = [Span(*span) for span in spans[k]]
+        clipped = [part for a, b, _, _ in mismatches if (part := Span(a, b).clip(Span(ask.start_us, ask.end_us))) is not None]
+        spans[k] = [(a, b) for a, b in merge_spans(own + clipped)]
     return spans
 
 
