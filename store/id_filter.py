@@ -78,8 +78,8 @@ _CHUNK = 1 << 16           # ids per vectorized step: temporaries of 4 MiB stay 
 
 _GOLDEN = U64(0x9E3779B97F4A7C15)
 _M1, _M2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)
-_SHIFTS = (np.arange(WORDS, dtype=U64) * U64(6))[None, :]
 _POW2 = U64(1) << np.arange(64, dtype=U64)
+_PAIRS = (_POW2[:, None] | _POW2[None, :]).T.ravel()  # [a | b << 6] = bit a | bit b (32 KiB: in cache)
 _ALL_SET = U64(0x0101010101010101)  # eight True bytes
 
 
@@ -122,15 +122,15 @@ class BlockedBloom:
         return cls(np.zeros(blocks_for(capacity) * WORDS, dtype=U64))
 
     def _locate(self, ids: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], Words]:
-        """Per id: its block, and the mask of its 16 bits there (two per word, 6 hash bits each)."""
+        """Per id: its block, and the mask of its 16 bits there: two in each word, from 12 hash bits."""
         h1 = _mix(ids.astype(U64, copy=False) ^ _GOLDEN)
-        h2 = _mix(h1 + _GOLDEN)
         # (upper 32 bits) * nblocks >> 32: an index in [0, nblocks) without a modulo's bias.
         block = (((h1 >> U64(32)) * self._nblocks) >> U64(32)).astype(np.intp)
-        rest = (h2 >> U64(48)) | ((h1 & U64(0xFFFFFFFF)) << U64(16))
-        mask = np.take(_POW2, ((h2[:, None] >> _SHIFTS) & U64(63)).astype(np.uint8))
-        mask |= np.take(_POW2, ((rest[:, None] >> _SHIFTS) & U64(63)).astype(np.uint8))
-        return block, mask
+        pairs = np.empty((len(ids), 2), dtype=U64)
+        pairs[:, 0] = _mix(h1 + _GOLDEN)
+        pairs[:, 1] = _mix(pairs[:, 0] + _GOLDEN)
+        index = pairs.view(np.uint16) & np.uint16(0xFFF)  # (n, 8): one 12-bit pair index per word
+        return block, np.take(_PAIRS, index)
 
     def may_contain(self, ids: npt.NDArray[Any]) -> Mask:
         """False: certainly never added. True: added, or a false positive (rare)."""
@@ -336,6 +336,7 @@ ENSURE_GENERATION_SQL = """
 BUMP_GENERATION_SQL = ("UPDATE id_generation SET generation = generation + 1 "
                        "WHERE category = ? AND symbol = ? RETURNING generation")
 STORED_IDS_SQL = "SELECT tick_id FROM trades WHERE category = ? AND symbol = ?"
+NO_PROGRESS_BAR_SQL = "SET enable_progress_bar = false"
 COUNT_IDS_SQL = "SELECT count(*) FROM trades WHERE category = ? AND symbol = ?"
 
 
@@ -416,6 +417,7 @@ def _rebuild(store: Store, path: Path, store_id: bytes, generation: int, categor
              extra: int) -> MarketFilter:
     """A filter of every id the store holds for the market (as this transaction sees it)."""
     _discard(path)
+    store.execute(NO_PROGRESS_BAR_SQL)  # DuckDB draws it on stdout past 2 s: inside `--json` output
     row = store.query_one(COUNT_IDS_SQL, [category, symbol])
     count = int(row[0]) if row else 0
     file = FilterFile.create(path, store_id, plan_capacity(count + extra))
