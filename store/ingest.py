@@ -7,12 +7,16 @@ Then, inside the caller's transaction (`ingest_staged`):
 * repeated ids inside the batch are folded, keeping the earliest values (a `row_number()` window
   over the id). That window is the costliest statement of the path, and a busy day has no repeated
   id, so it runs only when `count(DISTINCT tick_id) < count(*)` says some id may repeat: equal ids
-  have equal tick ids, so equal counts prove there is none;
-* the stored rows that share an id with the batch are found by a semi-join on `tick_id` (a 64-bit
-  integer, much cheaper to hash than the id string; every later join is on the id itself) over all
-  of the market's rows, whatever their time: an id stored a week earlier is found too. Rows whose
-  id is stored with the same values are duplicates; with other values, conflicts (logged in
-  `conflicts`, the stored row kept); the rest are inserted by an anti-join.
+  have equal tick ids, so equal counts prove there is none. A day staged in a private database is
+  counted there, before it moves into the store, so the store is not held for the count;
+* the stored rows that share an id with the batch are found by `tick_id` (a 64-bit integer, much
+  cheaper to hash than the id string; every later join is on the id itself), over all of the
+  market's rows, whatever their time: an id stored a week earlier is found too. The market's id
+  filter (`store.id_filter`) answers for most ids that no stored row has them; only its hits are
+  looked up, near the batch's time first, then over the market's rows with those tick ids alone
+  (without a filter, a semi-join over all of the market's rows). Rows whose id is stored with the
+  same values are duplicates; with other values, conflicts (logged in `conflicts`, the stored row
+  kept); the rest are inserted by an anti-join, and their insert bumps the market's generation.
   received = added + duplicates + conflicts.
 
 The days it changed get their `day_summary` rows recomputed in the same transaction.
@@ -231,6 +235,9 @@ class Staging:
         self.match_window_us = match_window_us  # None: match stored ids at any time (`existing_sql`)
         self.source: str | None = None
         self.received = 0
+        # (rows, distinct tick ids, min and max time) of what is staged, once known: worked out in
+        # the private database before the hop (`_bring_into`), it is not done while the store is held.
+        self.summary: tuple[int, int, int | None, int | None] | None = None
         store.execute(CREATE_STAGE_SQL)
 
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -245,12 +252,23 @@ class Staging:
         sides = arrow_scalars.string_array(("buy", "sell"))
         if not pc.all(pc.is_in(batch.column("side"), value_set=sides), skip_nulls=False).as_py():
             raise InputError("a staged trade's side is neither 'buy' nor 'sell'")
+        self.summary = None
         self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))
         try:
             self.store.execute(APPEND_STAGE_SQL)
         finally:
             self.store.unregister(_ARROW_NAME)
         self.received += batch.num_rows
+
+    def summarize(self) -> None:
+        """Count what is staged now (rows, distinct tick ids, time span): called by the staging worker
+        once the day is staged, so the commit, which holds the store, does not count it."""
+        _summarize(self)
+
+
+def _summarize(staging: Staging) -> None:
+    row = staging.store.query_one(STAGE_SUMMARY_SQL)
+    staging.summary = (int(row[0]), int(row[1]), row[2], row[3]) if row else None
 
 
 def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, int] | None = None,
@@ -286,6 +304,8 @@ def _bring_into(store: Store, staging: Staging) -> None:
     a refresh stages a day without holding the store file, and holds it only for this and the merge."""
     if staging.store is store:
         return
+    if staging.summary is None:
+        staging.summarize()
     table = staging.store.query_arrow(_STAGED_ROWS_SQL)
     store.execute(CREATE_STAGE_SQL)
     store.register(_STAGED_NAME, table)
@@ -306,10 +326,17 @@ def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool
     category, symbol, received, source = staging.category, staging.symbol, staging.received, staging.source
     if received == 0:
         return EMPTY, None
-    conflicts = _fold(store, category, symbol, source)
+    summary, staging.summary = staging.summary, None
+    conflicts = _fold(store, category, symbol, source, summary)
     skipped = _count(store, DROP_ARCHIVE_COVERED_SQL, [category, symbol]) if skip_archive_covered else 0
-    low, high = store.query_one(_STAGE_SPAN_SQL) or (None, None)
-    if low is None:
+    span: tuple[int | None, int | None]
+    if summary is not None and not conflicts and not skipped and summary[0] == summary[1]:
+        span = summary[2], summary[3]  # nothing was folded or dropped: the span is the staged one
+    else:
+        row = store.query_one(_STAGE_SPAN_SQL)
+        span = (row[0], row[1]) if row else (None, None)
+    low, high = span
+    if low is None or high is None:
         return IngestResult(received, 0, received - conflicts, conflicts), None
     market = _find_existing(store, staging, low, high)
     conflicts += _count(store, STORED_CONFLICTS_SQL, [category, symbol, source])
@@ -358,9 +385,10 @@ _DROP_STAGE_SQL = "DROP TABLE incoming"
 _RENAME_FOLDED_SQL = "ALTER TABLE incoming_folded RENAME TO incoming"
 
 
-def _fold(store: Store, category: str, symbol: str, source: str | None) -> int:
+def _fold(store: Store, category: str, symbol: str, source: str | None,
+          summary: tuple[int, int, int | None, int | None] | None) -> int:
     """Fold repeated ids when some id may repeat; returns the conflicts found among them."""
-    rows, distinct, _, _ = store.query_one(STAGE_SUMMARY_SQL) or (0, 0, None, None)
+    rows, distinct, _, _ = summary or store.query_one(STAGE_SUMMARY_SQL) or (0, 0, None, None)
     if distinct == rows:
         return 0
     store.execute(FOLD_SQL)

@@ -292,3 +292,19 @@ def test_a_kill_between_commit_and_the_filter_header_stores_nothing_twice(db: Pa
         far = ingest(store, day_batch(60, ["k-5", "k-6"], price=1.0))
         assert (far.added, far.conflicts) == (0, 2)
         assert duplicate_keys(store) == 0 and trusted(store, db)
+
+
+def test_a_day_staged_privately_is_counted_there_and_still_folded(store: Store) -> None:
+    """The repeated-id count is taken in the private database before the hop: a repeat must still fold."""
+    from store.ingest import Staging, ingest_staged
+
+    with Store.private() as private:
+        staging = Staging(private, category="linear", symbol="BTCUSDT")
+        staging.append(batch(["p-1", "p-2"], [T0, T0 + 1]))
+        staging.append(batch(["p-2", "p-3"], [T0 + 2, T0 + 3]))
+        staging.summarize()
+        assert staging.summary == (4, 3, T0, T0 + 3)
+        with store.atomic():
+            result = ingest_staged(store, staging)
+    assert (result.received, result.added, result.conflicts) == (4, 3, 1)
+    assert duplicate_keys(store) == 0
