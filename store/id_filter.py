@@ -71,8 +71,8 @@ Mask = npt.NDArray[np.bool_]
 
 WORDS = 8                  # 64-bit words per block: one 64-byte cache line
 BITS_PER_ID = 48           # at capacity: ~1.5e-7 false positives per probe
-MIN_CAPACITY = 1 << 22     # ids (24 MiB): small stores and tests share one size
-CAPACITY_STEP = 1 << 22
+MIN_CAPACITY = 1 << 16     # ids (384 KiB): `refresh --all` keeps one filter per small market
+CAPACITY_STEP = 1 << 16
 GROWTH = 1.5               # a rebuilt filter holds this many times what it must
 _CHUNK = 1 << 16           # ids per vectorized step: temporaries of 4 MiB stay in cache
 
