@@ -38,13 +38,14 @@ PER_DAY = 1_500_000
 
 def build(path: Path, rows: int) -> dict[str, float]:
     """The store at `path`, with `rows` synthetic trades before FIRST_DAY (see the module docstring)."""
-    from store import Store
+    from store import id_filter
+    from store.schema import open_store
 
     path.unlink(missing_ok=True)
     first_us = (FIRST_DAY.toordinal() - 719163) * DAY_US - (-(-rows // PER_DAY)) * DAY_US
     step_us = DAY_US // PER_DAY
     started = time.perf_counter()
-    with Store.open(path) as store:
+    with open_store(path) as store:
         store.connection.execute("SET enable_progress_bar = false")
         store.connection.execute("""
             INSERT INTO trades (category, symbol, trade_id, tick_id, time_us, price, qty, side,
@@ -57,16 +58,23 @@ def build(path: Path, rows: int) -> dict[str, float]:
                   FROM range(?) t(r))""",
                                  [CATEGORY, SYMBOL, first_us, step_us, rows])
         store.connection.execute("CHECKPOINT")
+        # The id filter a store built through the tool would have (store.id_filter), built the way
+        # a writer rebuilds a missing one; it is copied with the store, at the generation it names.
+        ids_dir = Path(f"{path}.ids")
+        shutil.rmtree(ids_dir, ignore_errors=True)
+        with store.atomic():
+            id_filter.market_filter(store, CATEGORY, SYMBOL, rebuild=True, extra=PER_DAY)
     return {"seconds": time.perf_counter() - started, "rows": rows, "bytes": path.stat().st_size}
 
 
 def cached_store(cache: Path, rows: int, schema_version: int) -> tuple[Path, dict[str, float] | None]:
     """The built store for `rows` in `cache`, built now if missing (None: it was already there)."""
     target = cache / f"big-{rows}-v{schema_version}.duckdb"
-    if target.exists():
+    if target.exists() and with_ids(target).exists():
         return target, None
     for stale in cache.glob("big-*.duckdb"):
         stale.unlink()
+        shutil.rmtree(with_ids(stale), ignore_errors=True)
     partial = target.with_suffix(".partial")
     # In a process of its own: the harness stays small (a child inherits its parent's peak RSS).
     done = subprocess.run([sys.executable, "-m", "bench.big", "build", str(partial), str(rows)], cwd=ROOT,
@@ -74,8 +82,27 @@ def cached_store(cache: Path, rows: int, schema_version: int) -> tuple[Path, dic
     if done.returncode != 0:
         raise RuntimeError(f"building the {rows:,}-row store failed: {done.stderr[-2000:]}")
     built: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    shutil.move(with_ids(partial), with_ids(target))
     shutil.move(partial, target)
     return target, built
+
+
+def with_ids(db: Path) -> Path:
+    """The id filters' directory of the store at `db` (`store.id_filter.filter_path`)."""
+    return Path(f"{db}.ids")
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """A store file and its id filters, as a backup would copy them (either alone is another store)."""
+    shutil.copyfile(source, target)
+    shutil.rmtree(with_ids(target), ignore_errors=True)
+    if with_ids(source).exists():
+        shutil.copytree(with_ids(source), with_ids(target))
+
+
+def remove_store(db: Path) -> None:
+    db.unlink(missing_ok=True)
+    shutil.rmtree(with_ids(db), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import simhost
+from .big import copy_store, remove_store
 from .simhost import CATEGORY, SYMBOL, Scale, day
 from .util import CLI, ROOT, Row, Run, fmt_ratio, run, stats
 
@@ -240,20 +241,20 @@ def scale(ctx: Context) -> list[Row]:
         target = db if k == ctx.scale.runs - 1 else work / f"first-{k}.duckdb"
         first.append(_refresh(ctx, target, work / f"cache-{k}", *_days_arg(1, 1)))
         if target != db:
-            target.unlink()
+            remove_store(target)
     _check_rows(first[-1].data, per_day, "scale day 1")
     middle = _refresh(ctx, db, cache, *_days_arg(2, n - 2))
     _check_rows(middle.data, (n - 2) * per_day, "scale middle days")
     last: list[Run] = []
     keep = work / f"store-{n - 1}-days.duckdb"
-    shutil.move(db, keep)
+    copy_store(db, keep)
     for k in range(ctx.scale.runs):
-        shutil.copyfile(keep, db)
+        copy_store(keep, db)
         last.append(_refresh(ctx, db, cache, *_days_arg(n, 1)))
         _check_rows(last[-1].data, per_day, f"scale day {n}")
         if k != ctx.scale.runs - 1:
-            db.unlink()
-    keep.unlink()
+            remove_store(db)
+    remove_store(keep)
     rows_total = n * per_day
     d1, dn = stats([r.wall_s for r in first]), stats([r.wall_s for r in last])
     growth = dn.median / d1.median
@@ -317,11 +318,11 @@ def big(ctx: Context) -> list[Row]:
         for which in _rotated(("big", "empty"), k):
             db = work / f"{which}.duckdb"
             if which == "big":
-                shutil.copyfile(source, db)
+                copy_store(source, db)
             result = _refresh(ctx, db, work / f"cache-{which}", *_days_arg(1, 1))
             _check_rows(result.data, per_day, f"day 1 into the {which} store")
             (into_big if which == "big" else into_empty).append(result)
-            db.unlink()
+            remove_store(db)
         shutil.rmtree(work, ignore_errors=True)
     b_wall, e_wall = stats([r.wall_s for r in into_big]), stats([r.wall_s for r in into_empty])
     b_in = stats([r.data["elapsed_s"] for r in into_big])

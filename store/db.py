@@ -167,6 +167,11 @@ class Store:
         self._write_lock = _write_lock(path)
         self._pool = _pool(path) if path != PRIVATE else None
         self._in_transaction = False
+        # Per transaction, for the layers above: work to do right after COMMIT (still holding the
+        # file and the write lock: `store.id_filter` writes its header there) and values shared by
+        # the statements of one transaction. Both are dropped when it ends either way.
+        self.on_commit: list[Callable[[], None]] = []
+        self.scope: dict[Any, Any] = {}
 
     @classmethod
     def private(cls, *, memory_limit: str = "1GB", temp_directory: str | Path | None = None) -> Store:
@@ -394,6 +399,15 @@ class Store:
         except duckdb.Error as error:
             raise _translate(error, self.path) from None
 
+    def query_batches(self, sql: str, params: Sequence[Any] = (), rows_per_batch: int = 1 << 20) -> Iterator[Any]:
+        """The answer as Arrow record batches, one held at a time (a column of 100M ids is 800 MB)."""
+        self._trace(sql, params)
+        try:
+            reader = self.connection.sql(sql, params=list(params)).to_arrow_reader(rows_per_batch)
+            yield from reader
+        except duckdb.Error as error:
+            raise _translate(error, self.path) from None
+
     def register(self, name: str, table: Any) -> None:
         """Expose an Arrow table to SQL under `name` (a constant identifier, never user input)."""
         self.connection.register(name, table)
@@ -414,6 +428,7 @@ class Store:
             began = time.monotonic()
             self.execute("BEGIN TRANSACTION")
             self._in_transaction = True
+            self.on_commit, self.scope = [], {}
             try:
                 yield
             except BaseException:
@@ -422,5 +437,8 @@ class Store:
                 raise
             finally:
                 self._in_transaction = False
+                hooks, self.on_commit, self.scope = self.on_commit, [], {}
             self.execute("COMMIT")
+            for hook in hooks:
+                hook()
             log.debug("commit on %s after %.0f ms", self.path, (time.monotonic() - began) * 1000)

@@ -7,12 +7,16 @@ Then, inside the caller's transaction (`ingest_staged`):
 * repeated ids inside the batch are folded, keeping the earliest values (a `row_number()` window
   over the id). That window is the costliest statement of the path, and a busy day has no repeated
   id, so it runs only when `count(DISTINCT tick_id) < count(*)` says some id may repeat: equal ids
-  have equal tick ids, so equal counts prove there is none;
-* the stored rows that share an id with the batch are found by a semi-join on `tick_id` (a 64-bit
-  integer, much cheaper to hash than the id string; every later join is on the id itself) over all
-  of the market's rows, whatever their time: an id stored a week earlier is found too. Rows whose
-  id is stored with the same values are duplicates; with other values, conflicts (logged in
-  `conflicts`, the stored row kept); the rest are inserted by an anti-join.
+  have equal tick ids, so equal counts prove there is none. A day staged in a private database is
+  counted there, before it moves into the store, so the store is not held for the count;
+* the stored rows that share an id with the batch are found by `tick_id` (a 64-bit integer, much
+  cheaper to hash than the id string; every later join is on the id itself), over all of the
+  market's rows, whatever their time: an id stored a week earlier is found too. The market's id
+  filter (`store.id_filter`) answers for most ids that no stored row has them; only its hits are
+  looked up, near the batch's time first, then over the market's rows with those tick ids alone
+  (without a filter, a semi-join over all of the market's rows). Rows whose id is stored with the
+  same values are duplicates; with other values, conflicts (logged in `conflicts`, the stored row
+  kept); the rest are inserted by an anti-join, and their insert bumps the market's generation.
   received = added + duplicates + conflicts.
 
 The days it changed get their `day_summary` rows recomputed in the same transaction.
@@ -25,14 +29,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fetch import arrow_scalars
 from fetch.errors import InputError
 from fetch.models import TRADE_SCHEMA
+from store import id_filter
 from store.day_summary import resummarize
-from store.db import Store
+from store.db import PRIVATE, Store
 from store.reconcile import reconcile_day
 
 _ARROW_NAME = "incoming_arrow"
@@ -123,17 +129,63 @@ BATCH_CONFLICTS_SQL = f"""
 
 
 # Stored rows of the market that may share an id with the batch (same tick_id), at any time (`? IS
-# NULL`) or within a window around the batch: the key is unique over the whole table. The semi-join
-# scans one BIGINT column of the market (~0.2-0.4 s at 45M rows whatever the batch's size), so it
-# costs an archive day (seconds) little, but the follower's commits, twice a second, match within a
-# day around their rows (zone maps make that a small scan); their day is matched over the whole
+# NULL`) or within a window around the batch. Without an id filter (`store.id_filter`) this is the
+# whole check: the semi-join reads the market's whole `tick_id` column (0.7 s at 45M rows in a fresh
+# process), so the follower, which commits twice a second and may find no trusted filter, matches
+# within a day around its rows (zone maps make that a small scan); its day is matched over the whole
 # table again when its archive file replaces them. The id itself is compared next.
 EXISTING_SQL = """
     CREATE OR REPLACE TEMP TABLE existing AS
-    SELECT t.trade_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell' AS is_sell
+    SELECT t.trade_id, t.tick_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell' AS is_sell
     FROM trades t
     WHERE t.category = ? AND t.symbol = ? AND t.tick_id IN (SELECT tick_id FROM incoming)
       AND (?::BIGINT IS NULL OR (t.time_us >= ? AND t.time_us < ?))"""
+
+
+# With a trusted filter: no hit, no stored row can share an id with the batch.
+EMPTY_EXISTING_SQL = """
+    CREATE OR REPLACE TEMP TABLE existing (trade_id VARCHAR, tick_id BIGINT, time_us BIGINT, price DOUBLE,
+                                           qty DOUBLE, side VARCHAR, is_sell BOOLEAN)"""
+
+_FILTER_HITS = "filter_hits"  # the tick ids the filter may have seen (an Arrow table)
+_NEAR_US = 86_400_000_000     # hits are looked for first within a day around the batch
+
+# The filter's hits, first where they almost always are (a day file fetched again, the live rows of
+# the day around the batch): `time_us` bounds let zone maps skip the rest of the table.
+EXISTING_NEAR_SQL = f"""
+    CREATE OR REPLACE TEMP TABLE existing AS
+    SELECT t.trade_id, t.tick_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell' AS is_sell
+    FROM trades t
+    WHERE t.category = ? AND t.symbol = ? AND t.time_us >= ? AND t.time_us < ?
+      AND t.tick_id IN (SELECT tick_id FROM {_FILTER_HITS})"""
+
+# Hits not explained near the batch: neither found there nor a REST/live row this ingest just dropped
+# (`replaced`: the key being unique, that row was the only one with its id). A false positive of
+# the filter, or an id really stored far away.
+FAR_TICKS_SQL = f"""
+    CREATE OR REPLACE TEMP TABLE far_ticks AS
+    SELECT DISTINCT i.tick_id FROM incoming i
+    WHERE i.tick_id IN (SELECT tick_id FROM {_FILTER_HITS})
+      AND i.trade_id NOT IN (SELECT trade_id FROM existing)
+      AND i.trade_id NOT IN (SELECT trade_id FROM replaced)"""
+FAR_TICKS_COUNT_SQL = "SELECT count(*) FROM far_ticks"
+
+# Those alone, over the market's other rows: a scan of the `tick_id` column, on the rare days it runs.
+EXISTING_FAR_SQL = """
+    INSERT INTO existing
+    SELECT t.trade_id, t.tick_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell'
+    FROM trades t
+    WHERE t.category = ? AND t.symbol = ? AND t.tick_id IN (SELECT tick_id FROM far_ticks)
+      AND NOT (t.time_us >= ? AND t.time_us < ?)"""
+FALSE_HITS_SQL = "SELECT count(*) FROM far_ticks WHERE tick_id NOT IN (SELECT tick_id FROM existing)"
+
+# The REST and live rows the archive day is about to replace: their ids are no longer stored.
+REPLACED_SQL = """
+    CREATE OR REPLACE TEMP TABLE replaced AS
+    SELECT trade_id FROM trades
+    WHERE category = ? AND symbol = ? AND source IN ('rest', 'ws') AND time_us >= ? AND time_us < ?"""
+NO_REPLACED_SQL = "CREATE OR REPLACE TEMP TABLE replaced (trade_id VARCHAR)"
+BATCH_TICKS_SQL = "SELECT tick_id FROM incoming"
 
 
 STORED_CONFLICTS_SQL = f"""
@@ -183,6 +235,9 @@ class Staging:
         self.match_window_us = match_window_us  # None: match stored ids at any time (`existing_sql`)
         self.source: str | None = None
         self.received = 0
+        # (rows, distinct tick ids, min and max time) of what is staged, once known: worked out in
+        # the private database before the hop (`_bring_into`), it is not done while the store is held.
+        self.summary: tuple[int, int, int | None, int | None] | None = None
         store.execute(CREATE_STAGE_SQL)
 
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -197,12 +252,23 @@ class Staging:
         sides = arrow_scalars.string_array(("buy", "sell"))
         if not pc.all(pc.is_in(batch.column("side"), value_set=sides), skip_nulls=False).as_py():
             raise InputError("a staged trade's side is neither 'buy' nor 'sell'")
+        self.summary = None
         self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))
         try:
             self.store.execute(APPEND_STAGE_SQL)
         finally:
             self.store.unregister(_ARROW_NAME)
         self.received += batch.num_rows
+
+    def summarize(self) -> None:
+        """Count what is staged now (rows, distinct tick ids, time span): called by the staging worker
+        once the day is staged, so the commit, which holds the store, does not count it."""
+        _summarize(self)
+
+
+def _summarize(staging: Staging) -> None:
+    row = staging.store.query_one(STAGE_SUMMARY_SQL)
+    staging.summary = (int(row[0]), int(row[1]), row[2], row[3]) if row else None
 
 
 def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, int] | None = None,
@@ -214,7 +280,10 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
     replaced = 0
     if replace_rest is not None:
         reconcile_day(store, category=category, symbol=symbol, start_us=replace_rest[0], end_us=replace_rest[1])
+        store.execute(REPLACED_SQL, [category, symbol, *replace_rest])
         replaced = _count(store, DROP_REST_ROWS_SQL, [category, symbol, *replace_rest])
+    else:
+        store.execute(NO_REPLACED_SQL)
     result, inserted = _match_and_insert(store, staging, skip_archive_covered)
     changed = ([replace_rest] if replace_rest is not None and replaced else []) + ([inserted] if inserted else [])
     if changed:
@@ -235,6 +304,8 @@ def _bring_into(store: Store, staging: Staging) -> None:
     a refresh stages a day without holding the store file, and holds it only for this and the merge."""
     if staging.store is store:
         return
+    if staging.summary is None:
+        staging.summarize()
     table = staging.store.query_arrow(_STAGED_ROWS_SQL)
     store.execute(CREATE_STAGE_SQL)
     store.register(_STAGED_NAME, table)
@@ -255,27 +326,69 @@ def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool
     category, symbol, received, source = staging.category, staging.symbol, staging.received, staging.source
     if received == 0:
         return EMPTY, None
-    conflicts = _fold(store, category, symbol, source)
+    summary, staging.summary = staging.summary, None
+    conflicts = _fold(store, category, symbol, source, summary)
     skipped = _count(store, DROP_ARCHIVE_COVERED_SQL, [category, symbol]) if skip_archive_covered else 0
-    low, high = store.query_one(_STAGE_SPAN_SQL) or (None, None)
-    if low is None:
+    span: tuple[int | None, int | None]
+    if summary is not None and not conflicts and not skipped and summary[0] == summary[1]:
+        span = summary[2], summary[3]  # nothing was folded or dropped: the span is the staged one
+    else:
+        row = store.query_one(_STAGE_SPAN_SQL)
+        span = (row[0], row[1]) if row else (None, None)
+    low, high = span
+    if low is None or high is None:
         return IngestResult(received, 0, received - conflicts, conflicts), None
-    window = staging.match_window_us
-    lo, hi = (low - window, high + window + 1) if window is not None else (None, None)
-    store.execute(EXISTING_SQL, [category, symbol, window, lo, hi])
+    market = _find_existing(store, staging, low, high)
     conflicts += _count(store, STORED_CONFLICTS_SQL, [category, symbol, source])
     added = _count(store, INSERT_SQL, [category, symbol, source])
+    if added and store.path != PRIVATE:
+        generation = id_filter.bump_generation(store, category, symbol)
+        if market is not None:
+            market.inserted(generation)
     duplicates = received - added - conflicts - skipped
     return IngestResult(received, added, duplicates + skipped, conflicts), ((low, high + 1) if added else None)
+
+
+def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_filter.MarketFilter | None:
+    """Fill `existing` with the stored rows that share an id with the batch; the market's id filter
+    when one was used (its bits now hold the batch's ids too). A global match (`match_window_us`
+    None) always has one (built from the store if need be); a windowed one uses it if it is trusted,
+    and is then global too."""
+    category, symbol, window = staging.category, staging.symbol, staging.match_window_us
+    market = None
+    if store.path != PRIVATE:
+        market = id_filter.market_filter(store, category, symbol, rebuild=window is None,
+                                         extra=staging.received)
+    if market is None:
+        lo, hi = (low - window, high + window + 1) if window is not None else (None, None)
+        store.execute(EXISTING_SQL, [category, symbol, window, lo, hi])
+        return None
+    ticks = store.query_arrow(BATCH_TICKS_SQL).column(0).to_numpy()
+    hits = market.probe_and_add(ticks)
+    if not hits.any():
+        store.execute(EMPTY_EXISTING_SQL)
+        return market
+    lo, hi = low - _NEAR_US, high + _NEAR_US + 1
+    store.register(_FILTER_HITS, pa.table({"tick_id": pa.array(np.unique(ticks[hits]))}))
+    try:
+        store.execute(EXISTING_NEAR_SQL, [category, symbol, lo, hi])
+        store.execute(FAR_TICKS_SQL)
+    finally:
+        store.unregister(_FILTER_HITS)
+    if _count(store, FAR_TICKS_COUNT_SQL):
+        store.execute(EXISTING_FAR_SQL, [category, symbol, lo, hi])
+        market.stale_hits += _count(store, FALSE_HITS_SQL)
+    return market
 
 
 _DROP_STAGE_SQL = "DROP TABLE incoming"
 _RENAME_FOLDED_SQL = "ALTER TABLE incoming_folded RENAME TO incoming"
 
 
-def _fold(store: Store, category: str, symbol: str, source: str | None) -> int:
+def _fold(store: Store, category: str, symbol: str, source: str | None,
+          summary: tuple[int, int, int | None, int | None] | None) -> int:
     """Fold repeated ids when some id may repeat; returns the conflicts found among them."""
-    rows, distinct, _, _ = store.query_one(STAGE_SUMMARY_SQL) or (0, 0, None, None)
+    rows, distinct, _, _ = summary or store.query_one(STAGE_SUMMARY_SQL) or (0, 0, None, None)
     if distinct == rows:
         return 0
     store.execute(FOLD_SQL)

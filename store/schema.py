@@ -225,11 +225,31 @@ _V6 = ["COMMENT ON TABLE schema_version IS 'Schema versions applied to this file
     f"COMMENT ON COLUMN {table}.{column} IS {_quote(comment)}"
     for table, columns in COLUMN_COMMENTS.items() for column, comment in columns.items()]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
+# Version 7: what proves a market's id filter (`store.id_filter`, a file beside the store) current:
+# the store's own random identity and a per-market generation, bumped with every insert into trades.
+_V7 = [
+    "CREATE TABLE store_identity (store_id VARCHAR NOT NULL)",
+    "INSERT INTO store_identity SELECT CAST(uuid() AS VARCHAR)",
+    """CREATE TABLE id_generation (
+        category   VARCHAR NOT NULL,
+        symbol     VARCHAR NOT NULL,
+        generation BIGINT  NOT NULL
+    )""",
+    "COMMENT ON TABLE store_identity IS 'This store''s random identity: a filter file names the store it belongs to'",
+    "COMMENT ON COLUMN store_identity.store_id IS 'Random UUID chosen when the table was created'",
+    ("COMMENT ON TABLE id_generation IS 'Per market, bumped in the transaction of every insert into trades: "
+     "an id filter file beside the store is trusted only at the generation it names'"),
+    "COMMENT ON COLUMN id_generation.category IS 'linear, inverse or spot'",
+    "COMMENT ON COLUMN id_generation.symbol IS 'Bybit symbol, e.g. BTCUSDT'",
+    "COMMENT ON COLUMN id_generation.generation IS 'Inserts into the market''s trades so far (since version 7)'",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 log = logging.getLogger("context.backfill")
 SCHEMA_VERSION = len(MIGRATIONS)
-# Version 6 only adds comments: a version-5 file answers every read-only command the same, so the
-# read-only commands keep working on it until the next `refresh` upgrades it.
+# Versions 6 and 7 only add comments and the id filter's bookkeeping: a version-5 file answers every
+# read-only command the same, so the read-only commands keep working on it until the next `refresh`
+# upgrades it.
 READABLE_FROM = 5
 
 

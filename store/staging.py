@@ -45,6 +45,7 @@ def stage_file(private: Store, category: str, symbol: str, day: date, path: Path
             group, rows = [], 0
     if group:
         staging.append(pa.Table.from_batches(group).combine_chunks())
+    staging.summarize()  # here, not while the store is held for the commit
     return staging
 
 
