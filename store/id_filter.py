@@ -387,11 +387,14 @@ def _discard(path: Path) -> None:
         os.remove(path)
 
 
-def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, extra: int) -> MarketFilter | None:
+def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, extra: int,
+                  expected_more: int = 0) -> MarketFilter | None:
     """The market's filter for this transaction (call inside `store.atomic()`), able to take `extra`
     more ids: the one this transaction already uses, the file if it is trusted, else a rebuild from
     the store when `rebuild`; None when there is none (an untrusted file is then deleted: the caller
-    inserts without it)."""
+    inserts without it). A rebuild makes room for `expected_more` ids too (what the rest of the run
+    will add): it reads every stored id while the store is held, so a run of many busy days sized
+    one day at a time would pay it again every few days (a reader waited 2.6 s behind one)."""
     key = ("id_filter", category, symbol)
     known = store.scope.get(key)
     if isinstance(known, MarketFilter) and known.count + extra <= known.file.header.capacity:
@@ -404,7 +407,7 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
             and found[0].count + extra <= found[0].capacity and not isinstance(known, MarketFilter):
         market = MarketFilter(_mapped(path, *found), generation, found[0].count)
     elif rebuild:
-        market = _rebuild(store, path, store_id, generation, category, symbol, extra)
+        market = _rebuild(store, path, store_id, generation, category, symbol, extra + expected_more)
     else:
         _discard(path)
         return None

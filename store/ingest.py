@@ -238,6 +238,9 @@ class Staging:
         # (rows, distinct tick ids, min and max time) of what is staged, once known: worked out in
         # the private database before the hop (`_bring_into`), it is not done while the store is held.
         self.summary: tuple[int, int, int | None, int | None] | None = None
+        # Rows the rest of the run is expected to add after this batch (the caller's estimate), so a
+        # rebuilt id filter is sized for the run, not for this batch alone (`id_filter.market_filter`).
+        self.expected_more = 0
         store.execute(CREATE_STAGE_SQL)
 
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -358,7 +361,7 @@ def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_fi
     market = None
     if store.path != PRIVATE:
         market = id_filter.market_filter(store, category, symbol, rebuild=window is None,
-                                         extra=staging.received)
+                                         extra=staging.received, expected_more=staging.expected_more)
     if market is None:
         lo, hi = (low - window, high + window + 1) if window is not None else (None, None)
         store.execute(EXISTING_SQL, [category, symbol, window, lo, hi])

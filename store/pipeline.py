@@ -203,6 +203,7 @@ async def _archive_days(job: Job, archive: ArchiveSource, private: Store, plan: 
             continue
         try:
             staging = await _staged(job, private, day, item)
+            staging.expected_more = staging.received * max(0, total - committed - 1)  # days like this one
             outcome = await _committed(job, day, staging, url=item.url)
         except ArchiveError as error:
             outcome = _day_failed(day, error)

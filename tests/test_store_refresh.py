@@ -11,9 +11,9 @@ from storeutil import day, dt, duplicate_keys, sim_fetch_config, stored_ids, tot
 
 from sim import MarketSpec, SimConfig, running_sim
 from sim.market import expected_count
-from store import CACHE_SCHEMA, BybitConnectorHistory, Settings, refresh
-from store.schema import open_store
+from store import CACHE_SCHEMA, BybitConnectorHistory, Settings, id_filter, refresh
 from store.cache_dir import OWNER_FILE, TEMP_DIR
+from store.schema import open_store
 from store.timeutil import day_start_us
 
 
@@ -151,3 +151,25 @@ async def test_iterate_trades_spans_archive_days_and_todays_tail(sim, tmp_path) 
     assert all(t.isBuyerMaker == (t.side == "sell") for t in ticks)
     cached = await history.backfill_with_cache(start, end)
     assert [t.id for t in cached] == [t.id for t in ticks]
+
+
+async def test_a_run_of_many_days_builds_the_id_filter_once_sized_for_the_run(sim, store, monkeypatch) -> None:
+    """Each rebuild reads every stored id while the store is held: sized one day at a time, a week
+    would rebuild it every few days (readers waited behind it); sized for the run, once."""
+    monkeypatch.setattr(id_filter, "MIN_CAPACITY", 64)
+    monkeypatch.setattr(id_filter, "CAPACITY_STEP", 64)
+    id_filter.forget_mapped()
+    built: list[int] = []
+    rebuild = id_filter._rebuild
+
+    def counted(*args, **kwargs):
+        market = rebuild(*args, **kwargs)
+        built.append(market.file.header.capacity)
+        return market
+
+    monkeypatch.setattr(id_filter, "_rebuild", counted)
+    summary = await refresh(store, sim_fetch_config(sim.url), "BTCUSDT", us(day(1)), us(day(7)))
+    assert summary.days_fetched == 6 and duplicate_keys(store) == []
+    assert len(built) == 1, f"the filter was built {len(built)} times (capacities {built})"
+    assert built[0] >= summary.rows_added
+    id_filter.forget_mapped()
