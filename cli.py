@@ -394,7 +394,7 @@ def refresh_command(ctx: click.Context, symbols: tuple[str, ...], category: Cate
         from store.market import cache_dir_for, check_cache_template
 
         check_cache_template(str(cache_dir), 1)
-        cache_dir = cache_dir_for(str(cache_dir), category, symbol)
+        cache_dir = cache_dir_for(str(cache_dir), Market(category, symbol))
     progress = _ProgressLine(ctx.obj["interactive"] and not as_json)
     with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         try:
@@ -461,7 +461,7 @@ def _refresh_many(ctx: click.Context, symbols: tuple[str, ...], span: Span, *, c
 
     with open_store(_db_path(ctx, db), wait_s=_lock_wait(ctx, wait_lock)) as store:
         summary = asyncio.run(refresh_market(
-            store, settings.fetch_config(), list(symbols) or None, *span, category=category,
+            store, settings.fetch_config(), list(symbols) or None, span, category=category,
             statuses=statuses, shard=parsed, cache_template=template, id_mode=settings.backfill_export_id,
             lake=location, concurrency=concurrency, on_symbol=done))
     if as_json:
@@ -692,7 +692,7 @@ def gaps_command(ctx: click.Context, symbol: str, category: Category, start: str
 
     span = resolve_range(start, end, days, _now())
     with open_store(_db_path(ctx, db), read_only=True, wait_s=_lock_wait(ctx)) as store:
-        found = find_gaps(store, category, symbol.upper(), *span, min_silence)
+        found = find_gaps(store, Market(category, symbol), span, min_silence)
     if as_json:
         _print_json([gap.as_dict() for gap in found])
     elif not found:

@@ -12,6 +12,7 @@ Each prints one JSON line with timings measured inside the process (after import
 
 from __future__ import annotations
 
+from fetch.market_span import Market
 import argparse
 import http.client
 import json
@@ -59,7 +60,7 @@ def export_pair(db: Path, symbol: str, category: str, day: date, work: Path, run
             for which in (("ours", "copy") if k % 2 == 0 else ("copy", "ours")):
                 started = time.perf_counter()
                 if which == "ours":
-                    written = export_days(store, category=category, symbol=symbol, days=[day],
+                    written = export_days(store, market=Market(category, symbol), days=[day],
                                           cache_dir=work / "ours")
                     assert written and written[0].rows > 0
                     ours.append(time.perf_counter() - started)

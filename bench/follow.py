@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fetch.market_span import Market
 from sim import MarketClock, MarketSpec, SimConfig, run_in_thread
 from sim.market import expected_trades
 from tests.crashutil import start_cli
@@ -78,7 +79,7 @@ def prefill(config: SimConfig, db: Path, hours: float) -> int:
                           "qty": table.column("qty"), "side": table.column("side"),
                           "is_block_trade": pa.nulls(n, pa.bool_()), "source": ["ws"] * n}, schema=TRADE_SCHEMA)
         with open_store(db) as store, store.atomic():
-            rows += ingest_batch(store, batch, category="linear", symbol="BTCUSDT").added
+            rows += ingest_batch(store, batch, market=Market("linear", "BTCUSDT")).added
     return rows
 
 

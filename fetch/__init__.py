@@ -3,8 +3,9 @@
 Knows nothing of DuckDB and never reads the environment: build a `FetchConfig` and go::
 
     async with BybitClient(FetchConfig()) as client:
-        tail = await RecentTradeSource(client).fetch("linear", "BTCUSDT")
-        days = await ArchiveSource(client, work_dir).list_days("linear", "BTCUSDT")
+        market = Market("linear", "BTCUSDT")
+        tail = await RecentTradeSource(client).fetch(market)
+        days = await ArchiveSource(client, work_dir).list_days(market)
 """
 
 # Importing the package is cheap: each public name is imported from its submodule on first access

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .client import BybitClient
 from .errors import ArchiveError, BackfillError, InputError
-from .market_span import check_category
+from .market_span import Market
 from .ordered_map import ordered_map
 from .parse import parse_archive_index
 
@@ -31,16 +31,17 @@ class ArchiveFile:
     size_bytes: int
 
 
-def archive_folder(category: str, symbol: str) -> str:
+def archive_folder(market: Market) -> str:
     """The folder holding a symbol's daily files (its HTML index lists them)."""
-    if check_category(category) == "spot":
-        return f"/spot/{symbol}/"
-    return f"/trading/{symbol}/"
+    if market.category == "spot":
+        return f"/spot/{market.symbol}/"
+    return f"/trading/{market.symbol}/"
 
 
-def archive_path(category: str, symbol: str, day: date) -> str:
+def archive_path(market: Market, day: date) -> str:
     """URL path of one day's file: linear/inverse `/trading/S/S2024-01-02.csv.gz`, spot with `_`."""
-    if check_category(category) == "spot":
+    symbol = market.symbol
+    if market.category == "spot":
         return f"/spot/{symbol}/{symbol}_{day.isoformat()}.csv.gz"
     return f"/trading/{symbol}/{symbol}{day.isoformat()}.csv.gz"
 
@@ -55,24 +56,24 @@ class ArchiveSource:
         self.work_dir = Path(work_dir)
         self.concurrency = max(1, concurrency or client.config.archive_concurrency)
 
-    async def list_days(self, category: str, symbol: str) -> list[date]:
-        """Days the archive has for `symbol`, ascending; `InputError` if the archive has no such folder."""
-        folder = archive_folder(category, symbol)
+    async def list_days(self, market: Market) -> list[date]:
+        """Days the archive has for `market`, ascending; `InputError` if the archive has no such folder."""
+        folder = archive_folder(market)
         html = await self.client.get_text(folder)
         if html is None:
-            raise InputError(f"unknown symbol {symbol} ({category}) on the archive: "
+            raise InputError(f"unknown symbol {market.symbol} ({market.category}) on the archive: "
                              f"{self._url(folder)} does not exist; check the symbol and the category")
-        return parse_archive_index(html, symbol)
+        return parse_archive_index(html, market.symbol)
 
-    async def download_day(self, category: str, symbol: str, day: date,
+    async def download_day(self, market: Market, day: date,
                            on_bytes: Callable[[int], None] | None = None) -> ArchiveFile | None:
         """Download one day to `work_dir`; None when it is not published (404).
 
         Any failure after the client's retries becomes `ArchiveError(day=...)`, so a caller can skip
         the day and go on with the others.
         """
-        url_path = archive_path(category, symbol, day)
-        dest = self.work_dir / check_category(category) / symbol / url_path.rsplit("/", 1)[1]
+        url_path, symbol = archive_path(market, day), market.symbol
+        dest = self.work_dir / market.category / symbol / url_path.rsplit("/", 1)[1]
         try:
             path = await self.client.download(url_path, dest, on_bytes=on_bytes)
         except ArchiveError:
@@ -88,7 +89,7 @@ class ArchiveSource:
             return None
         return ArchiveFile(day, path, self._url(url_path), path.stat().st_size)
 
-    async def fetch_days(self, category: str, symbol: str, days: Iterable[date],
+    async def fetch_days(self, market: Market, days: Iterable[date],
                          on_bytes: Callable[[int], None] | None = None,
                          ) -> AsyncIterator[tuple[date, ArchiveFile | ArchiveError | None]]:
         """Download `days` concurrently (at most `concurrency` at once) and yield `(day, outcome)`.
@@ -99,7 +100,7 @@ class ArchiveSource:
         """
         async def one(day: date) -> ArchiveFile | ArchiveError | None:
             try:
-                return await self.download_day(category, symbol, day, on_bytes)
+                return await self.download_day(market, day, on_bytes)
             except ArchiveError as exc:
                 return exc
 

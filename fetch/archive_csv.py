@@ -37,7 +37,7 @@ from isal import igzip, isal_zlib
 
 from . import arrow_scalars
 from .errors import ArchiveError
-from .market_span import Market, Span, check_category
+from .market_span import Market, Span
 from .models import TRADE_SCHEMA, Source
 from .plausible import first_implausible_row
 
@@ -71,14 +71,14 @@ def sniff_header(header: str) -> ArchiveFormat | None:
     return None
 
 
-def archive_rows(path: Path | str, category: str, symbol: str, day: date, *,
+def archive_rows(path: Path | str, market: Market, day: date, *,
                  block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
     """Yield the file's trades as `TRADE_SCHEMA` batches (source 'archive', block flag null).
 
     Rows keep the file's order, which is not guaranteed to be sorted; the consumer sorts. Raises
     `ArchiveError(day=...)` for anything wrong with the file, possibly after some batches.
     """
-    market = Market(check_category(category), symbol)
+    symbol = market.symbol
     try:
         fmt = _read_format(Path(path), day)
         convert = _derivatives_batch if fmt is ArchiveFormat.DERIVATIVES else _spot_batch
@@ -125,9 +125,9 @@ def _row_text(raw: pa.RecordBatch, index: int) -> str:
     return ",".join(str(raw.column(name)[index].as_py()) for name in raw.schema.names)[:200]
 
 
-def read_archive(path: Path | str, category: str, symbol: str, day: date) -> pa.Table:
+def read_archive(path: Path | str, market: Market, day: date) -> pa.Table:
     """The whole file as one table (tests and small files; the store streams `archive_rows`)."""
-    batches = list(archive_rows(path, category, symbol, day))
+    batches = list(archive_rows(path, market, day))
     return pa.Table.from_batches(batches, schema=TRADE_SCHEMA)
 
 

@@ -62,7 +62,7 @@ class InstrumentSource:
     def __init__(self, client: BybitClient) -> None:
         self.client = client
 
-    async def list(self, category: str, statuses: Sequence[str] = ("Trading",)) -> list[Instrument]:
+    async def list(self, category: Category, statuses: Sequence[str] = ("Trading",)) -> list[Instrument]:
         """Every instrument of `category` with one of `statuses`, in symbol order, each once."""
         cat = check_category(category)
         seen: dict[str, Instrument] = {}

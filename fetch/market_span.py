@@ -6,7 +6,7 @@ Its constructor checks and does not repair: the symbol must already be spelled a
 (upper case, no padding), because the store keys rows by that spelling, and a constructor that
 quietly upper-cased `btcusdt` would hide the caller that skipped normalizing. Text a person typed
 goes through `Market.parse`, the one place that normalizes; `Market.of` takes plain strings that
-are already right (stored rows, the entry points that still take bare pairs).
+are already right (stored rows).
 
 `Span` is a half-open [start_us, end_us) in epoch microseconds. It is a NamedTuple because spans
 travel as rows: out of SQL (`Span(*row)`), into SQL parameters (`[*span]`), through sorting and
@@ -56,7 +56,7 @@ class Market:
 
     @classmethod
     def of(cls, category: str, symbol: str) -> Market:
-        """A market from plain strings already spelled right (a stored row, a caller of bare pairs)."""
+        """A market from plain strings already spelled right (a stored row)."""
         return cls(check_category(category), symbol)
 
     @classmethod

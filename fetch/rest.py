@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .client import BybitClient
 from .errors import Implausible, InputError, ParameterError
-from .market_span import Market, Span, check_category, recent_trade_max
+from .market_span import Market, Span, recent_trade_max
 from .models import RecentTail, Trade
 from .parse import parse_recent_trades
 from .plausible import CLOCK_SKEW_US, EARLIEST_US, first_implausible
@@ -24,13 +24,13 @@ class RecentTradeSource:
     def __init__(self, client: BybitClient) -> None:
         self.client = client
 
-    async def fetch(self, category: str, symbol: str, limit: int | None = None) -> RecentTail:
+    async def fetch(self, market: Market, limit: int | None = None) -> RecentTail:
         """The newest `limit` trades (default: the category's maximum), sorted by (time, id).
 
         Raises `Implausible` when any row cannot be true (another symbol, a time before Bybit existed
         or past the exchange's clock as the client knows it, a price or size that is not positive):
         a tail is only worth its coverage if every row of it is believable."""
-        market = Market(check_category(category), symbol)
+        symbol = market.symbol
         most = recent_trade_max(market.category)
         limit = most if limit is None else limit
         if not 1 <= limit <= most:

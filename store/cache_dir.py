@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from fetch.errors import InputError
-from fetch.market_span import Market
+from fetch.market_span import Market, Span
 from store.coverage import find_gaps
 from store.db import Store
 from store.errors import ExportError, StoreError
@@ -193,12 +193,6 @@ def _write_owner(directory: Path, owner: Owner) -> None:
             os.unlink(name)
 
 
-def check_dir_owner(store: Store, cache_dir: Path, category: str, symbol: str, id_mode: IdMode) -> None:
-    """Before any day is stored: the refresh's target directory must be ours (`claim_cache_dir`).
-    Takes bare pairs for store.pipeline, until it takes a market."""
-    claim_cache_dir(store, cache_dir, Market.of(category, symbol), id_mode)
-
-
 LAST_EXPORT_OF_PATH_SQL = ("SELECT category, symbol FROM exports WHERE path = ? "
                    "ORDER BY exported_at DESC LIMIT 1")
 
@@ -301,11 +295,9 @@ def stale_reason(store: Store, *, market: Market, day: date, cache_dir: Path, id
     return None
 
 
-def days_needing_export(store: Store, *, category: str, symbol: str, days: list[date],
+def days_needing_export(store: Store, *, market: Market, days: list[date],
                         cache_dir: Path, id_mode: IdMode) -> list[date]:
-    """Days whose file is missing, damaged or written from other rows or in another id mode.
-    Takes bare pairs for store.orchestrator, until it takes a market."""
-    market = Market.of(category, symbol)
+    """Days whose file is missing, damaged or written from other rows or in another id mode."""
     return [day for day in days
             if stale_reason(store, market=market, day=day, cache_dir=cache_dir, id_mode=id_mode) is not None]
 
@@ -316,7 +308,7 @@ class SkippedDay:
     reason: str
 
 
-def complete_days(store: Store, category: str, symbol: str, days: list[date], *,
+def complete_days(store: Store, market: Market, days: list[date], *,
                   live_through_us: int | None = None) -> tuple[list[date], list[SkippedDay]]:
     """Split `days` into those covered for the whole UTC day and the others, with why: a file is
     read as the whole day, so a day with a hole (or today, still going on) gets none.
@@ -327,7 +319,7 @@ def complete_days(store: Store, category: str, symbol: str, days: list[date], *,
     if not days:
         return [], []
     start, end = day_start_us(days[0]), day_start_us(days[-1] + timedelta(days=1))
-    holes = [g for g in find_gaps(store, category, symbol, start, end) if g.kind == "uncovered"
+    holes = [g for g in find_gaps(store, market, Span(start, end)) if g.kind == "uncovered"
              and not (live_through_us is not None and g.start_us >= live_through_us
                       and g.end_us >= day_start_us(_day_of(live_through_us) + timedelta(days=1)))]
     incomplete: dict[date, str] = {}

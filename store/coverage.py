@@ -49,15 +49,15 @@ ADD_COVERAGE_SQL = ("INSERT INTO coverage (category, symbol, source, start_us, e
                     "added_rows, detail, exec_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def add_coverage(store: Store, *, category: str, symbol: str, source: str, start_us: int, end_us: int,
-                 added_rows: int, file_rows: int | None = None, expected_rows: int | None = None,
+def add_coverage(store: Store, *, market: Market, source: str, span: Span, added_rows: int,
+                 file_rows: int | None = None, expected_rows: int | None = None,
                  detail: str | None = None, exec_type: str | None = None) -> None:
-    """Record [start_us, end_us) as complete; call inside the transaction that stored its rows."""
-    if end_us <= start_us:
-        raise ValueError(f"empty coverage interval [{start_us}, {end_us})")
+    """Record `span` as complete; call inside the transaction that stored its rows."""
+    if span.end_us <= span.start_us:
+        raise ValueError(f"empty coverage interval [{span.start_us}, {span.end_us})")
     store.execute(
         ADD_COVERAGE_SQL,
-        [category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows, detail, exec_type])
+        [market.category, market.symbol, source, *span, file_rows, expected_rows, added_rows, detail, exec_type])
 
 
 def uncovered_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
@@ -153,17 +153,14 @@ def count_mismatches(store: Store, market: Market, span: Span) -> list[tuple[int
     return [row[2:] for row in all_count_mismatches(store, market, span)]
 
 
-def unverified(store: Store, category: str, symbol: str, start_us: int, end_us: int,
-               sources: tuple[str, ...] = TRADE_SOURCES) -> list[tuple[int, int]]:
-    """What a refresh must fetch in [start, end): the spans no coverage of `sources` vouches for,
-    and the archive days whose stored rows disagree with their file (not complete either).
-
-    Takes and returns bare pairs for store.orchestrator and store.pipeline, until they take spans."""
-    market, span = Market.of(category, symbol), Span(start_us, end_us)
+def unverified(store: Store, market: Market, span: Span,
+               sources: tuple[str, ...] = TRADE_SOURCES) -> list[Span]:
+    """What a refresh must fetch in `span`: the spans no coverage of `sources` vouches for, and the
+    archive days whose stored rows disagree with their file (not complete either)."""
     spans = uncovered(store, market, span, sources)
     spans += [part for a, b, _, _ in count_mismatches(store, market, span)
               if (part := Span(a, b).clip(span)) is not None]
-    return [(a, b) for a, b in merge_spans(spans)]
+    return merge_spans(spans)
 
 
 def merge_spans(spans: list[Span]) -> list[Span]:
@@ -183,12 +180,11 @@ RECORD_OPEN_GAP_SQL = ("INSERT INTO open_gaps (category, symbol, start_us, end_u
                                "VALUES (?, ?, ?, ?, ?)")
 
 
-def record_open_gaps(store: Store, category: str, symbol: str, start_us: int, end_us: int,
-                     gaps: list[Gap]) -> None:
-    """Replace the recorded reasons inside [start, end) with this refresh's findings."""
-    store.execute(CLEAR_OPEN_GAPS_SQL, [category, symbol, start_us, end_us])
+def record_open_gaps(store: Store, market: Market, span: Span, gaps: list[Gap]) -> None:
+    """Replace the recorded reasons inside `span` with this refresh's findings."""
+    store.execute(CLEAR_OPEN_GAPS_SQL, [market.category, market.symbol, *span])
     for gap in gaps:
-        store.execute(RECORD_OPEN_GAP_SQL, [category, symbol, gap.start_us, gap.end_us, gap.reason])
+        store.execute(RECORD_OPEN_GAP_SQL, [market.category, market.symbol, gap.start_us, gap.end_us, gap.reason])
 
 
 RECORDED_REASONS_SQL = ("SELECT start_us, end_us, reason FROM open_gaps WHERE category = ? AND "
@@ -203,12 +199,8 @@ def recorded_reasons(store: Store, market: Market, span: Span) -> list[tuple[Spa
 NO_REASON = "not fetched yet: run `bybit-backfill refresh` over this range"
 
 
-def find_gaps(store: Store, category: str, symbol: str, start_us: int, end_us: int,
-              min_silence_s: float | None = None) -> list[Gap]:
-    """Every gap of the three kinds inside [start, end), uncovered ones with their recorded reason.
-
-    Takes bare pairs for store.orchestrator, until it takes a market and a span."""
-    market, span = Market.of(category, symbol), Span(start_us, end_us)
+def find_gaps(store: Store, market: Market, span: Span, min_silence_s: float | None = None) -> list[Gap]:
+    """Every gap of the three kinds inside `span`, uncovered ones with their recorded reason."""
     reasons = recorded_reasons(store, market, span)
     found = [Gap("uncovered", hole.start_us, hole.end_us, _reason_for(hole, reasons))
              for hole in uncovered(store, market, span)]

@@ -16,18 +16,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from fetch.market_span import Span
+from fetch.market_span import Market, Span
 from store.coverage import NO_REASON, TRADE_SOURCES, Gap, all_count_mismatches, merge_spans
 from store.db import Store
 
 
 class Ask(NamedTuple):
-    """One market over [start_us, end_us)."""
+    """One market over a span."""
 
-    category: str
-    symbol: str
-    start_us: int
-    end_us: int
+    market: Market
+    span: Span
 
 
 _ASKS = """asks AS (
@@ -37,8 +35,8 @@ _ASKS = """asks AS (
 
 
 def _ask_params(asks: Sequence[Ask]) -> list[Any]:
-    return [list(range(len(asks))), [a.category for a in asks], [a.symbol for a in asks],
-            [a.start_us for a in asks], [a.end_us for a in asks]]
+    return [list(range(len(asks))), [a.market.category for a in asks], [a.market.symbol for a in asks],
+            [a.span.start_us for a in asks], [a.span.end_us for a in asks]]
 
 
 def uncovered_many_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
@@ -72,12 +70,12 @@ def uncovered_many_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
 
 
 def uncovered_many(store: Store, asks: Sequence[Ask], sources: tuple[str, ...] = TRADE_SOURCES,
-                   exec_type: str | None = None) -> list[list[tuple[int, int]]]:
+                   exec_type: str | None = None) -> list[list[Span]]:
     """Each ask's uncovered spans, in the order of `asks`."""
-    found: list[list[tuple[int, int]]] = [[] for _ in asks]
+    found: list[list[Span]] = [[] for _ in asks]
     if asks:
         for k, a, b in store.query(uncovered_many_sql(sources), [*_ask_params(asks), *sources, exec_type]):
-            found[int(k)].append((int(a), int(b)))
+            found[int(k)].append(Span(int(a), int(b)))
     return found
 
 
@@ -87,31 +85,29 @@ def _mismatches_many(store: Store, asks: Sequence[Ask]) -> list[list[tuple[int, 
     found: list[list[tuple[int, int, int, int]]] = [[] for _ in asks]
     by_category: dict[str, list[int]] = defaultdict(list)
     for k, ask in enumerate(asks):
-        by_category[ask.category].append(k)
+        by_category[ask.market.category].append(k)
     for category, ks in by_category.items():
-        lo, hi = min(asks[k].start_us for k in ks), max(asks[k].end_us for k in ks)
+        lo, hi = min(asks[k].span.start_us for k in ks), max(asks[k].span.end_us for k in ks)
         by_symbol: dict[str, list[int]] = defaultdict(list)
         for k in ks:
-            by_symbol[asks[k].symbol].append(k)
+            by_symbol[asks[k].market.symbol].append(k)
         for row_category, symbol, a, b, expected, stored in all_count_mismatches(store, None, Span(lo, hi)):
             if row_category != category:
                 continue
             for k in by_symbol.get(symbol, ()):
-                if a < asks[k].end_us and asks[k].start_us < b:
+                if a < asks[k].span.end_us and asks[k].span.start_us < b:
                     found[k].append((a, b, expected, stored))
     return found
 
 
 def unverified_many(store: Store, asks: Sequence[Ask],
-                    sources: tuple[str, ...] = TRADE_SOURCES) -> list[list[tuple[int, int]]]:
+                    sources: tuple[str, ...] = TRADE_SOURCES) -> list[list[Span]]:
     """`store.coverage.unverified` of each ask: what a refresh must fetch (uncovered spans, and
     archive days whose stored rows disagree with their file), in two statements for all asks."""
     spans = uncovered_many(store, asks, sources)
     for k, mismatches in enumerate(_mismatches_many(store, asks)):
-        ask = asks[k]
-        own = [Span(*span) for span in spans[k]]
-        clipped = [part for a, b, _, _ in mismatches if (part := Span(a, b).clip(Span(ask.start_us, ask.end_us))) is not None]
-        spans[k] = [(a, b) for a, b in merge_spans(own + clipped)]
+        clipped = [part for a, b, _, _ in mismatches if (part := Span(a, b).clip(asks[k].span)) is not None]
+        spans[k] = merge_spans(spans[k] + clipped)
     return spans
 
 
@@ -164,7 +160,7 @@ def record_gaps_many(store: Store, asks: Sequence[Ask], gaps: Sequence[Sequence[
     if not asks:
         return
     store.execute(CLEAR_OPEN_GAPS_MANY_SQL, _ask_params(asks))
-    rows = [(ask.category, ask.symbol, g.start_us, g.end_us, g.reason) for ask, found in zip(asks, gaps, strict=True)
-            for g in found]
+    rows = [(ask.market.category, ask.market.symbol, g.start_us, g.end_us, g.reason)
+            for ask, found in zip(asks, gaps, strict=True) for g in found]
     if rows:
         store.execute(RECORD_OPEN_GAPS_MANY_SQL, [list(column) for column in zip(*rows, strict=True)])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from store.timeutil import DAY_US
 
 if TYPE_CHECKING:
+    from fetch.market_span import Market, Span
     from store.db import Store
 
 # One statement builds a summary from any `trades` filter: the migration runs it over every row,
@@ -70,13 +71,13 @@ SUMMARIZE_DAYS_SQL = "INSERT INTO day_summary " + _SUMMARY_SELECT.format(
     where="WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?")
 
 
-def resummarize(store: Store, category: str, symbol: str, start_us: int, end_us: int) -> None:
-    """Recompute the summary of every UTC day meeting [start_us, end_us); call inside the
-    transaction that changed those days' trades."""
-    first = start_us // DAY_US * DAY_US
-    stop = -(-end_us // DAY_US) * DAY_US
-    store.execute(DELETE_DAYS_SQL, [category, symbol, first, stop])
-    store.execute(SUMMARIZE_DAYS_SQL, [category, symbol, first, stop])
+def resummarize(store: Store, market: Market, span: Span) -> None:
+    """Recompute the summary of every UTC day meeting `span`; call inside the transaction that
+    changed those days' trades."""
+    first = span.start_us // DAY_US * DAY_US
+    stop = -(-span.end_us // DAY_US) * DAY_US
+    store.execute(DELETE_DAYS_SQL, [market.category, market.symbol, first, stop])
+    store.execute(SUMMARIZE_DAYS_SQL, [market.category, market.symbol, first, stop])
 
 
 MISMATCHES_SQL = f"""

@@ -78,9 +78,8 @@ def store_window(store: Store, executions: list[Execution], *, market: Market, s
                 added = int(row[0]) if row else 0
             finally:
                 store.unregister("incoming_executions")
-        add_coverage(store, category=market.category, symbol=market.symbol, source="executions",
-                     start_us=span.start_us, end_us=span.end_us, added_rows=added, file_rows=len(executions),
-                     exec_type=exec_type)
+        add_coverage(store, market=market, source="executions", span=span, added_rows=added,
+                     file_rows=len(executions), exec_type=exec_type)
     return added
 
 

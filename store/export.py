@@ -166,14 +166,13 @@ def export_range(store: Store, *, market: Market, days: list[date], cache_dir: P
     first: another owner's directory is refused before any write."""
     id_mode = as_id_mode(id_mode)
     directory = claim_cache_dir(store, cache_dir, market, id_mode)
-    complete, skipped = complete_days(store, market.category, market.symbol, days, live_through_us=live_through_us)
+    complete, skipped = complete_days(store, market, days, live_through_us=live_through_us)
     written = [export_day(store, market=market, day=day, cache_dir=directory, id_mode=id_mode) for day in complete]
     return ExportReport(written, skipped)
 
 
-def export_days(store: Store, *, category: str, symbol: str, days: list[date], cache_dir: Path,
+def export_days(store: Store, *, market: Market, days: list[date], cache_dir: Path,
                 id_mode: IdMode = "tick", live_through_us: int | None = None) -> list[ExportedDay]:
-    """`export_range`'s files (the days not complete in the store are left without one). Takes bare
-    pairs for store.orchestrator and store.follow, until they take a market."""
-    return export_range(store, market=Market.of(category, symbol), days=days, cache_dir=cache_dir,
+    """`export_range`'s files (the days not complete in the store are left without one)."""
+    return export_range(store, market=market, days=days, cache_dir=cache_dir,
                         id_mode=id_mode, live_through_us=live_through_us).written

@@ -39,9 +39,8 @@ def _write_on_own_connection(path: str, *, market: Market, day: date, target: Pa
 class Exporter:
     """`submit(day)` after each commit; `close()` waits for the last file and returns what was written."""
 
-    def __init__(self, store: Store, *, category: str, symbol: str, cache_dir: Path, id_mode: IdMode) -> None:
-        """Takes bare pairs for store.pipeline, until it passes a market."""
-        self.store, self.market = store, Market.of(category, symbol)
+    def __init__(self, store: Store, *, market: Market, cache_dir: Path, id_mode: IdMode) -> None:
+        self.store, self.market = store, market
         self.cache_dir, self.id_mode = cache_dir, id_mode
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-export")
         self.pending: list[tuple[date, Path, asyncio.Future[int]]] = []

@@ -40,6 +40,7 @@ from fetch.archive import ArchiveSource
 from fetch.client import BybitClient
 from fetch.config import FetchConfig
 from fetch.errors import BackfillError, ParameterError
+from fetch.market_span import Category, Market, Span
 from fetch.models import Trade, trades_to_table
 from fetch.rest import RecentTradeSource
 from fetch.ws import PublicStream, StreamOptions, plan_connections
@@ -65,7 +66,7 @@ class FollowConfig:
 
     db_path: Path
     fetch: FetchConfig
-    category: str
+    category: Category
     symbols: tuple[str, ...]
     cache_dir: Path | None = None
     export_every_s: float = 60.0
@@ -99,7 +100,7 @@ class Follower:
         self.clock = clock  # the exchange's "now" in epoch seconds: which day is today
         self.rng = rng or random.Random()
         self.on_trades = on_trades
-        self.books = {s: SpanBook(config.category, s) for s in self.symbols}
+        self.books = {s: SpanBook(Market(config.category, s)) for s in self.symbols}
         self._client = client
         self._stop = asyncio.Event()
         self._write = asyncio.Lock()  # commits and the archive refresh take turns on the store
@@ -192,7 +193,7 @@ class Follower:
         assert self._client is not None
         book = self.books[symbol]
         try:
-            tail = await RecentTradeSource(self._client).fetch(self.config.category, symbol)
+            tail = await RecentTradeSource(self._client).fetch(book.market)
         except BackfillError as error:
             gaps = book.on_bridge(session, None, failure=str(error))
         else:
@@ -208,7 +209,7 @@ class Follower:
         subscription forever. Any other failure here is left to the reconnect loops."""
         for symbol in self.symbols:
             try:
-                await RecentTradeSource(client).fetch(self.config.category, symbol, limit=1)
+                await RecentTradeSource(client).fetch(self.books[symbol].market, limit=1)
             except ParameterError:
                 raise
             except BackfillError as error:
@@ -263,21 +264,21 @@ class Follower:
         return added
 
     def _write_work(self, store: Store, symbol: str, work: Work) -> int:
-        cat = self.config.category
+        book = self.books[symbol]
+        market = book.market
         added = {"rest": 0, "ws": 0}
         for source, trades in (("rest", work.rest), ("ws", work.ws)):
             if trades:
                 # Matched within a day around the rows: twice a second, a whole-table match would cost
                 # a scan of the market's ids each time; the archive day replacing them matches it all.
-                added[source] = ingest_batch(store, trades_to_table(trades), category=cat, symbol=symbol,
+                added[source] = ingest_batch(store, trades_to_table(trades), market=market,
                                              skip_archive_covered=True, match_window_us=DAY_US).added
         total = sum(added.values())
-        book = self.books[symbol]
         for claim in work.claims:  # rows added are credited to the claim of their source, once
-            write_claim(store, cat, symbol, claim, update=claim.key in book.committed_keys,
+            write_claim(store, market, claim, update=claim.key in book.committed_keys,
                         added_rows=added.pop(claim.source, 0))
         for gap in work.gaps:
-            record_open_gaps(store, cat, symbol, gap.start_us, gap.end_us, [gap])
+            record_open_gaps(store, market, Span(gap.start_us, gap.end_us), [gap])
         return total
 
     async def _deliver(self, trades: list[Trade]) -> None:
@@ -341,7 +342,7 @@ class Follower:
                             continue
                         day = _utc_day(newest / 1e6)  # and the day before once more, after a midnight
                         days = sorted({day, self._exported_day.get(symbol, day)})
-                        files += len(export_days(store, category=self.config.category, symbol=symbol,
+                        files += len(export_days(store, market=self.books[symbol].market,
                                                  days=days, cache_dir=directory, id_mode=self.config.id_mode,
                                                  live_through_us=self._covered_through(store, symbol)))
                         self._exported_day[symbol] = day
@@ -359,7 +360,7 @@ class Follower:
             days = await _in_thread(self._unsettled_days, symbol, today_start)
             if not days:
                 continue
-            published = set(await ArchiveSource(self._client, Path(".")).list_days(self.config.category, symbol))
+            published = set(await ArchiveSource(self._client, Path(".")).list_days(self.books[symbol].market))
             for day in [d for d in days if d in published]:
                 start = int((day - date(1970, 1, 1)).days) * DAY_US
                 async with self._write:
@@ -415,15 +416,15 @@ EXTEND_CLAIM_SQL = ("UPDATE coverage SET end_us = ?, added_rows = added_rows + ?
                           "WHERE category = ? AND symbol = ? AND source = ? AND detail = ?")
 
 
-def write_claim(store: Store, category: str, symbol: str, claim: CoverageClaim, *, update: bool,
+def write_claim(store: Store, market: Market, claim: CoverageClaim, *, update: bool,
                 added_rows: int = 0) -> None:
     """Insert a session's coverage row, or extend the one an earlier commit inserted."""
     if update:
         store.execute(EXTEND_CLAIM_SQL,
-                      [claim.end_us, added_rows, category, symbol, claim.source, claim.key])
+                      [claim.end_us, added_rows, market.category, market.symbol, claim.source, claim.key])
         return
     store.execute(INSERT_CLAIM_SQL,
-                  [category, symbol, claim.source, claim.start_us, claim.end_us, added_rows, claim.key])
+                  [market.category, market.symbol, claim.source, claim.start_us, claim.end_us, added_rows, claim.key])
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:

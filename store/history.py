@@ -205,7 +205,7 @@ class BybitConnectorHistory:
             await client.get_private("/v5/execution/list", {
                 "category": self.category, "startTime": str(end_ms - 3_600_000),
                 "endTime": str(end_ms), "limit": "1"})
-            tail = await RecentTradeSource(client).fetch(self.category, self.symbol, limit=10)
+            tail = await RecentTradeSource(client).fetch(self.market, limit=10)
         log.info("Bybit test window OK: signed call accepted, %d recent trades", len(tail.trades))
         return [TradeTick(us_to_dt(t.time_us), t.price, t.qty, t.side, t.is_buyer_maker,
                           tick_id(t.trade_id), t.trade_id) for t in tail.trades]

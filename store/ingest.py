@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from fetch import arrow_scalars
 from fetch.errors import InputError
+from fetch.market_span import Market, Span
 from fetch.models import TRADE_SCHEMA
 from store import id_filter
 from store.day_summary import resummarize
@@ -226,12 +227,12 @@ def _count(store: Store, sql: str, params: list[object] | tuple[object, ...] = (
 
 class Staging:
     """`incoming` filled batch by batch: `Staging(store, ...)`, `.append(batch)` as batches come,
-    then `ingest_staged` inside a transaction. Every row must hold the given category and symbol,
+    then `ingest_staged` inside a transaction. Every row must hold the given market,
     and one source (that of the first batch). `store` may be a private database (`Store.private()`):
     the rows then move into the store being ingested into at commit time."""
 
-    def __init__(self, store: Store, *, category: str, symbol: str, match_window_us: int | None = None) -> None:
-        self.store, self.category, self.symbol = store, category, symbol
+    def __init__(self, store: Store, *, market: Market, match_window_us: int | None = None) -> None:
+        self.store, self.market = store, market
         self.match_window_us = match_window_us  # None: match stored ids at any time (`existing_sql`)
         self.source: str | None = None
         self.received = 0
@@ -248,9 +249,10 @@ class Staging:
             return
         if self.source is None:
             self.source = str(batch.column("source")[0].as_py())
-        for name, expected in (("category", self.category), ("symbol", self.symbol), ("source", self.source)):
+        market = self.market
+        for name, expected in (("category", market.category), ("symbol", market.symbol), ("source", self.source)):
             if not pc.all(pc.equal(batch.column(name), arrow_scalars.string(expected)), skip_nulls=False).as_py():
-                raise InputError(f"a batch staged for {self.category} {self.symbol} ({self.source}) holds "
+                raise InputError(f"a batch staged for {market.category} {market.symbol} ({self.source}) holds "
                                  f"another {name}")
         sides = arrow_scalars.string_array(("buy", "sell"))
         if not pc.all(pc.is_in(batch.column("side"), value_set=sides), skip_nulls=False).as_py():
@@ -274,15 +276,16 @@ def _summarize(staging: Staging) -> None:
     staging.summary = (int(row[0]), int(row[1]), row[2], row[3]) if row else None
 
 
-def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, int] | None = None,
+def ingest_staged(store: Store, staging: Staging, *, replace_rest: Span | None = None,
                   skip_archive_covered: bool = False) -> IngestResult:
     """Fold, match and insert what `staging` holds; call inside `store.atomic()`. The days whose
     rows changed (REST rows dropped, rows added) get their summary recomputed once, at the end."""
     _bring_into(store, staging)
-    category, symbol = staging.category, staging.symbol
+    market = staging.market
+    category, symbol = market.category, market.symbol
     replaced = 0
     if replace_rest is not None:
-        reconcile_day(store, category=category, symbol=symbol, start_us=replace_rest[0], end_us=replace_rest[1])
+        reconcile_day(store, market, replace_rest)
         store.execute(REPLACED_SQL, [category, symbol, *replace_rest])
         replaced = _count(store, DROP_REST_ROWS_SQL, [category, symbol, *replace_rest])
     else:
@@ -290,7 +293,7 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: tuple[int, in
     result, inserted = _match_and_insert(store, staging, skip_archive_covered)
     changed = ([replace_rest] if replace_rest is not None and replaced else []) + ([inserted] if inserted else [])
     if changed:
-        resummarize(store, category, symbol, min(a for a, _ in changed), max(b for _, b in changed))
+        resummarize(store, market, Span(min(a for a, _ in changed), max(b for _, b in changed)))
     return IngestResult(result.received, result.added, result.duplicates, result.conflicts, replaced)
 
 
@@ -324,13 +327,14 @@ _STAGE_SPAN_SQL = "SELECT min(time_us), max(time_us) FROM incoming"
 
 
 def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool,
-                      ) -> tuple[IngestResult, tuple[int, int] | None]:
+                      ) -> tuple[IngestResult, Span | None]:
     """The counts, and the time span of the rows inserted (None when none were)."""
-    category, symbol, received, source = staging.category, staging.symbol, staging.received, staging.source
+    market, received, source = staging.market, staging.received, staging.source
+    category, symbol = market.category, market.symbol
     if received == 0:
         return EMPTY, None
     summary, staging.summary = staging.summary, None
-    conflicts = _fold(store, category, symbol, source, summary)
+    conflicts = _fold(store, market, source, summary)
     skipped = _count(store, DROP_ARCHIVE_COVERED_SQL, [category, symbol]) if skip_archive_covered else 0
     span: tuple[int | None, int | None]
     if summary is not None and not conflicts and not skipped and summary[0] == summary[1]:
@@ -341,15 +345,15 @@ def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool
     low, high = span
     if low is None or high is None:
         return IngestResult(received, 0, received - conflicts, conflicts), None
-    market = _find_existing(store, staging, low, high)
+    ids = _find_existing(store, staging, low, high)
     conflicts += _count(store, STORED_CONFLICTS_SQL, [category, symbol, source])
     added = _count(store, INSERT_SQL, [category, symbol, source])
     if added and store.path != PRIVATE:
         generation = id_filter.bump_generation(store, category, symbol)
-        if market is not None:
-            market.inserted(generation)
+        if ids is not None:
+            ids.inserted(generation)
     duplicates = received - added - conflicts - skipped
-    return IngestResult(received, added, duplicates + skipped, conflicts), ((low, high + 1) if added else None)
+    return IngestResult(received, added, duplicates + skipped, conflicts), (Span(low, high + 1) if added else None)
 
 
 def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_filter.MarketFilter | None:
@@ -357,7 +361,7 @@ def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_fi
     when one was used (its bits now hold the batch's ids too). A global match (`match_window_us`
     None) always has one (built from the store if need be); a windowed one uses it if it is trusted,
     and is then global too."""
-    category, symbol, window = staging.category, staging.symbol, staging.match_window_us
+    category, symbol, window = staging.market.category, staging.market.symbol, staging.match_window_us
     market = None
     if store.path != PRIVATE:
         market = id_filter.market_filter(store, category, symbol, rebuild=window is None,
@@ -388,25 +392,24 @@ _DROP_STAGE_SQL = "DROP TABLE incoming"
 _RENAME_FOLDED_SQL = "ALTER TABLE incoming_folded RENAME TO incoming"
 
 
-def _fold(store: Store, category: str, symbol: str, source: str | None,
+def _fold(store: Store, market: Market, source: str | None,
           summary: tuple[int, int, int | None, int | None] | None) -> int:
     """Fold repeated ids when some id may repeat; returns the conflicts found among them."""
     rows, distinct, _, _ = summary or store.query_one(STAGE_SUMMARY_SQL) or (0, 0, None, None)
     if distinct == rows:
         return 0
     store.execute(FOLD_SQL)
-    conflicts = _count(store, BATCH_CONFLICTS_SQL, [category, symbol, source])
+    conflicts = _count(store, BATCH_CONFLICTS_SQL, [market.category, market.symbol, source])
     store.execute(_DROP_STAGE_SQL)
     store.execute(_RENAME_FOLDED_SQL)
     return conflicts
 
 
-def ingest_batch(store: Store, batch: pa.Table, *, category: str, symbol: str,
-                 replace_rest: tuple[int, int] | None = None, skip_archive_covered: bool = False,
-                 match_window_us: int | None = None) -> IngestResult:
+def ingest_batch(store: Store, batch: pa.Table, *, market: Market, replace_rest: Span | None = None,
+                 skip_archive_covered: bool = False, match_window_us: int | None = None) -> IngestResult:
     """Insert a normalized batch (TRADE_SCHEMA); call inside `store.atomic()`. `match_window_us`
     limits the duplicate match to that far around the batch (see `existing_sql`)."""
-    staging = Staging(store, category=category, symbol=symbol, match_window_us=match_window_us)
+    staging = Staging(store, market=market, match_window_us=match_window_us)
     staging.append(batch)
     return ingest_staged(store, staging, replace_rest=replace_rest,
                          skip_archive_covered=skip_archive_covered)
@@ -415,6 +418,6 @@ def ingest_batch(store: Store, batch: pa.Table, *, category: str, symbol: str,
 STAGED_BETWEEN_SQL = "SELECT count(*) FROM incoming WHERE time_us >= ? AND time_us < ?"
 
 
-def distinct_ids_between(store: Store, start_us: int, end_us: int) -> int:
-    """Distinct ids of the staged batch inside [start, end): what a day's file says the day holds."""
-    return _count(store, STAGED_BETWEEN_SQL, [start_us, end_us])
+def distinct_ids_between(store: Store, span: Span) -> int:
+    """Distinct ids of the staged batch inside `span`: what a day's file says the day holds."""
+    return _count(store, STAGED_BETWEEN_SQL, [*span])

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fetch.errors import BackfillError, InputError
+from fetch.market_span import Category, Market, Span
 from store.cache_dir import check_cache_dir
 from store.coverage_many import Ask
 from store.db import Store
@@ -90,37 +91,36 @@ SHARD_BLOCK_DAYS = 7
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-def shard_of(category: str, symbol: str, day: date, count: int) -> int:
-    """The shard (1..count) owning (category, symbol, day): a sha256 of the symbol and the day's
-    block, the same on every machine and Python version (never the salted `hash()`)."""
+def shard_of(market: Market, day: date, count: int) -> int:
+    """The shard (1..count) owning (market, day): a sha256 of the market and the day's block, the
+    same on every machine and Python version (never the salted `hash()`)."""
     block = (day.toordinal() - _EPOCH_ORDINAL) // SHARD_BLOCK_DAYS
-    digest = hashlib.sha256(f"{category}|{symbol}|{block}".encode()).digest()
+    digest = hashlib.sha256(f"{market.category}|{market.symbol}|{block}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
-    """One refresh: a symbol over [start_us, end_us)."""
+    """One refresh: a market over a span."""
 
-    symbol: str
-    start_us: int
-    end_us: int
+    market: Market
+    span: Span
 
 
-def work_items(category: str, symbols: Sequence[str], start_us: int, end_us: int,
+def work_items(category: Category, symbols: Sequence[str], span: Span,
                shard: Shard | None = None) -> list[WorkItem]:
     """The refreshes of a run: one per symbol, or, with a shard, one per run of contiguous days
     that the shard owns (clipped to the range)."""
     items = []
     for symbol in symbols:
+        market = Market(category, symbol)
         if shard is None or shard.count == 1:
-            items.append(WorkItem(symbol, start_us, end_us))
+            items.append(WorkItem(market, span))
             continue
-        mine = [d for d in days_touching([(start_us, end_us)])
-                if shard_of(category, symbol, d, shard.count) == shard.index]
+        mine = [d for d in days_touching([span]) if shard_of(market, d, shard.count) == shard.index]
         for first, last in _runs(mine):
-            items.append(WorkItem(symbol, max(start_us, day_start_us(first)),
-                                  min(end_us, day_start_us(last + timedelta(days=1)))))
+            items.append(WorkItem(market, Span(max(span.start_us, day_start_us(first)),
+                                               min(span.end_us, day_start_us(last + timedelta(days=1))))))
     return items
 
 
@@ -155,8 +155,8 @@ def check_cache_template(template: str, symbol_count: int) -> None:
                          "template such as 'cache/{symbol}' or pass --no-export")
 
 
-def cache_dir_for(template: str, category: str, symbol: str) -> Path:
-    return Path(template.format(symbol=symbol, category=category))
+def cache_dir_for(template: str, market: Market) -> Path:
+    return Path(template.format(symbol=market.symbol, category=market.category))
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def cache_dir_for(template: str, category: str, symbol: str) -> Path:
 class SymbolResult:
     """One symbol's share of the run, over all its refreshes."""
 
-    category: str
+    category: Category
     symbol: str
     refreshes: int = 0
     days_in_range: int = 0
@@ -192,7 +192,7 @@ class SymbolResult:
 
 @dataclass
 class MarketSummary:
-    category: str
+    category: Category
     start: str
     end: str
     shard: str | None
@@ -223,7 +223,7 @@ class MarketSummary:
                 "lake": self.lake.as_dict() if self.lake is not None else None}
 
 
-async def list_symbols(client: BybitClient, category: str, statuses: Sequence[str]) -> list[str]:
+async def list_symbols(client: BybitClient, category: Category, statuses: Sequence[str]) -> list[str]:
     """Every symbol of `category` with one of `statuses`, from instruments-info."""
     from fetch.instruments import InstrumentSource
 
@@ -239,20 +239,20 @@ CONCLUDE_BATCH = 32
 
 
 async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[str] | None,
-                         start_us: int, end_us: int, *, category: str = "linear",
+                         span: Span, *, category: Category = "linear",
                          statuses: Sequence[str] = ("Trading",), shard: Shard | None = None,
                          cache_template: str | None = None, id_mode: IdMode = "tick",
                          lake: Location | None = None, concurrency: int = DEFAULT_CONCURRENCY,
                          client: BybitClient | None = None,
                          on_symbol: Callable[[SymbolResult], None] | None = None) -> MarketSummary:
     """Refresh `symbols` (None: every symbol of the category with one of `statuses`) over
-    [start_us, end_us), at most `concurrency` refreshes at once; the lake, when given, is updated
+    `span`, at most `concurrency` refreshes at once; the lake, when given, is updated
     after each. A symbol that fails is reported and the others go on; if every one fails, the
     first error is raised (nothing was done: a bad host or option, not a bad symbol)."""
     began = time.monotonic()
     if concurrency < 1:
         raise InputError(f"--concurrency must be at least 1, got {concurrency}")
-    summary = MarketSummary(category, us_to_dt(start_us).isoformat(), us_to_dt(end_us).isoformat(),
+    summary = MarketSummary(category, us_to_dt(span.start_us).isoformat(), us_to_dt(span.end_us).isoformat(),
                             str(shard) if shard else None)
     if lake is not None:
         from store.lake import LakeReport
@@ -271,12 +271,13 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
         run = _Run(store, config, client, category=category, id_mode=id_mode, lake=lake, summary=summary,
                    results={name: SymbolResult(category, name) for name in names}, on_symbol=on_symbol)
         summary.results = list(run.results.values())
-        items = work_items(category, names, start_us, end_us, shard)
-        parts = plan_parts(store, [Ask(category, i.symbol, i.start_us, i.end_us) for i in items],
-                           cache_dirs=[cache_dir_for(cache_template, category, i.symbol) if cache_template
+        items = work_items(category, names, span, shard)
+        parts = plan_parts(store, [Ask(i.market, i.span) for i in items],
+                           cache_dirs=[cache_dir_for(cache_template, i.market) if cache_template
                                        else None for i in items], id_mode=id_mode)
         for item in items:
-            run.remaining[item.symbol] = run.remaining.get(item.symbol, 0) + 1
+            symbol = item.market.symbol
+            run.remaining[symbol] = run.remaining.get(symbol, 0) + 1
         store.release()  # each symbol's refresh holds the file only while it commits, on a handle of its own
         if any(part.missing for part in parts):
             run.open_staging(stack, concurrency)
@@ -307,7 +308,7 @@ class _Run:
     store: Store
     config: FetchConfig
     client: BybitClient
-    category: str
+    category: Category
     id_mode: IdMode
     lake: Location | None
     summary: MarketSummary
@@ -343,7 +344,7 @@ class _Run:
                 self._failed(item, error)
                 return
             if self.lake is not None:
-                report = await asyncio.to_thread(_update_lake, cursor, self.lake, self.category, item)
+                report = await asyncio.to_thread(_update_lake, cursor, self.lake, item)
                 assert self.summary.lake is not None
                 self.summary.lake.merge(report)
         finally:
@@ -364,15 +365,16 @@ class _Run:
                 self._failed(part.ask, error)
             return
         for part in parts:
-            self.results[part.ask.symbol].add(part.summary)
+            self.results[part.ask.market.symbol].add(part.summary)
             self.summary.summaries.append(part.summary)
-            self._done(part.ask.symbol)
+            self._done(part.ask.market.symbol)
 
     def _failed(self, item: WorkItem | Ask, error: BackfillError) -> None:
-        log.warning("refresh of %s %s failed: %s", self.category, item.symbol, error)
+        market = item.market
+        log.warning("refresh of %s %s failed: %s", market.category, market.symbol, error)
         self.errors.append(error)
-        self.results[item.symbol].error = str(error)
-        self._done(item.symbol)
+        self.results[market.symbol].error = str(error)
+        self._done(market.symbol)
 
     def _done(self, symbol: str) -> None:
         self.remaining[symbol] -= 1
@@ -380,9 +382,10 @@ class _Run:
             self.on_symbol(self.results[symbol])
 
 
-def _update_lake(store: Store, lake: Location, category: str, item: WorkItem) -> LakeReport:
+def _update_lake(store: Store, lake: Location, item: WorkItem) -> LakeReport:
     from store.lake import write_lake
 
-    first = day_of_us(item.start_us)
-    stop = day_of_us(item.end_us - 1) + timedelta(days=1)
-    return write_lake(store, lake, categories=[category], symbols=[item.symbol], first=first, stop=stop)
+    first = day_of_us(item.span.start_us)
+    stop = day_of_us(item.span.end_us - 1) + timedelta(days=1)
+    return write_lake(store, lake, categories=[item.market.category], symbols=[item.market.symbol], first=first,
+                      stop=stop)

@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fetch.symbols import normalize_symbol
+from fetch.market_span import Market, Span
 from store.cache_dir import IdMode, check_cache_dir, complete_days, days_needing_export
 from store.coverage import TRADE_SOURCES, Gap
 from store.coverage_many import Ask, gaps_many, record_gaps_many, unverified_many
@@ -61,18 +61,18 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
 
     `sources` are the coverage sources that count as "has it": `follow` passes ('archive',) so a day
     it captured live is still fetched from the archive, which then replaces the live rows."""
-    symbol = normalize_symbol(symbol)
+    market = Market.parse(category, symbol)
     if cache_dir is not None:
         check_cache_dir(cache_dir)
     with store.keeping():
-        [part] = plan_parts(store, [Ask(category, symbol, start_us, end_us)], sources=sources,
+        [part] = plan_parts(store, [Ask(market, Span(start_us, end_us))], sources=sources,
                             cache_dirs=[cache_dir], id_mode=id_mode)
         note = None
         try:
             if part.missing:
                 from store.writer_state import WriterNote
 
-                note = WriterNote(Path(store.path), command or f"refresh {category} {symbol}")
+                note = WriterNote(Path(store.path), command or f"refresh {market.category} {market.symbol}")
                 await fetch_part(store, config, part, progress=progress, client=client, work_dir=work_dir,
                                  note=note)
             conclude(store, [part], progress=progress)
@@ -88,7 +88,7 @@ class Part:
 
     ask: Ask
     summary: RefreshSummary
-    missing: list[tuple[int, int]]
+    missing: list[Span]
     all_days: list[date]
     cache_dir: Path | None = None
     id_mode: IdMode = "tick"
@@ -102,12 +102,13 @@ def plan_parts(store: Store, asks: list[Ask], *, sources: tuple[str, ...] = TRAD
     parts = []
     dirs = cache_dirs or [None] * len(asks)
     for ask, missing, cache_dir in zip(asks, unverified_many(store, asks, sources), dirs, strict=True):
-        summary = RefreshSummary(ask.category, ask.symbol, us_to_dt(ask.start_us).isoformat(),
-                                 us_to_dt(ask.end_us).isoformat())
-        all_days = days_touching([(ask.start_us, ask.end_us)])
+        market, span = ask
+        summary = RefreshSummary(market.category, market.symbol, us_to_dt(span.start_us).isoformat(),
+                                 us_to_dt(span.end_us).isoformat())
+        all_days = days_touching([span])
         summary.days_in_range = len(all_days)
         summary.days_from_store = len(set(all_days) - set(days_touching(missing)))
-        log.debug("plan %s %s: %d of %d days already stored, %d spans to fetch", ask.category, ask.symbol,
+        log.debug("plan %s %s: %d of %d days already stored, %d spans to fetch", market.category, market.symbol,
                   summary.days_from_store, len(all_days), len(missing))
         parts.append(Part(ask, summary, missing, all_days, cache_dir, id_mode))
     return parts
@@ -123,8 +124,7 @@ async def fetch_part(store: Store, config: FetchConfig, part: Part, *, progress:
     from store.pipeline import Job, fetch_missing
 
     store.release()
-    ask = part.ask
-    job = Job(store, ask.category, ask.symbol, ask.start_us, ask.end_us, progress or _noop,
+    job = Job(store, part.ask.market, part.ask.span, progress or _noop,
               cache_dir=Path(part.cache_dir) if part.cache_dir is not None else None, id_mode=part.id_mode,
               note=note)
     part.fetched = await fetch_missing(job, config, part.missing, client=client, work_dir=work_dir,
@@ -143,7 +143,8 @@ def conclude(store: Store, parts: list[Part], *, progress: ProgressCallback | No
             record_gaps_many(store, asks, [part.summary.gaps for part in parts])
         for part in parts:
             if part.cache_dir is not None:
-                _export_stale(store, part.summary, part.cache_dir, part.all_days, part.id_mode, part.fetched, report)
+                _export_stale(store, part.ask.market, part.summary, part.cache_dir, part.all_days, part.id_mode,
+                              part.fetched, report)
     for part in parts:
         summary = part.summary
         if part.fetched is not None:
@@ -170,21 +171,19 @@ def _fold(summary: RefreshSummary, fetched: Fetched) -> None:
             summary.errors_by_type[name] = summary.errors_by_type.get(name, 0) + count
 
 
-def _export_stale(store: Store, summary: RefreshSummary, cache_dir: Path, all_days: list[date],
+def _export_stale(store: Store, market: Market, summary: RefreshSummary, cache_dir: Path, all_days: list[date],
                   id_mode: IdMode, fetched: Fetched | None, report: ProgressCallback) -> None:
     """Write every day of the range whose file is missing or out of date (the background exporter
     has done most of them already); pyarrow's writer loads only if one is."""
-    category, symbol = summary.category, summary.symbol
-    stale = days_needing_export(store, category=category, symbol=symbol, cache_dir=cache_dir,
-                                days=_exportable_days(store, category, symbol, all_days), id_mode=id_mode)
+    stale = days_needing_export(store, market=market, cache_dir=cache_dir,
+                                days=_exportable_days(store, market, all_days), id_mode=id_mode)
     earlier = fetched.exported if fetched is not None else []
     rows = sum(e.rows for e in earlier)
     files = len(earlier)
     if stale:
         from store.export import export_days
 
-        exported = export_days(store, category=category, symbol=symbol, days=stale, cache_dir=cache_dir,
-                               id_mode=id_mode)
+        exported = export_days(store, market=market, days=stale, cache_dir=cache_dir, id_mode=id_mode)
         files += len(exported)
         rows += sum(e.rows for e in exported)
     summary.files_exported = files
@@ -210,10 +209,10 @@ _EXPORTABLE_DAYS_SQL = ("SELECT day FROM day_summary WHERE category = ? AND symb
                         "AND day >= ? AND day <= ?")
 
 
-def _exportable_days(store: Store, category: str, symbol: str, days: list[date]) -> list[date]:
+def _exportable_days(store: Store, market: Market, days: list[date]) -> list[date]:
     """Days with any stored trade that are complete in the store: a reader takes a file as the whole
     day, so today (still going on) or a day with a hole gets none."""
     if not days:
         return []
-    rows = store.query(_EXPORTABLE_DAYS_SQL, [category, symbol, days[0], days[-1]])
-    return complete_days(store, category, symbol, sorted(row[0] for row in rows))[0]
+    rows = store.query(_EXPORTABLE_DAYS_SQL, [market.category, market.symbol, days[0], days[-1]])
+    return complete_days(store, market, sorted(row[0] for row in rows))[0]

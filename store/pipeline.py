@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING
 from fetch.archive import ArchiveSource
 from fetch.client import BybitClient, ClientStats
 from fetch.errors import ArchiveError, Implausible
+from fetch.market_span import Market, Span
 from fetch.models import RecentTail, trades_to_table
 from fetch.rest import RecentTradeSource
-from store.cache_dir import IdMode, check_dir_owner
+from store.cache_dir import IdMode, claim_cache_dir
 from store.coverage import Gap, add_coverage
 from store.db import Store
 from store.exporter import ExportedRows, Exporter
@@ -70,10 +71,8 @@ class Job:
     """What one refresh fetches, and where to; nothing in it changes while it runs."""
 
     store: Store
-    category: str
-    symbol: str
-    start_us: int
-    end_us: int
+    market: Market
+    span: Span
     progress: ProgressCallback
     cache_dir: Path | None = None
     id_mode: IdMode = "tick"
@@ -124,7 +123,7 @@ class Fetched:
                 *(self.tail.gaps if self.tail is not None else ())]
 
 
-async def fetch_missing(job: Job, config: FetchConfig, missing: list[tuple[int, int]], *,
+async def fetch_missing(job: Job, config: FetchConfig, missing: list[Span], *,
                         client: BybitClient | None = None, work_dir: Path | None = None,
                         staging: Store | None = None) -> Fetched:
     """Fetch the uncovered intervals into the store (one client, one scratch dir and one private
@@ -147,14 +146,14 @@ async def fetch_missing(job: Job, config: FetchConfig, missing: list[tuple[int, 
     return fetched
 
 
-async def _fetch(job: Job, client: BybitClient, private: Store, missing: list[tuple[int, int]], scratch: Path,
+async def _fetch(job: Job, client: BybitClient, private: Store, missing: list[Span], scratch: Path,
                  fetched: Fetched) -> None:
-    archive = ArchiveSource(client, scratch)
-    published = await archive.list_days(job.category, job.symbol)
+    archive, market = ArchiveSource(client, scratch), job.market
+    published = await archive.list_days(market)
     plan = plan_refresh(missing, published)
     job.progress(Progress("plan", total_days=len(plan.archive_days),
                           message=f"{len(plan.archive_days)} archive days, tail: {plan.tail}"))
-    log.debug("plan %s %s: archive days %s, tail %s, unfetchable %s", job.category, job.symbol,
+    log.debug("plan %s %s: archive days %s, tail %s, unfetchable %s", market.category, market.symbol,
               [d.isoformat() for d in plan.archive_days], plan.tail, [u.day.isoformat() for u in plan.unfetchable])
     fetched.gaps += [_day_gap(item.day, item.reason) for item in plan.unfetchable]
     # The tail is asked for before any day is written: a REST host that refuses the symbol (10001)
@@ -165,16 +164,16 @@ async def _fetch(job: Job, client: BybitClient, private: Store, missing: list[tu
         await client.sync_clock()  # coverage never reaches past the exchange's own now
         now_us = client.exchange_now_ms() * 1000
         try:
-            tail = await RecentTradeSource(client).fetch(job.category, job.symbol)
+            tail = await RecentTradeSource(client).fetch(market)
         except Implausible as error:
             log.warning("%s", error)
             fetched.implausible += 1
             fetched.gaps += [_day_gap(day, str(error)) for day in plan.unpublished]
     if job.cache_dir is not None:  # after the symbol is known good: that error says more
         with job.store.held():
-            check_dir_owner(job.store, job.cache_dir, job.category, job.symbol, job.id_mode)
+            claim_cache_dir(job.store, job.cache_dir, market, job.id_mode)
     exporter = None if job.cache_dir is None else Exporter(
-        job.store, category=job.category, symbol=job.symbol, cache_dir=job.cache_dir, id_mode=job.id_mode)
+        job.store, market=market, cache_dir=job.cache_dir, id_mode=job.id_mode)
     try:
         async for outcome in _archive_days(job, archive, private, plan, len(plan.archive_days)):
             fetched.days.append(outcome)
@@ -193,7 +192,7 @@ async def _archive_days(job: Job, archive: ArchiveSource, private: Store, plan: 
         job.progress(Progress("bytes", bytes=count))
 
     committed = 0
-    async for day, item in archive.fetch_days(job.category, job.symbol, plan.archive_days, on_bytes=on_bytes):
+    async for day, item in archive.fetch_days(job.market, plan.archive_days, on_bytes=on_bytes):
         if item is None:
             yield DayOutcome(day, gap=_day_gap(day, f"the archive file for {day} is listed but answered "
                                                     "404; rerun later"))
@@ -212,7 +211,8 @@ async def _archive_days(job: Job, archive: ArchiveSource, private: Store, plan: 
                 os.remove(item.path)
         committed += outcome.result is not None
         if job.note is not None:
-            job.note.update(f"{job.category} {job.symbol}: {committed} of {total} archive days committed")
+            job.note.update(f"{job.market.category} {job.market.symbol}: {committed} of {total} archive days "
+                            "committed")
         yield outcome
 
 
@@ -221,7 +221,7 @@ async def _staged(job: Job, private: Store, day: date, item: ArchiveFile) -> Sta
     to stop and waited for: it uses the private database, which the cancelled run closes next, and
     DuckDB refuses a connection busy in another call."""
     work = asyncio.get_running_loop().run_in_executor(
-        None, stage_file, private, job.category, job.symbol, day, item.path, job.stopping)
+        None, stage_file, private, job.market, day, item.path, job.stopping)
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -254,26 +254,25 @@ async def _committed(job: Job, day: date, staging: Staging, *, url: str) -> DayO
             await work
         raise
     job.progress(Progress("day", day=day, rows=result.added))
-    log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", job.category,
-             job.symbol, day, staging.received, result.added, result.duplicates, result.conflicts)
+    log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", job.market.category,
+             job.market.symbol, day, staging.received, result.added, result.duplicates, result.conflicts)
     return DayOutcome(day, result=result)
 
 
 def _commit_day(job: Job, day: date, staging: Staging, url: str) -> IngestResult:
     """A whole day and its coverage row in one transaction: after a crash, all of it or none. The
     store file is held for this alone."""
-    start_us, end_us = day_start_us(day), day_start_us(day + timedelta(days=1))
+    span = Span(day_start_us(day), day_start_us(day + timedelta(days=1)))
     store = job.store
     with store.held(), store.atomic():
-        result = ingest_staged(store, staging, replace_rest=(start_us, end_us))
-        expected = distinct_ids_between(store, start_us, end_us)
-        add_coverage(store, category=job.category, symbol=job.symbol, source="archive",
-                     start_us=start_us, end_us=end_us, added_rows=result.added,
+        result = ingest_staged(store, staging, replace_rest=span)
+        expected = distinct_ids_between(store, span)
+        add_coverage(store, market=job.market, source="archive", span=span, added_rows=result.added,
                      file_rows=staging.received, expected_rows=expected, detail=url)
     return result
 
 
-def tail_coverage(tail: RecentTail, start_us: int, end_us: int, now_us: int) -> tuple[int, int] | None:
+def tail_coverage(tail: RecentTail, span: Span, now_us: int) -> Span | None:
     """The span a recent-trade answer proves complete, within the request and the exchange's now.
 
     Trades sharing the oldest timestamp may be cut by the limit, and more may share the newest one
@@ -281,21 +280,19 @@ def tail_coverage(tail: RecentTail, start_us: int, end_us: int, now_us: int) -> 
     that was asked for (rows outside the request are not stored, so they cannot be vouched for)."""
     if tail.oldest_us is None or tail.newest_us is None:
         return None
-    low, high = max(tail.oldest_us + 1, start_us), min(tail.newest_us, end_us, now_us)
-    return (low, high) if high > low else None
+    low, high = max(tail.oldest_us + 1, span.start_us), min(tail.newest_us, span.end_us, now_us)
+    return Span(low, high) if high > low else None
 
 
 def _store_tail(job: Job, tail: RecentTail, plan: RefreshPlan, now_us: int) -> TailOutcome:
     """recent-trade's newest trades: complete from the oldest returned one up to the request."""
-    trades = [t for t in tail.trades if job.start_us <= t.time_us < job.end_us]
-    span = tail_coverage(tail, job.start_us, job.end_us, now_us)
+    trades = [t for t in tail.trades if job.span.contains(t.time_us)]
+    span = tail_coverage(tail, job.span, now_us)
     store = job.store
     with store.held(), store.atomic():
-        result = ingest_batch(store, trades_to_table(trades), category=job.category,
-                              symbol=job.symbol, skip_archive_covered=True)
+        result = ingest_batch(store, trades_to_table(trades), market=job.market, skip_archive_covered=True)
         if span is not None:
-            add_coverage(store, category=job.category, symbol=job.symbol, source="rest",
-                         start_us=span[0], end_us=span[1], added_rows=result.added,
+            add_coverage(store, market=job.market, source="rest", span=span, added_rows=result.added,
                          file_rows=len(tail.trades), detail=f"recent-trade limit {tail.limit}")
     job.progress(Progress("tail", rows=result.added))
     gaps = []
@@ -306,7 +303,7 @@ def _store_tail(job: Job, tail: RecentTail, plan: RefreshPlan, now_us: int) -> T
             gaps.append(Gap("uncovered", start_us, min(end_us, reach_us or end_us),
                             unpublished_reason(day, tail.limit, tail.oldest_us)))
     if tail.newest_us is not None:
-        gaps.append(Gap("uncovered", tail.newest_us, job.end_us, AFTER_NEWEST))
+        gaps.append(Gap("uncovered", tail.newest_us, job.span.end_us, AFTER_NEWEST))
     return TailOutcome(result, len(trades), tuple(gaps))
 
 

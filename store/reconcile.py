@@ -16,7 +16,7 @@ plain refreshes pay one count.
 
 from __future__ import annotations
 
-from fetch.market_span import Market
+from fetch.market_span import Market, Span
 from store.db import Store
 
 LIVE_SOURCES = ("ws", "rest")
@@ -89,10 +89,10 @@ RECONCILE_DAY_SQL = ("INSERT INTO reconciliation (category, symbol, day, archive
                      "?, ?, ?, ?, ?)")
 
 
-def reconcile_day(store: Store, *, category: str, symbol: str, start_us: int, end_us: int) -> bool:
+def reconcile_day(store: Store, market: Market, span: Span) -> bool:
     """Record how the day's live rows compare with the staged archive rows (call inside the archive
-    day's transaction, before the live rows go); False when the day has no live rows. Takes bare
-    pairs for store.ingest, until it passes a market and a span."""
+    day's transaction, before the live rows go); False when the day has no live rows."""
+    category, symbol, (start_us, end_us) = market.category, market.symbol, span
     row = store.query_one(LIVE_ROWS_SQL, [category, symbol, start_us, end_us])
     if not row or not row[0]:
         return False

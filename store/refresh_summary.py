@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
+from fetch.market_span import Category
 from store.coverage import Gap
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass
 class RefreshSummary:
-    category: str
+    category: Category
     symbol: str
     start: str
     end: str

@@ -83,7 +83,7 @@ def status(store: Store, symbol: str | None = None) -> list[dict[str, Any]]:
         lo = min(v for v in (row["covered_from_us"], row["gaps_from_us"]) if v is not None) if (
             row["covered_from_us"] is not None or row["gaps_from_us"] is not None) else None
         hi = max(v for v in (row["covered_to_us"], row["gaps_to_us"]) if v is not None) if lo is not None else None
-        gaps = find_gaps(store, category, name, lo, hi) if lo is not None and hi is not None else []
+        gaps = find_gaps(store, Market.of(category, name), Span(lo, hi)) if lo is not None and hi is not None else []
         rows.append({
             "category": category, "symbol": name, "days_covered": int(row["days_covered"]),
             "first_trade": _iso_us(row["first_us"]), "last_trade": _iso_us(row["last_us"]),

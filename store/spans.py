@@ -23,7 +23,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 
-from fetch.market_span import Span
+from fetch.market_span import Market, Span
 from fetch.models import RecentTail, Trade
 from store.coverage import Gap
 from store.timeutil import us_to_dt
@@ -94,8 +94,8 @@ def subtract(span: Span, spans: list[Span]) -> list[Span]:
 class SpanBook:
     """The evidence of one symbol's live capture, between commits."""
 
-    def __init__(self, category: str, symbol: str, prev_end_us: int | None = None) -> None:
-        self.category, self.symbol = category, symbol
+    def __init__(self, market: Market, prev_end_us: int | None = None) -> None:
+        self.market = market
         self.prev_end_us = prev_end_us
         self.prev_last_id: str | None = None
         self.session: Session | None = None
@@ -168,7 +168,7 @@ class SpanBook:
         return gaps
 
     def _reason(self, a: int, b: int, tail: RecentTail | None, failure: str | None, why: str) -> str:
-        lost = f"live capture of {self.symbol} missed {us_to_dt(a).isoformat()} .. {us_to_dt(b).isoformat()}"
+        lost = f"live capture of {self.market.symbol} missed {us_to_dt(a).isoformat()} .. {us_to_dt(b).isoformat()}"
         cause = f" ({why})" if why else ""
         if failure is not None:
             bridge = f"recent-trade could not bridge it: {failure}"

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from fetch.archive_csv import archive_rows
+from fetch.market_span import Market
 from store.db import Store
 from store.ingest import Staging
 
@@ -29,13 +30,12 @@ class Stopped(Exception):
     """The refresh was cancelled (Ctrl-C) while a day was being staged."""
 
 
-def stage_file(private: Store, category: str, symbol: str, day: date, path: Path,
-               stopping: threading.Event) -> Staging:
+def stage_file(private: Store, market: Market, day: date, path: Path, stopping: threading.Event) -> Staging:
     """The day's file, parsed and staged in `private` (call in a worker thread: it blocks)."""
-    staging = Staging(private, category=category, symbol=symbol)
+    staging = Staging(private, market=market)
     group: list[pa.RecordBatch] = []
     rows = 0
-    for batch in read_ahead(archive_rows(path, category, symbol, day)):
+    for batch in read_ahead(archive_rows(path, market, day)):
         if stopping.is_set():
             raise Stopped
         group.append(batch)

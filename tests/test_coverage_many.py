@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fetch.market_span import Market, Span
 from store.coverage import Gap, find_gaps, record_open_gaps, unverified
 from store.coverage_many import Ask, gaps_many, record_gaps_many, unverified_many
 from store.schema import open_store
@@ -49,7 +50,7 @@ def _asks(seed: int) -> list[Ask]:
     for category in ("linear", "spot"):
         for symbol in [*SYMBOLS, "NEVERUSDT"]:
             cut = sorted(rng.sample(range(1, 22 * DAY, DAY // 7), 4))
-            asks += [Ask(category, symbol, cut[0], cut[1]), Ask(category, symbol, cut[2], cut[3])]
+            asks += [Ask(Market(category, symbol), Span(cut[0], cut[1])), Ask(Market(category, symbol), Span(cut[2], cut[3]))]
     rng.shuffle(asks)
     return asks
 
@@ -57,7 +58,7 @@ def _asks(seed: int) -> list[Ask]:
 def _plan_asks(seed: int) -> list[Ask]:
     """`_asks` and single days (often wholly covered): the plan's asks may overlap."""
     rng = random.Random(seed + 3)
-    days = [Ask(c, s, d * DAY, (d + 1) * DAY) for c in ("linear", "spot") for s in SYMBOLS for d in rng.sample(range(20), 3)]
+    days = [Ask(Market(c, s), Span(d * DAY, (d + 1) * DAY)) for c in ("linear", "spot") for s in SYMBOLS for d in rng.sample(range(20), 3)]
     return _asks(seed) + days
 
 
@@ -67,7 +68,7 @@ def test_the_batched_plan_is_the_per_symbol_plan_of_every_ask(tmp_path: Path, se
         asks = _plan_asks(seed)
         for sources in (("archive", "rest", "ws"), ("archive",)):
             batched = unverified_many(store, asks, sources)
-            assert batched == [unverified(store, a.category, a.symbol, a.start_us, a.end_us, sources) for a in asks]
+            assert batched == [unverified(store, a.market, a.span, sources) for a in asks]
         assert any(batched) and not all(batched), "the layout has both covered and missing ranges"
 
 
@@ -76,7 +77,7 @@ def test_the_batched_gaps_and_their_reasons_are_the_per_symbol_ones(tmp_path: Pa
     with _random_store(tmp_path / "s.duckdb", seed) as store:
         asks = _plan_asks(seed)
         batched = gaps_many(store, asks)
-        assert batched == [find_gaps(store, a.category, a.symbol, a.start_us, a.end_us) for a in asks]
+        assert batched == [find_gaps(store, a.market, a.span) for a in asks]
         kinds = {g.kind for gaps in batched for g in gaps}
         assert "uncovered" in kinds
 
@@ -85,8 +86,8 @@ def test_the_batched_gaps_and_their_reasons_are_the_per_symbol_ones(tmp_path: Pa
 def test_recording_the_gaps_of_many_asks_at_once_leaves_what_one_by_one_leaves(tmp_path: Path, seed: int) -> None:
     asks = _asks(seed)
     rng = random.Random(seed + 2)
-    found = [[Gap("uncovered", a.start_us + s, a.start_us + s + 1, f"gap {k}.{s}")
-              for s in sorted(rng.sample(range(a.end_us - a.start_us - 1), rng.randint(0, 3)))]
+    found = [[Gap("uncovered", a.span.start_us + s, a.span.start_us + s + 1, f"gap {k}.{s}")
+              for s in sorted(rng.sample(range(a.span.end_us - a.span.start_us - 1), rng.randint(0, 3)))]
              for k, a in enumerate(asks)]
     tables = []
     for name, batched in (("one.duckdb", False), ("many.duckdb", True)):
@@ -96,7 +97,7 @@ def test_recording_the_gaps_of_many_asks_at_once_leaves_what_one_by_one_leaves(t
                     record_gaps_many(store, asks, found)
                 else:
                     for ask, gaps in zip(asks, found, strict=True):
-                        record_open_gaps(store, ask.category, ask.symbol, ask.start_us, ask.end_us, gaps)
+                        record_open_gaps(store, ask.market, ask.span, gaps)
             tables.append(store.query("SELECT category, symbol, start_us, end_us, reason FROM open_gaps "
                                       "ORDER BY ALL"))
     assert tables[0] == tables[1] and len(tables[0]) > 0

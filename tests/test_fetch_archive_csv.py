@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from fetch.market_span import Market
 from fetch.errors import ArchiveError
 from fetch.models import TRADE_SCHEMA
 from fetch.parse import archive_rows, read_archive, sniff_header
@@ -30,7 +31,7 @@ def test_linear_without_rpi_gives_exact_microseconds(tmp_path: Path) -> None:
                  "1741910443.7357,BTCUSDT,Buy,0.001,83000.5,PlusTick,aa-1,8.3e+06,0.001,83.0005\n"
                  "1741910401,BTCUSDT,Sell,2,38000,MinusTick,aa-2,7600000000,2,76000\n"
                  "1741910443.0001,BTCUSDT,Sell,0.5,83000,ZeroMinusTick,aa-3,4.15E+09,0.5,41500\n")
-    table = read_archive(path, "linear", "BTCUSDT", DAY)
+    table = read_archive(path, Market("linear", "BTCUSDT"), DAY)
     assert table.schema == TRADE_SCHEMA
     assert table.column("time_us").to_pylist() == [1741910443735700, 1741910401000000, 1741910443000100]
     assert table.column("trade_id").to_pylist() == ["aa-1", "aa-2", "aa-3"]
@@ -44,7 +45,7 @@ def test_linear_without_rpi_gives_exact_microseconds(tmp_path: Path) -> None:
 
 def test_linear_with_rpi_column_and_inverse_category(tmp_path: Path) -> None:
     path = write(tmp_path, LINEAR + ",RPI\n1741910443.7357,BTCUSD,Buy,100,83000.5,PlusTick,id-1,120481,100,0.0012,1\n")
-    (row,) = read_archive(path, "inverse", "BTCUSD", DAY).to_pylist()
+    (row,) = read_archive(path, Market("inverse", "BTCUSD"), DAY).to_pylist()
     assert row == {"category": "inverse", "symbol": "BTCUSD", "trade_id": "id-1", "time_us": 1741910443735700,
                    "price": 83000.5, "qty": 100.0, "side": "buy", "is_block_trade": None, "source": "archive"}
 
@@ -53,7 +54,7 @@ def test_timestamps_with_four_decimals_never_go_through_float(tmp_path: Path) ->
     # 1741910443.7357 as a float times 1e6 is 1741910443735699.8: a float path would truncate it.
     stamps = [f"1741910443.{k:04d}" for k in range(0, 10000, 7)]
     rows = "".join(f"{s},BTCUSDT,Buy,1,1,PlusTick,id{k},1,1,1\n" for k, s in enumerate(stamps))
-    table = read_archive(write(tmp_path, LINEAR + "\n" + rows), "linear", "BTCUSDT", DAY)
+    table = read_archive(write(tmp_path, LINEAR + "\n" + rows), Market("linear", "BTCUSDT"), DAY)
     expected = [int(s.replace(".", "")) * 100 for s in stamps]
     assert table.column("time_us").to_pylist() == expected
 
@@ -88,7 +89,7 @@ def test_the_fast_timestamp_path_gives_the_decimal_paths_integers(decimals: int)
 def test_spot_uses_milliseconds_and_derives_day_prefixed_ids(tmp_path: Path) -> None:
     path = write(tmp_path, "id,timestamp,price,volume,side\n17,1704153600123,42000.1,0.5,buy\n"
                            "1,1704153600000,42000,1,sell\n")
-    table = read_archive(path, "spot", "BTCUSDT", date(2024, 1, 2))
+    table = read_archive(path, Market("spot", "BTCUSDT"), date(2024, 1, 2))
     assert table.column("trade_id").to_pylist() == ["202401020000000017", "202401020000000001"]
     assert table.column("time_us").to_pylist() == [1704153600123000, 1704153600000000]
     assert all(int(i) < 2**63 for i in table.column("trade_id").to_pylist())
@@ -97,25 +98,25 @@ def test_spot_uses_milliseconds_and_derives_day_prefixed_ids(tmp_path: Path) -> 
 def test_spot_ids_of_different_days_never_collide(tmp_path: Path) -> None:
     first = "id,timestamp,price,volume,side,rpi\n1,1704153600123,1,1,buy,0\n"
     second = "id,timestamp,price,volume,side,rpi\n1,1704240000123,1,1,buy,0\n"
-    day1 = read_archive(write(tmp_path, first, "a.gz"), "spot", "BTCUSDT", date(2024, 1, 2))
-    day2 = read_archive(write(tmp_path, second, "b.gz"), "spot", "BTCUSDT", date(2024, 1, 3))
+    day1 = read_archive(write(tmp_path, first, "a.gz"), Market("spot", "BTCUSDT"), date(2024, 1, 2))
+    day2 = read_archive(write(tmp_path, second, "b.gz"), Market("spot", "BTCUSDT"), date(2024, 1, 3))
     assert day1.column("trade_id")[0] != day2.column("trade_id")[0]
 
 
 def test_rows_in_any_order_are_all_kept_as_they_come(tmp_path: Path) -> None:
     rows = ["1700000003,S,Buy,1,1,T,c,1,1,1", "1700000001,S,Sell,1,1,T,a,1,1,1", "1700000002,S,Buy,1,1,T,b,1,1,1"]
-    table = read_archive(write(tmp_path, LINEAR + "\n" + "\n".join(rows) + "\n"), "linear", "S", NOV_14)
+    table = read_archive(write(tmp_path, LINEAR + "\n" + "\n".join(rows) + "\n"), Market("linear", "S"), NOV_14)
     assert table.column("trade_id").to_pylist() == ["c", "a", "b"]
 
 
 def test_identical_rows_with_different_ids_are_distinct_trades(tmp_path: Path) -> None:
     rows = "1700000001.5,S,Buy,1,1,T,x1,1,1,1\n1700000001.5,S,Buy,1,1,T,x2,1,1,1\n"
-    assert read_archive(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", NOV_14).num_rows == 2
+    assert read_archive(write(tmp_path, LINEAR + "\n" + rows), Market("linear", "S"), NOV_14).num_rows == 2
 
 
 def test_batches_stream_in_trade_schema(tmp_path: Path) -> None:
     rows = "".join(f"{1699920000 + k}.5,S,Buy,1,{k + 1},T,id{k},1,1,1\n" for k in range(20000))
-    batches = list(archive_rows(write(tmp_path, LINEAR + "\n" + rows), "linear", "S", NOV_14, block_size=64 << 10))
+    batches = list(archive_rows(write(tmp_path, LINEAR + "\n" + rows), Market("linear", "S"), NOV_14, block_size=64 << 10))
     assert len(batches) > 1
     assert all(isinstance(b, pa.RecordBatch) and b.schema == TRADE_SCHEMA for b in batches)
     assert sum(b.num_rows for b in batches) == 20000
@@ -125,7 +126,7 @@ def test_drifted_header_names_the_day_and_the_header(tmp_path: Path) -> None:
     path = write(tmp_path, "ts,symbol,side,px,qty,tickDirection,trade_id,grossValue,homeNotional,foreignNotional\n"
                            "1700000000,S,Buy,1,1,T,x,1,1,1\n")
     with pytest.raises(ArchiveError, match="unknown header") as info:
-        read_archive(path, "linear", "S", DAY)
+        read_archive(path, Market("linear", "S"), DAY)
     assert info.value.day == "2025-03-14"
     assert "ts,symbol,side,px" in str(info.value)
 
@@ -136,7 +137,7 @@ def test_truncated_gzip_is_an_archive_error_for_that_day(tmp_path: Path) -> None
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ArchiveError, match="truncated or malformed") as info:
-        list(archive_rows(path, "linear", "S", DAY))
+        list(archive_rows(path, Market("linear", "S"), DAY))
     assert info.value.day == DAY.isoformat()
 
 
@@ -151,7 +152,7 @@ def test_truncated_gzip_is_an_archive_error_for_that_day(tmp_path: Path) -> None
 ])
 def test_malformed_rows_are_archive_errors(tmp_path: Path, row: str) -> None:
     with pytest.raises(ArchiveError):
-        read_archive(write(tmp_path, LINEAR + "\n" + row + "\n"), "linear", "S", NOV_14)
+        read_archive(write(tmp_path, LINEAR + "\n" + row + "\n"), Market("linear", "S"), NOV_14)
 
 
 @pytest.mark.parametrize("content", [b"", b"not gzip at all"])
@@ -159,13 +160,13 @@ def test_empty_or_non_gzip_files_are_archive_errors(tmp_path: Path, content: byt
     path = tmp_path / "x.csv.gz"
     path.write_bytes(content if content else gzip.compress(b""))
     with pytest.raises(ArchiveError):
-        read_archive(path, "linear", "S", DAY)
+        read_archive(path, Market("linear", "S"), DAY)
 
 
 def test_spot_id_out_of_range_is_an_archive_error(tmp_path: Path) -> None:
     path = write(tmp_path, "id,timestamp,price,volume,side\n12345678901,1704153600123,1,1,buy\n")
     with pytest.raises(ArchiveError):
-        read_archive(path, "spot", "S", DAY)
+        read_archive(path, Market("spot", "S"), DAY)
 
 
 @pytest.mark.parametrize("header,fmt", [
@@ -197,7 +198,7 @@ def test_a_row_of_another_day_symbol_or_with_bad_values_fails_the_day_naming_its
         tmp_path: Path, row: str, why: str) -> None:
     text = LINEAR + "\n" + GOOD_ROW + "\n" + GOOD_ROW.replace("ok-1", "ok-2") + "\n" + row + "\n"
     with pytest.raises(ArchiveError) as caught:
-        read_archive(write(tmp_path, text), "linear", "S", NOV_14)
+        read_archive(write(tmp_path, text), Market("linear", "S"), NOV_14)
     message = str(caught.value)
     assert why in message and "line 4" in message and "2023-11-14" in message
     assert caught.value.day == "2023-11-14"
@@ -206,12 +207,12 @@ def test_a_row_of_another_day_symbol_or_with_bad_values_fails_the_day_naming_its
 def test_a_spot_row_of_another_day_fails_the_day(tmp_path: Path) -> None:
     path = write(tmp_path, "id,timestamp,price,volume,side\n1,1704153600123,1,1,buy\n2,1704240000000,1,1,buy\n")
     with pytest.raises(ArchiveError, match="line 3: the time lies outside"):
-        read_archive(path, "spot", "BTCUSDT", date(2024, 1, 2))
+        read_archive(path, Market("spot", "BTCUSDT"), date(2024, 1, 2))
 
 
 @pytest.mark.parametrize("header", [LINEAR, LINEAR + ",RPI", "id,timestamp,price,volume,side"])
 def test_a_header_only_file_is_an_empty_archive_file_never_a_day_of_zero_trades(
         tmp_path: Path, header: str) -> None:
     with pytest.raises(ArchiveError, match="empty archive file"):
-        read_archive(write(tmp_path, header + "\n"), "spot" if header.startswith("id") else "linear", "S",
+        read_archive(write(tmp_path, header + "\n"), Market("spot" if header.startswith("id") else "linear", "S"),
                      NOV_14)

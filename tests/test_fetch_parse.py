@@ -154,7 +154,7 @@ def test_limit_headers_any_case_and_optional() -> None:
 def test_archive_paths_follow_the_hosts_layout() -> None:
     from fetch import ArchiveSource, archive_path
 
-    assert archive_path("linear", "BTCUSDT", date(2024, 1, 2)) == "/trading/BTCUSDT/BTCUSDT2024-01-02.csv.gz"
-    assert archive_path("inverse", "BTCUSD", date(2024, 1, 2)) == "/trading/BTCUSD/BTCUSD2024-01-02.csv.gz"
-    assert ArchiveSource.archive_path("spot", "BTCUSDT", date(2024, 1, 2)) == (
+    assert archive_path(Market("linear", "BTCUSDT"), date(2024, 1, 2)) == "/trading/BTCUSDT/BTCUSDT2024-01-02.csv.gz"
+    assert archive_path(Market("inverse", "BTCUSD"), date(2024, 1, 2)) == "/trading/BTCUSD/BTCUSD2024-01-02.csv.gz"
+    assert ArchiveSource.archive_path(Market("spot", "BTCUSDT"), date(2024, 1, 2)) == (
         "/spot/BTCUSDT/BTCUSDT_2024-01-02.csv.gz")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from fetch.market_span import Market
 from fetch import (ArchiveError, ArchiveFile, ArchiveSource, AuthError, BreakerPolicy, BybitClient,
                    Credentials, Endpoints, ExecutionSource, FetchConfig, InputError, ParameterError,
                    RateLimits, RecentTradeSource, RetryPolicy, read_archive)
@@ -126,7 +127,7 @@ async def test_wrong_secret_public_calls_go_on_private_calls_stop_with_a_clear_e
     caplog.set_level(logging.DEBUG)
     wrong = "wrong-secret-value"
     async with BybitClient(fetch_config(sim, secret=wrong), sleep=quick_sleep(), sign_public=True) as client:
-        tail = await RecentTradeSource(client).fetch("linear", "BTCUSDT", limit=10)
+        tail = await RecentTradeSource(client).fetch(Market("linear", "BTCUSDT"), limit=10)
         assert len(tail.trades) == 10
         with pytest.raises(AuthError, match="refused the API key") as info:
             await client.get_private("/v5/execution/list", {"category": "linear"})
@@ -153,7 +154,7 @@ async def test_the_secret_never_appears_in_logs_or_reprs(sim: RunningSim, caplog
 # --- recent trades ------------------------------------------------------------------------------
 
 async def test_recent_tail_matches_ground_truth_and_is_sorted(sim: RunningSim, client: BybitClient) -> None:
-    tail = await RecentTradeSource(client).fetch("linear", "BTCUSDT")
+    tail = await RecentTradeSource(client).fetch(Market("linear", "BTCUSDT"))
     assert tail.limit == 1000 and len(tail.trades) == 1000
     keys = [(t.time_us, t.trade_id) for t in tail.trades]
     assert keys == sorted(keys)
@@ -165,17 +166,17 @@ async def test_recent_tail_matches_ground_truth_and_is_sorted(sim: RunningSim, c
 
 
 async def test_spot_tail_has_60_trades_with_19_digit_ids(client: BybitClient) -> None:
-    tail = await RecentTradeSource(client).fetch("spot", "BTCUSDT")
+    tail = await RecentTradeSource(client).fetch(Market("spot", "BTCUSDT"))
     assert len(tail.trades) == 60
     assert all(t.trade_id.isdigit() and len(t.trade_id) == 19 for t in tail.trades)
 
 
 async def test_unknown_symbol_is_a_parameter_error_naming_it(sim: RunningSim, client: BybitClient) -> None:
     with pytest.raises(ParameterError, match="NOPEUSDT"):
-        await RecentTradeSource(client).fetch("linear", "NOPEUSDT")
+        await RecentTradeSource(client).fetch(Market("linear", "NOPEUSDT"))
     sim.state.faults.add("ret_10001_empty", path="/v5/market/recent-trade")
     with pytest.raises(ParameterError, match="BTCUSDT"):
-        await RecentTradeSource(client).fetch("linear", "BTCUSDT")
+        await RecentTradeSource(client).fetch(Market("linear", "BTCUSDT"))
     assert sim.state.requests["/v5/market/recent-trade"] == 2
 
 
@@ -185,7 +186,7 @@ async def test_injected_5xx_10016_and_drops_are_retried_and_succeed(sim: Running
         sim.state.faults.add(kind, path=path)
     delays: list[float] = []
     async with BybitClient(fetch_config(sim), sleep=quick_sleep(delays), rng=lambda: 0.5) as client:
-        tail = await RecentTradeSource(client).fetch("linear", "BTCUSDT", limit=50)
+        tail = await RecentTradeSource(client).fetch(Market("linear", "BTCUSDT"), limit=50)
         stats = client.stats
     assert len(tail.trades) == 50
     assert sim.state.requests[path] == 6 and stats.requests == 6 and stats.retries == 5
@@ -200,7 +201,7 @@ async def test_malformed_json_and_rate_limits_are_retried(sim: RunningSim) -> No
     sim.state.faults.add("ret_10006", path=path, value=300)
     delays: list[float] = []
     async with BybitClient(fetch_config(sim), sleep=quick_sleep(delays), rng=lambda: 0.5) as client:
-        tail = await RecentTradeSource(client).fetch("linear", "BTCUSDT", limit=5)
+        tail = await RecentTradeSource(client).fetch(Market("linear", "BTCUSDT"), limit=5)
         assert client.stats.rate_limited == 1
         assert client.stats.errors_by_type == {"BadResponse": 1, "RateLimited": 1}
     assert len(tail.trades) == 5
@@ -213,7 +214,7 @@ async def test_too_many_failures_give_up_with_the_last_error(sim: RunningSim) ->
     sim.state.faults.add("http_503", path="/v5/market/recent-trade", times=-1)
     async with BybitClient(fetch_config(sim, retry=RetryPolicy(max_retries=2)), sleep=quick_sleep()) as client:
         with pytest.raises(Exception, match="HTTP 503"):
-            await RecentTradeSource(client).fetch("linear", "BTCUSDT", limit=5)
+            await RecentTradeSource(client).fetch(Market("linear", "BTCUSDT"), limit=5)
     assert sim.state.requests["/v5/market/recent-trade"] == 3
 
 
@@ -268,14 +269,14 @@ async def test_a_403_ban_opens_the_breaker_and_nothing_is_sent_until_the_cooldow
 async def test_archive_days_download_and_parse_to_the_ground_truth(sim: RunningSim, client: BybitClient,
                                                                    tmp_path: Path) -> None:
     source = ArchiveSource(client, tmp_path)
-    days = await source.list_days("linear", "BTCUSDT")
+    days = await source.list_days(Market("linear", "BTCUSDT"))
     assert days == [date(2024, 1, 1) + timedelta(days=k) for k in range(9)]
     progress: list[int] = []
-    results = [x async for x in source.fetch_days("linear", "BTCUSDT", days[6:], on_bytes=progress.append)]
+    results = [x async for x in source.fetch_days(Market("linear", "BTCUSDT"), days[6:], on_bytes=progress.append)]
     assert [d for d, _ in results] == days[6:]
     for day, outcome in results:
         assert isinstance(outcome, ArchiveFile) and outcome.day == day and outcome.size_bytes > 0
-        table = read_archive(outcome.path, "linear", "BTCUSDT", day)
+        table = read_archive(outcome.path, Market("linear", "BTCUSDT"), day)
         truth = expected_trades(sim.config, "BTCUSDT", day, "linear")
         assert table.num_rows == expected_count(sim.config, "BTCUSDT", day, "linear")
         assert sorted(table.column("trade_id").to_pylist()) == sorted(truth.column("trade_id").to_pylist())
@@ -287,9 +288,9 @@ async def test_archive_days_download_and_parse_to_the_ground_truth(sim: RunningS
 async def test_spot_archive_ids_are_stable_and_times_exact(sim: RunningSim, client: BybitClient,
                                                            tmp_path: Path) -> None:
     day = date(2024, 1, 9)  # has the rpi column
-    file = await ArchiveSource(client, tmp_path).download_day("spot", "BTCUSDT", day)
+    file = await ArchiveSource(client, tmp_path).download_day(Market("spot", "BTCUSDT"), day)
     assert file is not None
-    table = read_archive(file.path, "spot", "BTCUSDT", day)
+    table = read_archive(file.path, Market("spot", "BTCUSDT"), day)
     truth = expected_trades(sim.config, "BTCUSDT", day, "spot")
     assert table.num_rows == truth.num_rows
     ids = table.column("trade_id").to_pylist()
@@ -303,10 +304,10 @@ async def test_a_truncated_day_is_an_archive_error_for_that_day_only(sim: Runnin
     sim.state.faults.add("truncate_gzip", day=bad, times=-1)
     days = [date(2024, 1, 4), bad, date(2024, 1, 6)]
     parsed: dict[date, int | ArchiveError] = {}
-    async for day, outcome in ArchiveSource(client, tmp_path).fetch_days("linear", "BTCUSDT", days):
+    async for day, outcome in ArchiveSource(client, tmp_path).fetch_days(Market("linear", "BTCUSDT"), days):
         assert isinstance(outcome, ArchiveFile)
         try:
-            parsed[day] = read_archive(outcome.path, "linear", "BTCUSDT", day).num_rows
+            parsed[day] = read_archive(outcome.path, Market("linear", "BTCUSDT"), day).num_rows
         except ArchiveError as exc:
             parsed[day] = exc
     assert isinstance(parsed[bad], ArchiveError) and parsed[bad].day == "2024-01-05"
@@ -318,19 +319,19 @@ async def test_drifted_header_is_an_archive_error_naming_the_header(sim: Running
                                                                     tmp_path: Path) -> None:
     day = date(2024, 1, 3)
     sim.state.faults.add("drift_header", day=day)
-    file = await ArchiveSource(client, tmp_path).download_day("linear", "BTCUSDT", day)
+    file = await ArchiveSource(client, tmp_path).download_day(Market("linear", "BTCUSDT"), day)
     assert file is not None
     with pytest.raises(ArchiveError, match="unknown header.*ts,symbol") as info:
-        read_archive(file.path, "linear", "BTCUSDT", day)
+        read_archive(file.path, Market("linear", "BTCUSDT"), day)
     assert info.value.day == "2024-01-03"
 
 
 async def test_shuffled_rows_parse_completely(sim: RunningSim, client: BybitClient, tmp_path: Path) -> None:
     day = date(2024, 1, 2)
     sim.state.faults.add("shuffle_rows", day=day)
-    file = await ArchiveSource(client, tmp_path).download_day("inverse", "BTCUSD", day)
+    file = await ArchiveSource(client, tmp_path).download_day(Market("inverse", "BTCUSD"), day)
     assert file is not None
-    table = read_archive(file.path, "inverse", "BTCUSD", day)
+    table = read_archive(file.path, Market("inverse", "BTCUSD"), day)
     assert table.num_rows == expected_count(sim.config, "BTCUSD", day, "inverse")
     times = table.column("time_us").to_pylist()
     assert times != sorted(times)
@@ -340,9 +341,9 @@ async def test_a_dropped_download_is_retried_and_no_partial_file_is_left(sim: Ru
                                                                         tmp_path: Path) -> None:
     day = date(2024, 1, 7)
     sim.state.faults.add("drop", path="/trading/BTCUSDT/BTCUSDT2024-01-07")
-    file = await ArchiveSource(client, tmp_path).download_day("linear", "BTCUSDT", day)
+    file = await ArchiveSource(client, tmp_path).download_day(Market("linear", "BTCUSDT"), day)
     assert file is not None
-    assert read_archive(file.path, "linear", "BTCUSDT", day).num_rows == expected_count(
+    assert read_archive(file.path, Market("linear", "BTCUSDT"), day).num_rows == expected_count(
         sim.config, "BTCUSDT", day, "linear")
     assert sim.state.requests["/trading"] == 2 and client.stats.retries == 1
     assert [p.name for p in file.path.parent.iterdir()] == [file.path.name]
@@ -351,10 +352,10 @@ async def test_a_dropped_download_is_retried_and_no_partial_file_is_left(sim: Ru
 async def test_unpublished_day_is_none_and_unknown_symbol_is_an_input_error(
         sim: RunningSim, client: BybitClient, tmp_path: Path) -> None:
     source = ArchiveSource(client, tmp_path)
-    results = [x async for x in source.fetch_days("linear", "BTCUSDT", [date(2024, 1, 9), date(2024, 1, 10)])]
+    results = [x async for x in source.fetch_days(Market("linear", "BTCUSDT"), [date(2024, 1, 9), date(2024, 1, 10)])]
     assert isinstance(results[0][1], ArchiveFile) and results[1] == (date(2024, 1, 10), None)
     with pytest.raises(InputError, match="unknown symbol NOPE"):
-        await source.list_days("linear", "NOPE")
+        await source.list_days(Market("linear", "NOPE"))
 
 
 async def test_a_persistently_failing_day_is_an_error_value_not_an_exception(
@@ -363,7 +364,7 @@ async def test_a_persistently_failing_day_is_an_error_value_not_an_exception(
     config = fetch_config(sim, retry=RetryPolicy(max_retries=1))
     async with BybitClient(config, sleep=quick_sleep()) as client:
         days = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
-        results = dict([x async for x in ArchiveSource(client, tmp_path).fetch_days("linear", "BTCUSDT", days)])
+        results = dict([x async for x in ArchiveSource(client, tmp_path).fetch_days(Market("linear", "BTCUSDT"), days)])
     assert isinstance(results[date(2024, 1, 2)], ArchiveError)
     assert "2024-01-02" in str(results[date(2024, 1, 2)])
     assert isinstance(results[date(2024, 1, 1)], ArchiveFile) and isinstance(results[date(2024, 1, 3)], ArchiveFile)
@@ -389,7 +390,7 @@ async def test_downloads_run_concurrently_up_to_the_bound(sim_config: SimConfig,
     async with running_sim(config, state) as sim:
         async with BybitClient(fetch_config(sim, archive_concurrency=4)) as client:
             days = [date(2024, 1, 1) + timedelta(days=k) for k in range(8)]
-            results = [x async for x in ArchiveSource(client, tmp_path).fetch_days("linear", "BTCUSDT", days)]
+            results = [x async for x in ArchiveSource(client, tmp_path).fetch_days(Market("linear", "BTCUSDT"), days)]
     assert all(isinstance(o, ArchiveFile) for _, o in results)
     assert state.peak == 4, "four downloads at once, never more"
 
@@ -402,7 +403,7 @@ async def test_the_default_ten_minute_ban_is_waited_out_on_a_fake_clock(sim_conf
     state.faults.add("http_403", path=path)
     async with running_sim(sim_config, state) as sim:
         async with BybitClient(fetch_config(sim), clock=clock, sleep=clock.sleep, rng=lambda: 0.5) as client:
-            tail = await RecentTradeSource(client).fetch("linear", "BTCUSDT", limit=3)
+            tail = await RecentTradeSource(client).fetch(Market("linear", "BTCUSDT"), limit=3)
             assert client.breaker.policy.ban_cooldown_s == 600.0
     assert len(tail.trades) == 3
     assert sim.state.statuses(path) == [403, 200]  # one refused request, then the probe after the ban

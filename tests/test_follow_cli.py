@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from fetch.market_span import Market
 from fetch.models import Trade, trades_to_table
 from store.schema import open_store
 from store.follow_state import state_dir, write_json_atomic
@@ -37,7 +38,7 @@ def test_status_shows_whether_a_follower_is_active_its_last_trade_and_lag(env: d
     db = Path(env["BACKFILL_DB_PATH"])
     trade = Trade("linear", "BTCUSDT", "a", 1_704_931_200_000_000, 1.0, 1.0, "buy", None, "ws")
     with open_store(db) as store, store.atomic():
-        ingest_batch(store, trades_to_table([trade]), category="linear", symbol="BTCUSDT")
+        ingest_batch(store, trades_to_table([trade]), market=Market("linear", "BTCUSDT"))
     state_dir(db).mkdir()
     write_json_atomic(state_dir(db) / "linear.BTCUSDT.json",
                       {"pid": os.getpid(), "active": True, "category": "linear", "symbol": "BTCUSDT",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fetch.market_span import Market
+from fetch.market_span import Market, Span
 from fetch.models import Trade, trades_to_table
 from store.schema import open_store
 from store.coverage import add_coverage
@@ -25,12 +25,12 @@ def live_then_archive(db: Path, category: str, live: list[Trade], archive: list[
                       covered_ms: tuple[int, int]) -> dict[str, object]:
     with open_store(db) as store:
         with store.atomic():
-            ingest_batch(store, trades_to_table(live), category=category, symbol="BTCUSDT")
-            add_coverage(store, category=category, symbol="BTCUSDT", source="ws", added_rows=len(live),
-                         start_us=DAY0 + covered_ms[0] * 1000, end_us=DAY0 + covered_ms[1] * 1000)
+            ingest_batch(store, trades_to_table(live), market=Market(category, "BTCUSDT"))
+            add_coverage(store, market=Market(category, "BTCUSDT"), source="ws", added_rows=len(live),
+                         span=Span(DAY0 + covered_ms[0] * 1000, DAY0 + covered_ms[1] * 1000))
         with store.atomic():
-            ingest_batch(store, trades_to_table(archive), category=category, symbol="BTCUSDT",
-                         replace_rest=(DAY0, DAY0 + DAY_US))
+            ingest_batch(store, trades_to_table(archive), market=Market(category, "BTCUSDT"),
+                         replace_rest=Span(DAY0, DAY0 + DAY_US))
         [row] = reconciliations(store, Market(category, "BTCUSDT"))
         assert store.query("SELECT DISTINCT source FROM trades") == [("archive",)]
     return row
@@ -58,6 +58,6 @@ def test_spot_matches_by_values_because_its_archive_ids_differ(tmp_path: Path) -
 
 def test_a_day_without_live_rows_records_nothing(tmp_path: Path) -> None:
     with open_store(tmp_path / "s.duckdb") as store, store.atomic():
-        ingest_batch(store, trades_to_table([t("linear", "a", 5, "archive")]), category="linear",
-                     symbol="BTCUSDT", replace_rest=(DAY0, DAY0 + DAY_US))
+        ingest_batch(store, trades_to_table([t("linear", "a", 5, "archive")]), market=Market("linear", "BTCUSDT"),
+                     replace_rest=Span(DAY0, DAY0 + DAY_US))
         assert reconciliations(store, Market("linear", "BTCUSDT")) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fetch.market_span import Market
+from fetch.market_span import Market, Span
 from fetch.errors import ParameterError
 from fetch.models import Trade
 from fetch.ws import StreamOptions
@@ -119,7 +119,7 @@ async def test_a_follow_across_midnight_with_three_disconnects_stores_every_trad
     assert inside == expected and len(expected) > 150  # every trade of the span, nothing else
     assert sorted(delivered) == sorted(ids)  # the callback saw each stored trade once
     with open_store(r.db, read_only=True) as store:
-        gaps = find_gaps(store, "linear", "BTCUSDT", start_us, end_us)
+        gaps = find_gaps(store, Market("linear", "BTCUSDT"), Span(start_us, end_us))
     assert gaps == []
     status = follower_status(r.db)[("linear", "BTCUSDT")]
     assert status["follower"] == "not running" and status["live_last_trade"] is not None
@@ -134,7 +134,7 @@ async def test_a_hole_longer_than_recent_trades_reach_is_a_gap_with_its_reason(
         await r.step(5_000)
         after_us = r.newest_ms() * 1000
     with open_store(r.db, read_only=True) as store:
-        gaps = [g for g in find_gaps(store, "linear", "BTCUSDT", before_us, after_us) if g.kind == "uncovered"]
+        gaps = [g for g in find_gaps(store, Market("linear", "BTCUSDT"), Span(before_us, after_us)) if g.kind == "uncovered"]
     assert len(gaps) == 1
     gap = gaps[0]
     assert before_us <= gap.start_us < gap.end_us < after_us

@@ -8,7 +8,7 @@ import os
 import random
 from pathlib import Path
 
-from fetch.market_span import Span
+from fetch.market_span import Market, Span
 from fetch.models import RecentTail, Trade
 from store.follow import reconnect_delay
 from store.follow_state import follower_status, state_dir, write_json_atomic
@@ -37,7 +37,7 @@ def test_subtract_leaves_the_uncovered_pieces_in_order() -> None:
 
 
 def test_a_session_claims_strictly_after_its_first_millisecond_and_before_its_newest() -> None:
-    book = SpanBook("linear", "BTCUSDT")
+    book = SpanBook(Market("linear", "BTCUSDT"))
     book.start_session()
     assert book.on_trades([trade(1, 10), trade(2, 12)]) is True  # opens the session: bridge it
     assert book.on_trades([trade(3, 15)]) is False
@@ -45,7 +45,7 @@ def test_a_session_claims_strictly_after_its_first_millisecond_and_before_its_ne
 
 
 def test_a_bridge_holding_the_first_trade_and_the_previous_last_one_joins_sessions_exactly() -> None:
-    book = SpanBook("linear", "BTCUSDT")
+    book = SpanBook(Market("linear", "BTCUSDT"))
     book.start_session()
     book.on_trades([trade(1, 10), trade(2, 20)])
     book.end_session("dropped")
@@ -58,7 +58,7 @@ def test_a_bridge_holding_the_first_trade_and_the_previous_last_one_joins_sessio
 
 
 def test_what_the_bridge_cannot_reach_is_a_gap_with_the_reason() -> None:
-    book = SpanBook("linear", "BTCUSDT")
+    book = SpanBook(Market("linear", "BTCUSDT"))
     book.start_session()
     book.on_trades([trade(1, 10), trade(2, 20)])
     book.end_session("the server closed the connection")
@@ -71,7 +71,7 @@ def test_what_the_bridge_cannot_reach_is_a_gap_with_the_reason() -> None:
 
 
 def test_a_failed_bridge_leaves_the_whole_hole_as_a_gap() -> None:
-    book = SpanBook("linear", "BTCUSDT", prev_end_us=5 * MS)
+    book = SpanBook(Market("linear", "BTCUSDT"), prev_end_us=5 * MS)
     session = book.start_session()
     book.on_trades([trade(1, 10)])
     [gap] = book.on_bridge(session, None, failure="HTTP 502")
@@ -80,7 +80,7 @@ def test_a_failed_bridge_leaves_the_whole_hole_as_a_gap() -> None:
 
 
 def test_commits_take_everything_and_forget_only_what_they_wrote() -> None:
-    book = SpanBook("linear", "BTCUSDT")
+    book = SpanBook(Market("linear", "BTCUSDT"))
     book.start_session()
     book.on_trades([trade(1, 10), trade(2, 20)])
     work = book.take()
@@ -94,7 +94,7 @@ def test_commits_take_everything_and_forget_only_what_they_wrote() -> None:
 
 
 def test_a_failed_commit_loses_nothing() -> None:
-    book = SpanBook("linear", "BTCUSDT")
+    book = SpanBook(Market("linear", "BTCUSDT"))
     book.start_session()
     book.on_trades([trade(1, 10), trade(2, 20)])
     first = book.take()

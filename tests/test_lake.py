@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from fetch.market_span import Market
+from fetch.market_span import Market, Span
 from storeutil import day, sim_fetch_config, us
 
 from store import Store, refresh
@@ -124,7 +124,7 @@ async def test_an_unchanged_store_rewrites_nothing_and_a_changed_day_is_rewritte
         store.execute("DELETE FROM trades WHERE trade_id = (SELECT min(trade_id) FROM trades WHERE "
                       "symbol = 'BTCUSDT' AND time_us >= ? AND time_us < ?)", [us(day(3)), us(day(4))])
         from store.day_summary import resummarize
-        resummarize(store, "linear", "BTCUSDT", us(day(3)), us(day(4)))
+        resummarize(store, Market("linear", "BTCUSDT"), Span(us(day(3)), us(day(4))))
     third = write_lake(store, location)
     assert [(w.symbol, w.day) for w in third.written] == [("BTCUSDT", day(3))]
     assert verify_lake(location).ok
@@ -183,7 +183,7 @@ async def test_a_crash_between_data_and_manifest_is_reported_then_repaired(sim, 
         store.execute("DELETE FROM trades WHERE trade_id = (SELECT max(trade_id) FROM trades WHERE "
                       "symbol = 'BTCUSDT' AND time_us >= ? AND time_us < ?)", [us(day(3)), us(day(4))])
         from store.day_summary import resummarize
-        resummarize(store, "linear", "BTCUSDT", us(day(3)), us(day(4)))
+        resummarize(store, Market("linear", "BTCUSDT"), Span(us(day(3)), us(day(4))))
     import store.lake as lake_module
 
     real_put = lake_module._put

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fetch.market_span import Market, Span
 from storeutil import day, duplicate_keys, sim_fetch_config, stored_ids, truth_ids, us
 
 from fetch.client import BybitClient
@@ -53,13 +54,13 @@ def test_a_shard_is_read_as_k_of_n_and_bad_ones_are_refused() -> None:
 
 
 def test_shard_assignment_is_a_stable_hash_that_splits_every_day_once() -> None:
-    assert shard_of("linear", "BTCUSDT", date(2024, 1, 1), 4) == shard_of("linear", "BTCUSDT", date(2024, 1, 1), 4)
-    pinned = [shard_of("linear", "BTCUSDT", date(2024, 1, 1) + timedelta(days=7 * w), 3) for w in range(7)]
+    assert shard_of(Market("linear", "BTCUSDT"), date(2024, 1, 1), 4) == shard_of(Market("linear", "BTCUSDT"), date(2024, 1, 1), 4)
+    pinned = [shard_of(Market("linear", "BTCUSDT"), date(2024, 1, 1) + timedelta(days=7 * w), 3) for w in range(7)]
     assert pinned == PINNED, "the assignment must never change: machines of different versions share a lake"
     symbols = [f"S{k}" for k in range(20)]
     start, end = us(day(1)), us(day(31))
-    whole = {(i.symbol, d) for i in work_items("linear", symbols, start, end) for d in _days(i)}
-    parts = [{(i.symbol, d) for i in work_items("linear", symbols, start, end, Shard(k, 3)) for d in _days(i)}
+    whole = {(i.market.symbol, d) for i in work_items("linear", symbols, Span(start, end)) for d in _days(i)}
+    parts = [{(i.market.symbol, d) for i in work_items("linear", symbols, Span(start, end), Shard(k, 3)) for d in _days(i)}
              for k in (1, 2, 3)]
     assert set().union(*parts) == whole and sum(len(p) for p in parts) == len(whole)
     assert all(len(p) > len(whole) / 6 for p in parts), "each machine gets a fair share"
@@ -70,28 +71,30 @@ PINNED = [2, 1, 1, 3, 2, 2, 3]  # sha256("linear|BTCUSDT|<7-day block>")[:8] mod
 
 def test_the_days_of_one_seven_day_block_share_a_shard() -> None:
     for symbol in ("BTCUSDT", "ETHUSDT", "S01USDT"):
-        owners = [shard_of("linear", symbol, date(2024, 1, 4) + timedelta(days=k), 5) for k in range(7)]
+        owners = [shard_of(Market("linear", symbol), date(2024, 1, 4) + timedelta(days=k), 5) for k in range(7)]
         assert len(set(owners)) == 1, "2024-01-04 starts an epoch-aligned block of 7 days"
-    items = work_items("linear", ["BTCUSDT"], us(date(2024, 1, 4)), us(date(2024, 3, 28)), Shard(1, 2))
-    assert all((i.end_us - i.start_us) % (7 * 86_400_000_000) == 0 for i in items), "whole blocks"
+    items = work_items("linear", ["BTCUSDT"], Span(us(date(2024, 1, 4)), us(date(2024, 3, 28))), Shard(1, 2))
+    assert all((i.span.end_us - i.span.start_us) % (7 * 86_400_000_000) == 0 for i in items), "whole blocks"
 
 
 def _days(item: WorkItem) -> list[date]:
     from store.timeutil import days_touching
 
-    return days_touching([(item.start_us, item.end_us)])
+    return days_touching([item.span])
 
 
 def test_a_shards_days_are_merged_into_contiguous_refreshes_clipped_to_the_range() -> None:
     start, end = us(day(1)) + 3_600_000_000, us(day(20)) + 60_000_000
-    items = work_items("linear", ["BTCUSDT"], start, end, Shard(1, 2))
-    assert items and all(a.end_us < b.start_us for a, b in itertools.pairwise(items)), "runs never touch"
-    assert min(i.start_us for i in items) >= start and max(i.end_us for i in items) <= end
-    assert work_items("linear", ["A", "B"], start, end) == [WorkItem("A", start, end), WorkItem("B", start, end)]
+    items = work_items("linear", ["BTCUSDT"], Span(start, end), Shard(1, 2))
+    assert items and all(a.span.end_us < b.span.start_us for a, b in itertools.pairwise(items)), "runs never touch"
+    assert min(i.span.start_us for i in items) >= start and max(i.span.end_us for i in items) <= end
+    span = Span(start, end)
+    assert work_items("linear", ["A", "B"], span) == [WorkItem(Market("linear", "A"), span),
+                                                      WorkItem(Market("linear", "B"), span)]
 
 
 def test_cache_dir_templates_name_the_symbol_and_category() -> None:
-    assert cache_dir_for("cache/{category}/{symbol}", "linear", "BTCUSDT") == Path("cache/linear/BTCUSDT")
+    assert cache_dir_for("cache/{category}/{symbol}", Market("linear", "BTCUSDT")) == Path("cache/linear/BTCUSDT")
     check_cache_template("cache/{symbol}", 5)
     check_cache_template("cache", 1)
     with pytest.raises(InputError, match="cannot share"):
@@ -133,7 +136,7 @@ async def test_a_whole_market_refresh_equals_the_ground_truth_per_symbol(sim_cac
     config = market_config(sim_cache_dir)
     done = []
     async with running_sim(config) as sim:
-        summary = await refresh_market(store, sim_fetch_config(sim.url), None, us(day(2)), us(day(5)),
+        summary = await refresh_market(store, sim_fetch_config(sim.url), None, Span(us(day(2)), us(day(5))),
                                        statuses=statuses_for("all"), concurrency=3,
                                        cache_template=str(tmp_path / "cache" / "{symbol}"),
                                        on_symbol=lambda r: done.append(r.symbol))
@@ -151,7 +154,7 @@ async def test_a_whole_market_refresh_equals_the_ground_truth_per_symbol(sim_cac
 async def test_a_bad_symbol_fails_alone_and_the_others_complete(sim_cache_dir, store) -> None:
     async with running_sim(market_config(sim_cache_dir)) as sim:
         summary = await refresh_market(store, sim_fetch_config(sim.url), ["S00USDT", "NOPEUSDT"],
-                                       us(day(2)), us(day(3)))
+                                       Span(us(day(2)), us(day(3))))
     by = {r.symbol: r for r in summary.results}
     assert summary.failed and by["NOPEUSDT"].error and "NOPEUSDT" in by["NOPEUSDT"].error
     assert by["S00USDT"].rows_added == 300 and by["S00USDT"].failures == 0
@@ -160,7 +163,7 @@ async def test_a_bad_symbol_fails_alone_and_the_others_complete(sim_cache_dir, s
 async def test_every_symbol_failing_raises_the_first_error(sim_cache_dir, store) -> None:
     async with running_sim(market_config(sim_cache_dir)) as sim:
         with pytest.raises(InputError, match="NOPEUSDT"):
-            await refresh_market(store, sim_fetch_config(sim.url), ["NOPEUSDT"], us(day(2)), us(day(3)))
+            await refresh_market(store, sim_fetch_config(sim.url), ["NOPEUSDT"], Span(us(day(2)), us(day(3))))
 
 
 def _lake_files(root: Path) -> dict[str, Path]:
@@ -174,12 +177,12 @@ async def test_two_shards_into_one_lake_give_the_lake_of_one_unsharded_run(sim_c
     async with running_sim(config) as sim:
         fetch = sim_fetch_config(sim.url)
         with open_store(tmp_path / "whole.duckdb") as whole:
-            unsharded = await refresh_market(whole, fetch, None, start, end,
+            unsharded = await refresh_market(whole, fetch, None, Span(start, end),
                                              lake=open_location(str(one_lake)))
         per_shard = []
         for k in (1, 2):  # two machines, two stores, one lake, no coordination
             with open_store(tmp_path / f"machine{k}.duckdb") as mine:
-                per_shard.append(await refresh_market(mine, fetch, None, start, end, shard=Shard(k, 2),
+                per_shard.append(await refresh_market(mine, fetch, None, Span(start, end), shard=Shard(k, 2),
                                                       lake=open_location(str(shared_lake))))
     assert unsharded.lake is not None and len(unsharded.lake.written) == 4 * 8
     written = [{(w.symbol, w.day) for w in s.lake.written} for s in per_shard if s.lake]

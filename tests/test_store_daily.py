@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from fetch.market_span import Market, Span
 from fetch.models import TRADE_SCHEMA
 from store import Store
 from store.schema import open_store
@@ -45,9 +46,9 @@ def trades(ids: list[str], times: list[int], *, source: str = "archive", seed: i
 def ingest(store: Store, table: pa.Table, **options: object) -> None:
     if options.get("replace_rest") is not None:
         low, high = options["replace_rest"]  # type: ignore[misc]
-        options["replace_rest"] = (BASE + low, BASE + high)
+        options["replace_rest"] = Span(BASE + low, BASE + high)
     with store.atomic():
-        ingest_batch(store, table, category="linear", symbol="BTCUSDT", **options)  # type: ignore[arg-type]
+        ingest_batch(store, table, market=Market("linear", "BTCUSDT"), **options)  # type: ignore[arg-type]
 
 
 def same_rows(store: Store) -> None:
@@ -78,7 +79,7 @@ def test_the_daily_view_equals_an_aggregate_over_the_trades_after_every_kind_of_
     same_rows(store)
     # the archive arrives for day 2: its REST rows give way, in the same transaction
     day2 = [(i, t) for i, t in zip(ids, times, strict=True) if t >= 2 * DAY]
-    ingest(store, trades([i for i, _ in day2], [t for _, t in day2], seed=4), replace_rest=(2 * DAY, 3 * DAY))
+    ingest(store, trades([i for i, _ in day2], [t for _, t in day2], seed=4), replace_rest=Span(2 * DAY, 3 * DAY))
     same_rows(store)
     assert store.query_one("SELECT count(*) FROM trades WHERE source = 'rest'")[0] == 0
     assert verify(store).ok
@@ -87,7 +88,7 @@ def test_the_daily_view_equals_an_aggregate_over_the_trades_after_every_kind_of_
 def test_rest_rows_that_give_way_to_an_empty_archive_day_leave_the_summary_too(store: Store) -> None:
     ingest(store, trades(["r1", "r2"], [DAY + 1, DAY + 2], source="rest"))
     assert store.query_one("SELECT count(*) FROM daily")[0] == 1
-    ingest(store, trades([], []), replace_rest=(DAY, 2 * DAY))
+    ingest(store, trades([], []), replace_rest=Span(DAY, 2 * DAY))
     assert store.query_one("SELECT count(*) FROM daily")[0] == 0
     same_rows(store)
 
@@ -96,7 +97,7 @@ def test_a_rolled_back_ingest_leaves_the_summary_as_it_was(store: Store) -> None
     ingest(store, trades(["a", "b"], [1, 2]))
     before = store.query(FROM_VIEW)
     with pytest.raises(RuntimeError), store.atomic():
-        ingest_batch(store, trades(["c", "d"], [DAY + 1, DAY + 2]), category="linear", symbol="BTCUSDT")
+        ingest_batch(store, trades(["c", "d"], [DAY + 1, DAY + 2]), market=Market("linear", "BTCUSDT"))
         raise RuntimeError("killed mid-transaction")
     assert store.query(FROM_VIEW) == before
     same_rows(store)

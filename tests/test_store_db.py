@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fetch.market_span import Market
 from fetch.errors import InputError
 from fetch.models import Trade, trades_to_table
 from store.db import Store
@@ -42,7 +43,7 @@ def test_an_analysts_failing_sql_is_a_query_error_of_the_one_translator(tmp_path
 
 def test_staging_refuses_a_batch_of_another_symbol_with_an_input_error() -> None:
     private = Store.private()
-    staging = Staging(private, category="linear", symbol="BTCUSDT")
+    staging = Staging(private, market=Market("linear", "BTCUSDT"))
     other = trades_to_table([Trade("linear", "ETHUSDT", "a", 1, 1.0, 1.0, "buy", None, "rest")])
     with pytest.raises(InputError, match="holds another symbol"):
         staging.append(other)
@@ -161,7 +162,7 @@ def test_branches_of_one_private_database_stage_apart(tmp_path: Path) -> None:
     symbols = [f"S{k}USDT" for k in range(6)]
     with Store.private() as private, open_store(tmp_path / "s.duckdb") as store:
         branches = [private.branch() for _ in symbols]
-        stagings = [Staging(b, category="linear", symbol=s) for b, s in zip(branches, symbols, strict=True)]
+        stagings = [Staging(b, market=Market("linear", s)) for b, s in zip(branches, symbols, strict=True)]
 
         def stage(k: int) -> None:
             for batch in range(5):

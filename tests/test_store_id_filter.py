@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from fetch.market_span import Market, Span
 from fetch.models import TRADE_SCHEMA
 from store import Store, id_filter
 from store.ingest import ingest_batch
@@ -37,7 +38,7 @@ def day_batch(day: int, ids: list[str], price: float = 100.0) -> pa.Table:
 
 def ingest(store: Store, table: pa.Table, window: int | None = None):
     with store.atomic():
-        return ingest_batch(store, table, category="linear", symbol="BTCUSDT", match_window_us=window)
+        return ingest_batch(store, table, market=Market("linear", "BTCUSDT"), match_window_us=window)
 
 
 def bloom(db: Path) -> Path:
@@ -203,9 +204,9 @@ def test_the_follower_without_a_trusted_filter_deletes_it_and_the_next_ingest_re
 def test_two_ingests_in_one_transaction_see_each_others_ids(store: Store, db: Path) -> None:
     fill_store(store)
     with store.atomic():
-        first = ingest_batch(store, day_batch(5, ["t-1", "t-2"]), category="linear", symbol="BTCUSDT")
-        second = ingest_batch(store, day_batch(25, ["t-2", "t-3"], price=107.0), category="linear",
-                              symbol="BTCUSDT", match_window_us=DAY)
+        first = ingest_batch(store, day_batch(5, ["t-1", "t-2"]), market=Market("linear", "BTCUSDT"))
+        second = ingest_batch(store, day_batch(25, ["t-2", "t-3"], price=107.0), market=Market("linear", "BTCUSDT"),
+                              match_window_us=DAY)
     assert (first.added, second.added, second.conflicts) == (2, 1, 1)
     assert duplicate_keys(store) == 0 and trusted(store, db)
 
@@ -213,7 +214,7 @@ def test_two_ingests_in_one_transaction_see_each_others_ids(store: Store, db: Pa
 def test_a_rolled_back_transaction_leaves_a_filter_that_still_holds(store: Store, db: Path) -> None:
     ids = fill_store(store)
     with pytest.raises(RuntimeError), store.atomic():
-        ingest_batch(store, day_batch(6, ["r-1"]), category="linear", symbol="BTCUSDT")
+        ingest_batch(store, day_batch(6, ["r-1"]), market=Market("linear", "BTCUSDT"))
         raise RuntimeError("rolled back")
     assert trusted(store, db)
     result = ingest(store, day_batch(9, ["r-1", ids[1]], price=99.0))
@@ -242,8 +243,8 @@ def test_archive_rows_replacing_live_ones_are_not_looked_for_far_away(store: Sto
     seen: list[str] = []
     store.tracer = lambda sql, params: seen.append(sql)
     with store.atomic():
-        result = ingest_batch(store, batch(live, [T0 + 3 * DAY + k for k in range(50)]), category="linear",
-                              symbol="BTCUSDT", replace_rest=(T0 + 3 * DAY, T0 + 4 * DAY))
+        result = ingest_batch(store, batch(live, [T0 + 3 * DAY + k for k in range(50)]), market=Market("linear", "BTCUSDT"),
+                              replace_rest=Span(T0 + 3 * DAY, T0 + 4 * DAY))
     store.tracer = None
     assert (result.added, result.replaced) == (50, 50)
     assert EXISTING_NEAR_SQL in seen and EXISTING_FAR_SQL not in seen
@@ -254,6 +255,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
     import pyarrow as pa
+    from fetch.market_span import Market
     from fetch.models import TRADE_SCHEMA
     from store import id_filter
     from store.ingest import ingest_batch
@@ -272,7 +274,7 @@ CHILD = textwrap.dedent("""
                       "source": ["archive"] * n}, schema=TRADE_SCHEMA)
     store = open_store(sys.argv[1])
     with store.atomic():
-        ingest_batch(store, table, category="linear", symbol="BTCUSDT")
+        ingest_batch(store, table, market=Market("linear", "BTCUSDT"))
     print("not killed")
 """)
 
@@ -299,7 +301,7 @@ def test_a_day_staged_privately_is_counted_there_and_still_folded(store: Store) 
     from store.ingest import Staging, ingest_staged
 
     with Store.private() as private:
-        staging = Staging(private, category="linear", symbol="BTCUSDT")
+        staging = Staging(private, market=Market("linear", "BTCUSDT"))
         staging.append(batch(["p-1", "p-2"], [T0, T0 + 1]))
         staging.append(batch(["p-2", "p-3"], [T0 + 2, T0 + 3]))
         staging.summarize()

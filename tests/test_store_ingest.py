@@ -37,7 +37,7 @@ def store(tmp_path: Path) -> Store:
 
 def ingest(store: Store, table: pa.Table):
     with store.atomic():
-        return ingest_batch(store, table, category="linear", symbol="BTCUSDT")
+        return ingest_batch(store, table, market=Market("linear", "BTCUSDT"))
 
 
 def count_duplicate_keys(store: Store) -> int:
@@ -88,9 +88,9 @@ def test_received_is_added_plus_duplicates_plus_conflicts(store: Store) -> None:
 
 def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
     with pytest.raises(RuntimeError), store.atomic():
-        ingest_batch(store, batch(["a"], [1]), category="linear", symbol="BTCUSDT")
-        add_coverage(store, category="linear", symbol="BTCUSDT", source="archive", start_us=0,
-                     end_us=10, added_rows=1)
+        ingest_batch(store, batch(["a"], [1]), market=Market("linear", "BTCUSDT"))
+        add_coverage(store, market=Market("linear", "BTCUSDT"), source="archive", span=Span(0, 10),
+                     added_rows=1)
         raise RuntimeError("crash between the rows and the commit")
     assert store.query_one("SELECT count(*) FROM trades")[0] == 0
     assert store.query_one("SELECT count(*) FROM coverage")[0] == 0
@@ -99,10 +99,10 @@ def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
 def test_uncovered_is_the_range_minus_the_union_of_coverage(store: Store) -> None:
     with store.atomic():
         for start, end in [(10, 20), (15, 30), (40, 50), (50, 55)]:
-            add_coverage(store, category="linear", symbol="BTCUSDT", source="archive",
-                         start_us=start, end_us=end, added_rows=0)
-        add_coverage(store, category="linear", symbol="ETHUSDT", source="archive", start_us=0,
-                     end_us=100, added_rows=0)
+            add_coverage(store, market=Market("linear", "BTCUSDT"), source="archive",
+                         span=Span(start, end), added_rows=0)
+        add_coverage(store, market=Market("linear", "ETHUSDT"), source="archive", span=Span(0, 100),
+                     added_rows=0)
     assert uncovered(store, Market("linear", "BTCUSDT"), Span(0, 100)) == [(0, 10), (30, 40), (55, 100)]
     assert uncovered(store, Market("linear", "BTCUSDT"), Span(12, 28)) == []
     assert uncovered(store, Market("linear", "BTCUSDT"), Span(60, 70)) == [(60, 70)]
@@ -120,9 +120,9 @@ def test_silences_are_exact_pairs_of_consecutive_trades(store: Store) -> None:
 def test_a_day_holding_fewer_rows_than_its_file_is_a_count_mismatch(store: Store) -> None:
     ingest(store, batch(["a", "b"], [1, 2]))
     with store.atomic():
-        add_coverage(store, category="linear", symbol="BTCUSDT", source="archive", start_us=0,
-                     end_us=86_400 * SECOND, added_rows=2, file_rows=3, expected_rows=3)
-    kinds = [g.kind for g in find_gaps(store, "linear", "BTCUSDT", 0, 86_400 * SECOND)]
+        add_coverage(store, market=Market("linear", "BTCUSDT"), source="archive", span=Span(0, 86_400 * SECOND),
+                     added_rows=2, file_rows=3, expected_rows=3)
+    kinds = [g.kind for g in find_gaps(store, Market("linear", "BTCUSDT"), Span(0, 86_400 * SECOND))]
     assert kinds == ["count_mismatch"]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fetch.market_span import Market, Span
 from fetch.archive import ArchiveFile
 from sim import archive as sim_archive
 from sim.config import SimConfig
@@ -26,7 +27,7 @@ async def test_a_cancelled_refresh_waits_for_its_staging_thread_before_using_the
     path, _ = await asyncio.to_thread(sim_archive.ensure_file, sim_config, spec, day(1))
     item = ArchiveFile(day(1), path, "file", path.stat().st_size)
     with open_store(tmp_path / "s.duckdb") as store, Store.private() as private:
-        job = Job(store, "linear", "BTCUSDT", 0, 1, lambda _: None)
+        job = Job(store, Market("linear", "BTCUSDT"), Span(0, 1), lambda _: None)
         appending = threading.Event()
 
         def trace(sql: str, _params: object) -> None:

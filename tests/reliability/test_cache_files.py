@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fetch.market_span import Market
+from fetch.market_span import Market, Span
 from crashutil import cli_env
 from relutil import run_cli
 from storeutil import day, dt, sim_fetch_config, us
@@ -116,15 +116,15 @@ def test_refresh_rewrites_a_file_whose_footer_counts_other_rows(sim_thread: Runn
 def test_a_day_whose_trades_changed_but_not_their_count_is_stale(stored: tuple[Path, Path]) -> None:
     db, cache = stored
     with open_store(db) as store:
-        assert days_needing_export(store, category="linear", symbol="BTCUSDT", days=[day(7), day(8)],
+        assert days_needing_export(store, market=Market("linear", "BTCUSDT"), days=[day(7), day(8)],
                                    cache_dir=cache, id_mode="tick") == []
         with store.atomic():
             store.execute("UPDATE trades SET time_us = time_us + 1 WHERE trade_id = (SELECT min(trade_id) "
                           "FROM trades WHERE time_us >= ? AND time_us < ?)", [us(day(7)), us(day(8))])
-            resummarize(store, "linear", "BTCUSDT", us(day(7)), us(day(8)))
+            resummarize(store, Market("linear", "BTCUSDT"), Span(us(day(7)), us(day(8))))
         assert stale_reason(store, market=Market("linear", "BTCUSDT"), day=day(7), cache_dir=cache,
                             id_mode="tick") == "the store's rows for the day changed"
-        assert days_needing_export(store, category="linear", symbol="BTCUSDT", days=[day(7), day(8)],
+        assert days_needing_export(store, market=Market("linear", "BTCUSDT"), days=[day(7), day(8)],
                                    cache_dir=cache, id_mode="tick") == [day(7)]
 
 
@@ -218,12 +218,12 @@ def test_a_day_a_follower_captures_is_exported_so_far_but_a_hole_before_its_last
     day0 = date(2024, 1, 11)
     start = 19_733 * 86_400_000_000  # 2024-01-11 00:00 UTC
     with open_store(tmp_path / "live.duckdb") as store, store.atomic():
-        add_coverage(store, category="linear", symbol="BTCUSDT", source="ws", start_us=start - 60_000_000,
-                     end_us=start + 3_600_000_000, added_rows=0)
-        assert complete_days(store, "linear", "BTCUSDT", [day0])[0] == []  # the refresh's rule: whole days
-        live = complete_days(store, "linear", "BTCUSDT", [day0], live_through_us=start + 3_600_000_000)
+        add_coverage(store, market=Market("linear", "BTCUSDT"), source="ws", span=Span(start - 60_000_000, start + 3_600_000_000),
+                     added_rows=0)
+        assert complete_days(store, Market("linear", "BTCUSDT"), [day0])[0] == []  # the refresh's rule: whole days
+        live = complete_days(store, Market("linear", "BTCUSDT"), [day0], live_through_us=start + 3_600_000_000)
         assert live[0] == [day0]
-        add_coverage(store, category="linear", symbol="BTCUSDT", source="ws", start_us=start + 4_000_000_000,
-                     end_us=start + 5_000_000_000, added_rows=0)
-        holed = complete_days(store, "linear", "BTCUSDT", [day0], live_through_us=start + 5_000_000_000)
+        add_coverage(store, market=Market("linear", "BTCUSDT"), source="ws", span=Span(start + 4_000_000_000, start + 5_000_000_000),
+                     added_rows=0)
+        holed = complete_days(store, Market("linear", "BTCUSDT"), [day0], live_through_us=start + 5_000_000_000)
         assert holed[0] == [] and "not complete" in holed[1][0].reason

@@ -158,7 +158,7 @@ def test_exec_ids_become_stable_63_bit_tick_ids_in_python_and_sql(tmp_path: Path
                                             "time": "1742039998765"}]}, market=Market("spot", "BTCUSDT"))
     with open_store(tmp_path / "ids.duckdb") as store:
         with store.atomic():
-            ingest_batch(store, trades_to_table(trades), category="spot", symbol="BTCUSDT")
+            ingest_batch(store, trades_to_table(trades), market=Market("spot", "BTCUSDT"))
         assert store.query_one("SELECT trade_id, tick_id FROM trades") == (exec_id, value)
 
 
@@ -167,7 +167,7 @@ def test_archive_timestamps_are_exact_microseconds_and_scientific_gross_values_p
         tmp_path: Path, newline: str) -> None:
     path = tmp_path / "BTCUSDT2025-03-14.csv.gz"
     path.write_bytes(gz_csv(LINEAR_HEADER + ",RPI", ARCHIVE_ROWS, newline))
-    table = read_archive(path, "linear", "BTCUSDT", ARCHIVE_DAY)
+    table = read_archive(path, Market("linear", "BTCUSDT"), ARCHIVE_DAY)
     got = dict(zip(table.column("trade_id").to_pylist(), table.column("time_us").to_pylist(), strict=True))
     assert got == ARCHIVE_TIMES_US
     assert table.column("side").to_pylist() == ["sell", "buy", "buy", "sell"]
@@ -179,7 +179,7 @@ def test_a_spot_archive_in_milliseconds_with_lower_case_sides(tmp_path: Path) ->
     path.write_bytes(gz_csv("id,timestamp,price,volume,side,rpi",
                             ["2,1741910443736,83000.51,0.000119,sell,0",
                              "1,1741910400000,82990.00,0.05,buy,1"]))
-    table = read_archive(path, "spot", "BTCUSDT", ARCHIVE_DAY)
+    table = read_archive(path, Market("spot", "BTCUSDT"), ARCHIVE_DAY)
     assert table.column("trade_id").to_pylist() == ["202503140000000002", "202503140000000001"]
     assert table.column("time_us").to_pylist() == [1741910443736000, 1741910400000000]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fetch.market_span import Span
+from fetch.market_span import Market, Span
 from relutil import NOW_US, archive_days, assert_exactly_the_truth, fill_ids, stored_fill_ids, truth_ids_until
 from storeutil import day, sim_fetch_config, stored_ids, us
 
@@ -134,7 +134,7 @@ async def test_a_hostile_archive_file_fails_its_day_alone_and_the_next_run_compl
     assert archive_days(store, symbol, category) == [day(7)]
     assert stored_ids(store, symbol, us(day(8)), us(day(9)), category) == [], "nothing of the day is stored"
     assert not (cache / "backfill_2024-01-08.parquet").exists(), "no file for a day the store lacks"
-    [gap] = [g for g in find_gaps(store, category, symbol, us(day(7)), us(day(9))) if g.kind == "uncovered"]
+    [gap] = [g for g in find_gaps(store, Market(category, symbol), Span(us(day(7)), us(day(9)))) if g.kind == "uncovered"]
     assert (gap.start_us, gap.end_us) == (us(day(8)), us(day(9)))
     assert says in gap.reason and "2024-01-08" in gap.reason
     if kind != "header_only":
@@ -163,7 +163,7 @@ async def test_an_id_reused_days_later_is_a_conflict_never_a_second_copy(sim, st
     assert store.query_one("SELECT count(*) FROM conflicts") == (1,)
     assert store.query("SELECT trade_id FROM trades GROUP BY ALL HAVING count(*) > 1") == []
     # The day cannot be vouched for (its file held one trade more than the store has for it) ...
-    [mismatch] = [g for g in find_gaps(store, "linear", "BTCUSDT", us(day(8)), us(day(9)))
+    [mismatch] = [g for g in find_gaps(store, Market("linear", "BTCUSDT"), Span(us(day(8)), us(day(9))))
                   if g.kind == "count_mismatch"]
     assert mismatch.detail == {"expected": 2000, "stored": 1999}
     assert not verify(store).ok
