@@ -66,17 +66,17 @@ ANALYSIS: dict[str, str] = {
         "it: export from rows stored in time order without a sort, stream the hop, and stage under a "
         "tighter memory limit; each costs speed (lowering the limits alone left the peak unchanged)."),
     "busy day": (
-        "Why: this run shared the machine with other sessions' test suites (see Setup): the tool needs "
-        "more CPU-seconds than the floor (~3.8 against ~2.5, see the polars entry for where they go), so "
-        "a contended core stretches it more. Two quieter runs of this figure alone in the same round "
-        "(`python -m bench --only busy --runs 3`, 1 of 9 runs started on a busy machine) measured 1.29x "
-        "and 1.40x (3.32 s against 2.37 s; CPU-seconds 4.84 against 3.23, 1.50x). Before this session's "
-        "ingest changes it was 1.09x (2.90 s): staging in a private database and hopping the day into "
-        "the store (~0.24 CPU-s), the per-batch plausibility checks and the global id check added work "
-        "the floor does not do. The rest is interpreter start-up (pyarrow, duckdb, pydantic, aiohttp: "
-        "~0.35 s against ~0.15 s for the floor's `import duckdb`). Close it: do the repeated-id check in "
-        "the private database and skip the hop's temp-table copy (insert from the hopped Arrow table "
-        "directly: ~0.15 CPU-s), less work per row (see the polars entry) and a resident process."),
+        'Why: the tool needs more CPU-seconds than the floor (5.0 against 3.3 in this run, both cores '
+        'busy), for work the floor does not do. Round 1 measured 1.09x (2.90 s); since then staging in a '
+        'private database and hopping the day into the store (~0.24 CPU-s, what lets readers in during a '
+        "refresh), the per-batch plausibility checks, the global id check (now the id filter's probe, "
+        "~0.1 s) and the day's content fingerprints were added. In-process, one busy day's commit is ~1.5"
+        ' s, of which the INSERT into the compressed `trades` table is ~1.0 s (measured per statement '
+        'this round); the repeated-id count and the time span now run in the private database before the '
+        'store is held. The rest is interpreter start-up (pyarrow, duckdb, numpy, pydantic, aiohttp: '
+        "~0.35 s against ~0.15 s for the floor's `import duckdb`). Close it: a leaner insert (ids as "
+        'UUIDs with the tick id derived, side and source as ENUMs: schema changes), insert from the '
+        'hopped Arrow table without the temp copy, and a resident process for the start-up.'),
     "export": (
         "Why: `write_day` is the same DuckDB COPY plus a schema check and a rename; the ranges overlap "
         "(a busy machine, see Setup), and earlier runs on a quieter machine measured 1.05x. Close it: "
@@ -124,49 +124,38 @@ ANALYSIS: dict[str, str] = {
         "(no whole-day staging) and export from rows stored in time order without a sort, under a "
         "tight memory limit; each costs speed, the week's other goal."),
     "200 small symbols": (
-        "Why: it was 8.5 s (7.4x) at --concurrency 8 before this session's ingest changes and is ~30 s "
-        "now (on a busy machine): ~150 ms per symbol-day against ~35 ms of DuckDB statements per file "
-        "then. A py-spy profile of `refresh --all` over 50 of these symbols (1 day, --concurrency 4, "
-        "active samples) puts it in per-symbol and per-commit fixed costs: reacquiring the store for each "
-        "commit (`with store.held(), store.atomic()` in `store/pipeline.py:_commit_day`, the file opened "
-        "again after every `release`) 15.6%; the coverage queries of each symbol's plan and gaps "
-        "(`uncovered` 9.5%, `recorded_reasons` 5.7%, `count_mismatches` 2.2%); a private staging "
-        "database created per symbol (`Store.private` 4.2%); releasing and holding the store around them "
-        "~3%; the ingest statements themselves ~5%; 36% of samples are threads waiting. Close it: "
-        "keep the store held across a run of small commits (release only when a commit is slow or "
-        "another process waits), one private database per run shared by the symbols' refreshes, and the "
-        "plan's coverage queries for all symbols in one statement."),
+        'Why: per-commit fixed costs. This round took it from ~26-30 s (13-17x) to ~8 s: the store is '
+        'kept open across a run of short commits (`Store.keeping`, let go at most every second and when '
+        'idle, so readers still get in), one private staging database per run, the plan and gaps of all '
+        'symbols in one statement each, and days committed in one thread off the event loop (each lever '
+        'measured alone: 17.5, 15.1, 11-14 and 9.4-10.9 s without it). What is left is the one commit '
+        'thread: ~30 ms per small day, 200 in a row, of which ~22 ms are the ingest statements (day '
+        'summary 3.7 ms, the insert 2.9, moving the staged rows from the private database ~4, the '
+        "id-filter and conflict queries ~2 each) and ~5 ms COMMIT's log flush; plus ~0.5 s of start-up "
+        'and the checkpoints at each let-go. Close it: commit several small days (of one or more symbols)'
+        ' in one transaction, each still with its coverage row, and move more of the per-day statements '
+        'into the private database.'),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
         "of latency jitter absorbed); a miss means event-loop stalls. Close it: check that nothing "
         "blocking runs on the event loop during the crawl."),
     "scale: day": (
-        "Why: global uniqueness. `store.ingest.existing_sql` semi-joins the day's 1.5M tick ids against "
-        "the BIGINT `tick_id` of every stored row of the market, and a fresh `refresh` process finds "
-        "none of that column in DuckDB's buffers: it reads and decompresses all of it (plus the category "
-        "and symbol columns it filters on). Measured alone on the 100M-row store: 1.59 s cold (1.58 "
-        "CPU-s; 0.9-1.5 s in four more fresh processes), 0.41 s warm (a second run in the same process); "
-        "the probe itself is the small part, and the same semi-join over `tick_id` alone, as a narrow "
-        "per-id table would give, measured 0.9-1.0 s cold (1.2 CPU-s): reading 100M ids is the cost. "
-        "At 43.5M stored rows that is most of day 30's extra time, with the first large append into a "
-        "large table (~0.45 s, measured in an earlier round) and a slower export from the bigger file. "
-        "It grows with the store (the 100M figure below). Close it: not reading every stored id per day. "
-        "Measured options are for the next round; the candidates: a persisted Bloom filter of the "
-        "market's tick ids (~1.2 bytes a row at 1% false positives: ~120 MB at 100M rows, read instead of "
-        "800 MB), with only its hits checked exactly; or an ART index on `tick_id` (point lookups, but "
-        "1.5M random probes and gigabytes of index memory at 100M); or a resident process, where the "
-        "column stays warm (0.41 s at 100M)."),
+        'Why: a busy machine, or the larger file: the id check no longer reads the stored ids '
+        "(`store/id_filter.py`: a persisted blocked Bloom filter of the market's tick ids probes the "
+        "day's 1.5M ids in ~0.1 s whatever the store's size; only its hits are looked up). What still "
+        'grows with the store is the first large append into a large table and the export from the bigger'
+        ' file.'),
     "ingest at": (
-        "Why: the same semi-join as day 30's, at 100M rows: reading the market's whole `tick_id`, "
-        "`category` and `symbol` columns into a fresh process (1.59 s cold measured alone, 0.41 s warm) "
-        "and holding them: DuckDB's buffer pool is why peak RSS is ~2.4 GB against ~0.8 GB into an empty "
-        "store. Close it: see day 30 (a compact filter of the stored ids read instead of the column)."),
+        "Why: the id filter of 100M ids is a 914 MB memory-mapped file, and one busy day's 1.5M probes "
+        'and adds touch nearly every one of its pages: mapping them in and dirtying them costs ~0.5-1 s '
+        'in a fresh process, and the bench copies the store and its filter afresh before each run, so '
+        'their pages are still being written back while the run reads them. The figure moved between '
+        'runs: 1.13x, 1.24x, 1.29x and 1.45x in four runs this round (it was 1.63x with the whole-column '
+        'semi-join). Close it: probe in block order (sorted by block, so the pages are read in sequence),'
+        ' or a filter in segments by tick-id range so a day dirties only what it adds to.'),
     "scale: peak RSS": (
-        "Why: DuckDB's buffer pool in the 28-day refresh: every day's semi-join reads the market's whole "
-        "`tick_id` column (plus category and symbol), and the store connection may use up to its 2 GB "
-        "memory limit (`Store.open`), beside the private staging database's 1 GB. Close it: a lower "
-        "memory limit for the refresh's store connection (it then re-reads the column each day, slower), "
-        "or the compact id filter described for day 30, which removes the reason to hold the column."),
+        "Why: the private staging database (1 GB limit) and the store connection, plus the id filter's "
+        'mapped pages (~6-9 bytes a stored row). Close it: a lower memory limit for the staging database.'),
     "scale: `status`": (
         "Why: `status` reads `day_summary` and `coverage` (a row a day), so a miss is start-up "
         "(pydantic and duckdb imports, ~0.25 s) or machine noise."),
