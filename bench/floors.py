@@ -12,7 +12,6 @@ Each prints one JSON line with timings measured inside the process (after import
 
 from __future__ import annotations
 
-from fetch.market_span import Market
 import argparse
 import http.client
 import json
@@ -21,6 +20,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from fetch.market_span import Market
 
 
 def _literal(path: Path) -> str:
