@@ -350,6 +350,7 @@ class MarketFilter:
     count: int
     rebuilt: bool = False
     stale_hits: int = 0
+    damaged: bool = False  # a stored id it answered "never seen" for: its bits cannot be trusted
     _closed: bool = field(default=False, repr=False)
 
     def probe_and_add(self, ids: npt.NDArray[Any]) -> Mask:
@@ -362,6 +363,11 @@ class MarketFilter:
     def committed(self) -> None:
         """After COMMIT: the header names the generation the bits now hold."""
         try:
+            if self.damaged:
+                log.warning("id filter %s missed a stored id (damaged bits); it is rebuilt at the next "
+                            "ingest", self.file.path)
+                _discard(self.file.path)
+                return
             if self.stale_hits > STALE_HITS_LIMIT:  # many bits of deleted rows: start afresh next time
                 log.info("id filter %s: %d false hits; it is rebuilt at the next ingest", self.file.path,
                          self.stale_hits)

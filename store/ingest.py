@@ -143,22 +143,11 @@ EXISTING_SQL = """
       AND (?::BIGINT IS NULL OR (t.time_us >= ? AND t.time_us < ?))"""
 
 
-# With a trusted filter: no hit, no stored row can share an id with the batch.
-EMPTY_EXISTING_SQL = """
-    CREATE OR REPLACE TEMP TABLE existing (trade_id VARCHAR, tick_id BIGINT, time_us BIGINT, price DOUBLE,
-                                           qty DOUBLE, side VARCHAR, is_sell BOOLEAN)"""
-
 _FILTER_HITS = "filter_hits"  # the tick ids the filter may have seen (an Arrow table)
-_NEAR_US = 86_400_000_000     # hits are looked for first within a day around the batch
+_NEAR_US = 86_400_000_000     # ids are looked for first within a day around the batch
 
-# The filter's hits, first where they almost always are (a day file fetched again, the live rows of
-# the day around the batch): `time_us` bounds let zone maps skip the rest of the table.
-EXISTING_NEAR_SQL = f"""
-    CREATE OR REPLACE TEMP TABLE existing AS
-    SELECT t.trade_id, t.tick_id, t.time_us, t.price, t.qty, t.side, t.side = 'sell' AS is_sell
-    FROM trades t
-    WHERE t.category = ? AND t.symbol = ? AND t.time_us >= ? AND t.time_us < ?
-      AND t.tick_id IN (SELECT tick_id FROM {_FILTER_HITS})"""
+# Stored rows found near the batch whose id the filter answered "never seen" for.
+MISSED_BY_FILTER_SQL = f"SELECT count(*) FROM existing WHERE tick_id NOT IN (SELECT tick_id FROM {_FILTER_HITS})"
 
 # Hits not explained near the batch: neither found there nor a REST/live row this ingest just dropped
 # (`replaced`: the key being unique, that row was the only one with its id). A false positive of
@@ -372,13 +361,19 @@ def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_fi
         return None
     ticks = store.query_arrow(BATCH_TICKS_SQL).column(0).to_numpy()
     hits = market.probe_and_add(ticks)
-    if not hits.any():
-        store.execute(EMPTY_EXISTING_SQL)
-        return market
+    # Every id of the batch is looked for near it, hit or not: that is where stored ids almost always
+    # are (a day fetched again, the live rows around it), zone maps keep it a small scan, and a stored
+    # id the filter missed proves its bits damaged (the header's checksum covers only the header):
+    # the batch is then matched over the whole market and the file discarded, so a broken filter
+    # cannot let a near duplicate in. Only hits unexplained near the batch are looked for far away.
     lo, hi = low - _NEAR_US, high + _NEAR_US + 1
-    store.register(_FILTER_HITS, pa.table({"tick_id": pa.array(np.unique(ticks[hits]))}))
+    store.execute(EXISTING_SQL, [category, symbol, _NEAR_US, lo, hi])
+    store.register(_FILTER_HITS, pa.table({"tick_id": pa.array(np.unique(ticks[hits]), pa.int64())}))
     try:
-        store.execute(EXISTING_NEAR_SQL, [category, symbol, lo, hi])
+        if _count(store, MISSED_BY_FILTER_SQL):
+            market.damaged = True
+            store.execute(EXISTING_SQL, [category, symbol, None, None, None])
+            return market
         store.execute(FAR_TICKS_SQL)
     finally:
         store.unregister(_FILTER_HITS)

@@ -234,7 +234,7 @@ def test_a_filter_grows_by_a_rebuild_when_full(store: Store, db: Path, monkeypat
 
 def test_archive_rows_replacing_live_ones_are_not_looked_for_far_away(store: Store, db: Path) -> None:
     """The ids of the REST/live rows an archive day replaces are hits, and explained by the replacement."""
-    from store.ingest import EXISTING_FAR_SQL, EXISTING_NEAR_SQL
+    from store.ingest import EXISTING_FAR_SQL, MISSED_BY_FILTER_SQL
 
     fill_store(store)
     live = [f"L{k}" for k in range(50)]
@@ -247,7 +247,7 @@ def test_archive_rows_replacing_live_ones_are_not_looked_for_far_away(store: Sto
                               replace_rest=Span(T0 + 3 * DAY, T0 + 4 * DAY))
     store.tracer = None
     assert (result.added, result.replaced) == (50, 50)
-    assert EXISTING_NEAR_SQL in seen and EXISTING_FAR_SQL not in seen
+    assert MISSED_BY_FILTER_SQL in seen and EXISTING_FAR_SQL not in seen
     assert store.query_one("SELECT count(*) FROM trades WHERE source <> 'archive'")[0] == 0
 
 
@@ -310,3 +310,26 @@ def test_a_day_staged_privately_is_counted_there_and_still_folded(store: Store) 
             result = ingest_staged(store, staging)
     assert (result.received, result.added, result.conflicts) == (4, 3, 1)
     assert duplicate_keys(store) == 0
+
+
+def test_a_filter_with_damaged_bits_lets_no_near_duplicate_in_and_is_discarded(store: Store, db: Path) -> None:
+    """The header's checksum covers only the header: bits lost behind an intact header answer
+    "never seen" for stored ids. The near lookup finds them anyway, the batch is matched over the
+    whole market, and the file is discarded (rebuilt at the next ingest)."""
+    ids = fill_store(store)
+    far = ingest(store, day_batch(40, ["far-1", "far-2"]))
+    assert far.added == 2 and trusted(store, db)
+    id_filter.forget_mapped()
+    path = bloom(db)
+    data = bytearray(path.read_bytes())
+    data[id_filter.HEADER_SIZE:] = bytes(len(data) - id_filter.HEADER_SIZE)  # bits gone, header intact
+    path.write_bytes(bytes(data))
+    id_filter.forget_mapped()
+    assert trusted(store, db)
+    result = ingest(store, batch(ids[:100] + ["far-1", "new-1"],
+                                 [T0 + k for k in range(100)] + [T0 + 40 * DAY, T0 + 5]))
+    assert (result.added, result.duplicates, result.conflicts) == (1, 101, 0)  # far-1 found far away too
+    assert duplicate_keys(store) == 0
+    assert not path.exists()
+    again = ingest(store, day_batch(0, ids[:10]))
+    assert again.added == 0 and again.duplicates == 10 and trusted(store, db)
