@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 import cli
 from fetch.market_span import Market
 from store import Store, open_store
 from store.report import verify
-
-
-@pytest.fixture
-def env(sim_thread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.chdir(tmp_path)
-    return {"BYBIT_REST_BASE_URL": sim_thread.url, "BYBIT_ARCHIVE_BASE_URL": sim_thread.url,
-            "BACKFILL_DB_PATH": str(tmp_path / "cli.duckdb"), "BACKFILL_CACHE_DIR": str(tmp_path / "cache"),
-            "BYBIT_BACKFILL_RETRY_BASE": "0.01", "BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""}
 
 
 def run(env: dict[str, str], *args: str, stdin: str | None = None) -> tuple[int, str, str]:

@@ -38,14 +38,6 @@ def test_every_command_that_prints_a_result_takes_json() -> None:
         assert "--json" in opts, path
 
 
-@pytest.fixture
-def env(sim_thread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.chdir(tmp_path)
-    return {"BYBIT_REST_BASE_URL": sim_thread.url, "BYBIT_ARCHIVE_BASE_URL": sim_thread.url,
-            "BACKFILL_DB_PATH": str(tmp_path / "cli.duckdb"), "BACKFILL_CACHE_DIR": str(tmp_path / "cache"),
-            "BYBIT_BACKFILL_RETRY_BASE": "0.01", "BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""}
-
-
 def test_v_after_the_command_shows_requests_plan_and_commits(env: dict[str, str]) -> None:
     args = ["refresh", "BTCUSDT", "--start", "2024-01-08", "--days", "1", "--no-export"]
     quiet = CliRunner().invoke(cli.main, args, env=env)

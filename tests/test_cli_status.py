@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,11 +13,9 @@ import cli
 
 
 @pytest.fixture
-def env(sim_thread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.chdir(tmp_path)
-    return {"BYBIT_REST_BASE_URL": sim_thread.url, "BYBIT_ARCHIVE_BASE_URL": sim_thread.url,
-            "BACKFILL_DB_PATH": str(tmp_path / "cli.duckdb"), "BACKFILL_CACHE_DIR": str(tmp_path / "cache"),
-            "BYBIT_BACKFILL_RETRY_BASE": "0.01", "BYBIT_API_KEY": "test-key", "BYBIT_API_SECRET": "test-secret"}
+def env(env: dict[str, str]) -> dict[str, str]:
+    """conftest's CLI environment, with the emulator's API key (status shows the executions crawl)."""
+    return {**env, "BYBIT_API_KEY": "test-key", "BYBIT_API_SECRET": "test-secret"}
 
 
 def run(env: dict[str, str], *args: str) -> tuple[int, str]:
