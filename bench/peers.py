@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,15 +45,26 @@ def _download_day(base_url: str, symbol: str, day: date, out_dir: Path) -> Path:
     return local
 
 
-def pandas_days(base_url: str, symbol: str, first: date, days: int, out_dir: Path) -> dict[str, object]:
-    import pandas as pd  # type: ignore[import-untyped]
-
+def _each_day(base_url: str, symbol: str, first: date, days: int, out_dir: Path,
+              convert: Callable[[Path, Path], int]) -> dict[str, object]:
+    """The loop both peers share: download each day, `convert(day_file, temp_parquet)` (-> rows), rename."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows = 0
     for k in range(days):
         day = first + timedelta(days=k)
         local = _download_day(base_url, symbol, day, out_dir)
+        target = out_dir / f"backfill_{day.isoformat()}.parquet"
+        temp = target.with_name(f".{target.name}.tmp")
+        rows += convert(local, temp)
+        os.replace(temp, target)
+    return {"seconds": time.perf_counter() - started, "rows": rows, "days": days}
+
+
+def pandas_days(base_url: str, symbol: str, first: date, days: int, out_dir: Path) -> dict[str, object]:
+    import pandas as pd  # type: ignore[import-untyped]
+
+    def convert(local: Path, temp: Path) -> int:
         frame = pd.read_csv(local, usecols=["timestamp", "side", "size", "price", "trdMatchID"],
                             dtype={"timestamp": "float64", "side": "str", "size": "float64",
                                    "price": "float64", "trdMatchID": "str"})
@@ -68,24 +80,16 @@ def pandas_days(base_url: str, symbol: str, first: date, days: int, out_dir: Pat
             "s": side.str.lower(),
             "m": side == "Sell",
         })
-        target = out_dir / f"backfill_{day.isoformat()}.parquet"
-        temp = target.with_name(f".{target.name}.tmp")
         out.to_parquet(temp, index=False, engine="pyarrow", compression="snappy")
-        os.replace(temp, target)
-        rows += len(out)
-        del frame, out, side
-    return {"seconds": time.perf_counter() - started, "rows": rows, "days": days}
+        return len(out)
+
+    return _each_day(base_url, symbol, first, days, out_dir, convert)
 
 
 def polars_days(base_url: str, symbol: str, first: date, days: int, out_dir: Path) -> dict[str, object]:
     import polars as pl
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    rows = 0
-    for k in range(days):
-        day = first + timedelta(days=k)
-        local = _download_day(base_url, symbol, day, out_dir)
+    def convert(local: Path, temp: Path) -> int:
         frame = pl.read_csv(local, columns=["timestamp", "side", "size", "price", "trdMatchID"],
                             schema_overrides={"timestamp": pl.Float64, "side": pl.String, "size": pl.Float64,
                                               "price": pl.Float64, "trdMatchID": pl.String})
@@ -96,13 +100,10 @@ def polars_days(base_url: str, symbol: str, first: date, days: int, out_dir: Pat
                .select((pl.col("timestamp") * 1000).cast(pl.Int64).alias("T"), pl.col("trdMatchID").alias("i"),
                        pl.col("price").alias("p"), pl.col("size").alias("q"),
                        pl.col("side").str.to_lowercase().alias("s"), (pl.col("side") == "Sell").alias("m")))
-        target = out_dir / f"backfill_{day.isoformat()}.parquet"
-        temp = target.with_name(f".{target.name}.tmp")
         out.write_parquet(temp, compression="snappy")
-        os.replace(temp, target)
-        rows += out.height
-        del frame, out
-    return {"seconds": time.perf_counter() - started, "rows": rows, "days": days}
+        return int(out.height)
+
+    return _each_day(base_url, symbol, first, days, out_dir, convert)
 
 
 class _Signed:
