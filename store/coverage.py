@@ -1,6 +1,7 @@
 """What the store knows to be complete, and the three kinds of gap, all computed in SQL.
 
-(a) uncovered: the requested range minus the union of `coverage` intervals (gaps and islands);
+(a) uncovered: the requested range minus the union of `coverage` intervals (gaps and islands), in
+    one statement for any number of (market, span) asks (`uncovered_many`; `uncovered` is one ask);
 (b) silences: consecutive trades further apart than a threshold. Exact, and fast at 45M rows:
     trades are bucketed by half the threshold, so two consecutive trades farther apart than the
     threshold always lie in different non-empty buckets and only the bucket edges are compared;
@@ -9,9 +10,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fetch.market_span import Market, Span
 from store.db import Store
@@ -60,40 +62,68 @@ def add_coverage(store: Store, *, market: Market, source: str, span: Span, added
         [market.category, market.symbol, source, *span, file_rows, expected_rows, added_rows, detail, exec_type])
 
 
-def uncovered_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
-    """Range [?, ?) minus the union of coverage intervals of (category, symbol, sources) fetched for
-    every exec type or for the one asked (?: NULL asks for every type, which only the former give)."""
+class Ask(NamedTuple):
+    """One market over a span."""
+
+    market: Market
+    span: Span
+
+
+ASKS = """asks AS (
+        SELECT unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS category, unnest(?::VARCHAR[]) AS symbol,
+               unnest(?::BIGINT[]) AS lo, unnest(?::BIGINT[]) AS hi
+    )"""
+
+
+def ask_params(asks: Sequence[Ask]) -> list[Any]:
+    return [list(range(len(asks))), [a.market.category for a in asks], [a.market.symbol for a in asks],
+            [a.span.start_us for a in asks], [a.span.end_us for a in asks]]
+
+
+def uncovered_many_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
+    """(k, gap_start, gap_end) of each ask's range
+    minus the union of its market's coverage intervals of `sources` (of every exec type, or of the
+    one asked: ?, NULL for every type, which only the former give)."""
     placeholders = ", ".join("?" for _ in sources)
     return f"""
-        WITH params AS (SELECT ?::BIGINT AS lo, ?::BIGINT AS hi),
+        WITH {ASKS},
         iv AS (
-            SELECT greatest(c.start_us, p.lo) AS s, least(c.end_us, p.hi) AS e
-            FROM coverage c, params p
-            WHERE c.category = ? AND c.symbol = ? AND c.source IN ({placeholders})
-              AND (c.exec_type IS NULL OR c.exec_type = ?)
-              AND c.end_us > p.lo AND c.start_us < p.hi
+            SELECT a.k, greatest(c.start_us, a.lo) AS s, least(c.end_us, a.hi) AS e
+            FROM asks a JOIN coverage c ON c.category = a.category AND c.symbol = a.symbol
+            WHERE c.source IN ({placeholders}) AND (c.exec_type IS NULL OR c.exec_type = ?)
+              AND c.end_us > a.lo AND c.start_us < a.hi
         ),
         marked AS (
-            SELECT s, e, CASE WHEN s <= max(e) OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING
-                                                     AND 1 PRECEDING) THEN 0 ELSE 1 END AS starts
+            SELECT k, s, e, CASE WHEN s <= max(e) OVER (PARTITION BY k ORDER BY s, e ROWS BETWEEN
+                                 UNBOUNDED PRECEDING AND 1 PRECEDING) THEN 0 ELSE 1 END AS starts
             FROM iv
         ),
-        islands AS (SELECT s, e, sum(starts) OVER (ORDER BY s, e) AS island FROM marked),
-        merged AS (SELECT min(s) AS s, max(e) AS e FROM islands GROUP BY island),
-        edges AS (SELECT s, e, lag(e) OVER (ORDER BY s) AS prev_e FROM merged)
-        SELECT gap_start, gap_end FROM (
-            SELECT coalesce(prev_e, (SELECT lo FROM params)) AS gap_start, s AS gap_end FROM edges
+        islands AS (SELECT k, s, e, sum(starts) OVER (PARTITION BY k ORDER BY s, e) AS island FROM marked),
+        merged AS (SELECT k, min(s) AS s, max(e) AS e FROM islands GROUP BY k, island),
+        edges AS (SELECT k, s, lag(e) OVER (PARTITION BY k ORDER BY s) AS prev_e FROM merged),
+        last AS (SELECT k, max(e) AS last_e FROM merged GROUP BY k)
+        SELECT k, gap_start, gap_end FROM (
+            SELECT d.k, coalesce(d.prev_e, a.lo) AS gap_start, d.s AS gap_end FROM edges d JOIN asks a USING (k)
             UNION ALL
-            SELECT coalesce((SELECT max(e) FROM merged), (SELECT lo FROM params)),
-                   (SELECT hi FROM params)
+            SELECT a.k, coalesce(l.last_e, a.lo), a.hi FROM asks a LEFT JOIN last l USING (k)
         ) WHERE gap_end > gap_start
-        ORDER BY gap_start"""
+        ORDER BY k, gap_start"""
+
+
+def uncovered_many(store: Store, asks: Sequence[Ask], sources: tuple[str, ...] = TRADE_SOURCES,
+                   exec_type: str | None = None) -> list[list[Span]]:
+    """Each ask's uncovered spans, in the order of `asks`."""
+    found: list[list[Span]] = [[] for _ in asks]
+    if asks:
+        for k, a, b in store.query(uncovered_many_sql(sources), [*ask_params(asks), *sources, exec_type]):
+            found[int(k)].append(Span(int(a), int(b)))
+    return found
 
 
 def uncovered(store: Store, market: Market, span: Span, sources: tuple[str, ...] = TRADE_SOURCES,
               exec_type: str | None = None) -> list[Span]:
-    rows = store.query(uncovered_sql(sources), [*span, market.category, market.symbol, *sources, exec_type])
-    return [Span(int(a), int(b)) for a, b in rows]
+    """`span` minus the union of the market's coverage of `sources` (one ask of `uncovered_many`)."""
+    return uncovered_many(store, [Ask(market, span)], sources, exec_type)[0]
 
 
 SILENCES_SQL = """

@@ -5,7 +5,7 @@ are left, with their recorded reasons, after (`gaps_many`, `record_gaps_many`). 
 a whole market of small symbols pays DuckDB's fixed cost of planning and running each statement
 (a few ms, more than a small day's commit) several times per symbol; here each question is one
 statement for every ask together: the asks go in as parameter lists, unnested into a table keyed
-by the ask's position `k`, and every window of `store.coverage`'s SQL is partitioned by `k`. The
+by the ask's position `k` (`store.coverage.ASKS`), and every window is partitioned by `k`. The
 answers are those of `store.coverage.unverified`, `find_gaps` (without silences) and
 `record_open_gaps` per ask (tests/test_coverage_many.py compares them).
 """
@@ -14,69 +14,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, NamedTuple
 
-from fetch.market_span import Market, Span
-from store.coverage import NO_REASON, TRADE_SOURCES, Gap, all_count_mismatches, merge_spans
+from fetch.market_span import Span
+from store.coverage import (
+    ASKS,
+    NO_REASON,
+    TRADE_SOURCES,
+    Ask,
+    Gap,
+    all_count_mismatches,
+    ask_params,
+    merge_spans,
+    uncovered_many,
+)
 from store.db import Store
-
-
-class Ask(NamedTuple):
-    """One market over a span."""
-
-    market: Market
-    span: Span
-
-
-_ASKS = """asks AS (
-        SELECT unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS category, unnest(?::VARCHAR[]) AS symbol,
-               unnest(?::BIGINT[]) AS lo, unnest(?::BIGINT[]) AS hi
-    )"""
-
-
-def _ask_params(asks: Sequence[Ask]) -> list[Any]:
-    return [list(range(len(asks))), [a.market.category for a in asks], [a.market.symbol for a in asks],
-            [a.span.start_us for a in asks], [a.span.end_us for a in asks]]
-
-
-def uncovered_many_sql(sources: tuple[str, ...] = TRADE_SOURCES) -> str:
-    """`store.coverage.uncovered_sql` for every ask: (k, gap_start, gap_end) of each ask's range
-    minus the union of its market's coverage intervals of `sources` (of every exec type, or of the
-    one asked: ?, NULL for every type, which only the former give)."""
-    placeholders = ", ".join("?" for _ in sources)
-    return f"""
-        WITH {_ASKS},
-        iv AS (
-            SELECT a.k, greatest(c.start_us, a.lo) AS s, least(c.end_us, a.hi) AS e
-            FROM asks a JOIN coverage c ON c.category = a.category AND c.symbol = a.symbol
-            WHERE c.source IN ({placeholders}) AND (c.exec_type IS NULL OR c.exec_type = ?)
-              AND c.end_us > a.lo AND c.start_us < a.hi
-        ),
-        marked AS (
-            SELECT k, s, e, CASE WHEN s <= max(e) OVER (PARTITION BY k ORDER BY s, e ROWS BETWEEN
-                                 UNBOUNDED PRECEDING AND 1 PRECEDING) THEN 0 ELSE 1 END AS starts
-            FROM iv
-        ),
-        islands AS (SELECT k, s, e, sum(starts) OVER (PARTITION BY k ORDER BY s, e) AS island FROM marked),
-        merged AS (SELECT k, min(s) AS s, max(e) AS e FROM islands GROUP BY k, island),
-        edges AS (SELECT k, s, lag(e) OVER (PARTITION BY k ORDER BY s) AS prev_e FROM merged),
-        last AS (SELECT k, max(e) AS last_e FROM merged GROUP BY k)
-        SELECT k, gap_start, gap_end FROM (
-            SELECT d.k, coalesce(d.prev_e, a.lo) AS gap_start, d.s AS gap_end FROM edges d JOIN asks a USING (k)
-            UNION ALL
-            SELECT a.k, coalesce(l.last_e, a.lo), a.hi FROM asks a LEFT JOIN last l USING (k)
-        ) WHERE gap_end > gap_start
-        ORDER BY k, gap_start"""
-
-
-def uncovered_many(store: Store, asks: Sequence[Ask], sources: tuple[str, ...] = TRADE_SOURCES,
-                   exec_type: str | None = None) -> list[list[Span]]:
-    """Each ask's uncovered spans, in the order of `asks`."""
-    found: list[list[Span]] = [[] for _ in asks]
-    if asks:
-        for k, a, b in store.query(uncovered_many_sql(sources), [*_ask_params(asks), *sources, exec_type]):
-            found[int(k)].append(Span(int(a), int(b)))
-    return found
 
 
 def _mismatches_many(store: Store, asks: Sequence[Ask]) -> list[list[tuple[int, int, int, int]]]:
@@ -112,7 +63,7 @@ def unverified_many(store: Store, asks: Sequence[Ask],
 
 
 RECORDED_REASONS_MANY_SQL = f"""
-    WITH {_ASKS}
+    WITH {ASKS}
     SELECT a.k, g.start_us, g.end_us, g.reason
     FROM asks a JOIN open_gaps g ON g.category = a.category AND g.symbol = a.symbol
                                AND g.end_us > a.lo AND g.start_us < a.hi
@@ -124,7 +75,7 @@ def gaps_many(store: Store, asks: Sequence[Ask]) -> list[list[Gap]]:
     reason, and count mismatches, in three statements for all asks."""
     reasons: list[list[tuple[int, int, str]]] = [[] for _ in asks]
     if asks:
-        for k, a, b, reason in store.query(RECORDED_REASONS_MANY_SQL, _ask_params(asks)):
+        for k, a, b, reason in store.query(RECORDED_REASONS_MANY_SQL, ask_params(asks)):
             reasons[int(k)].append((int(a), int(b), str(reason)))
     found = [[Gap("uncovered", a, b, _reason_for(a, b, reasons[k])) for a, b in spans]
              for k, spans in enumerate(uncovered_many(store, asks))]
@@ -144,7 +95,7 @@ def _reason_for(start_us: int, end_us: int, reasons: list[tuple[int, int, str]])
 
 CLEAR_OPEN_GAPS_MANY_SQL = f"""
     DELETE FROM open_gaps WHERE EXISTS (
-        WITH {_ASKS}
+        WITH {ASKS}
         SELECT 1 FROM asks a
         WHERE open_gaps.category = a.category AND open_gaps.symbol = a.symbol
           AND open_gaps.start_us >= a.lo AND open_gaps.end_us <= a.hi)"""
@@ -159,7 +110,7 @@ def record_gaps_many(store: Store, asks: Sequence[Ask], gaps: Sequence[Sequence[
     market must not overlap); call inside a transaction."""
     if not asks:
         return
-    store.execute(CLEAR_OPEN_GAPS_MANY_SQL, _ask_params(asks))
+    store.execute(CLEAR_OPEN_GAPS_MANY_SQL, ask_params(asks))
     rows = [(ask.market.category, ask.market.symbol, g.start_us, g.end_us, g.reason)
             for ask, found in zip(asks, gaps, strict=True) for g in found]
     if rows:

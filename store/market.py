@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from fetch.errors import BackfillError, InputError
 from fetch.market_span import Category, Market, Span
 from store.cache_dir import check_cache_dir
-from store.coverage_many import Ask
+from store.coverage import Ask
 from store.db import Store
 from store.orchestrator import Part, conclude, fetch_part, plan_parts
 from store.refresh_summary import copy_client_counters

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from fetch.market_span import Market, Span
 from store.cache_dir import IdMode, check_cache_dir, complete_days, days_needing_export
-from store.coverage import TRADE_SOURCES, Gap
-from store.coverage_many import Ask, gaps_many, record_gaps_many, unverified_many
+from store.coverage import TRADE_SOURCES, Ask, Gap
+from store.coverage_many import gaps_many, record_gaps_many, unverified_many
 from store.db import Store
 from store.refresh_summary import Progress, ProgressCallback, RefreshSummary, copy_client_counters
 from store.timeutil import days_touching, us_to_dt

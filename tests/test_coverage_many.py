@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fetch.market_span import Market, Span
-from store.coverage import Gap, find_gaps, record_open_gaps, unverified
-from store.coverage_many import Ask, gaps_many, record_gaps_many, unverified_many
+from store.coverage import Ask, Gap, find_gaps, record_open_gaps, unverified
+from store.coverage_many import gaps_many, record_gaps_many, unverified_many
 from store.schema import open_store
 
 DAY = 86_400_000_000
