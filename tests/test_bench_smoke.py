@@ -17,9 +17,13 @@ def test_the_quick_warm_figure_runs_and_writes_its_results(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "warm", "--out", str(out),
                            "--sim-cache", str(tmp_path / "sim")], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    log = done.stdout[-2000:] + done.stderr[-2000:]
+    assert out.exists(), log
     text = out.read_text()
     assert "warm cache" in text and "0 requests" in text
+    assert "failed:" not in text, log  # a figure that crashed is reported as failed
     # The verdict is a timing on a machine others share: the test checks that one is given, not which.
+    # The bench exits 1 when a goal is missed (on a busy machine the warm figure can be), else 0.
     assert "**met**" in text or "**MISSED**" in text
+    assert done.returncode == (1 if "**MISSED**" in text else 0), log
     assert "the guide's 12 h" not in text, "--only warm reports the warm row alone"
