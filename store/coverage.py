@@ -62,6 +62,35 @@ def add_coverage(store: Store, *, market: Market, source: str, span: Span, added
         [market.category, market.symbol, source, *span, file_rows, expected_rows, added_rows, detail, exec_type])
 
 
+ADD_COVERAGE_MANY_SQL = """
+    INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows,
+                          detail, exec_type)
+    SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]),
+           unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[]), NULL"""
+
+
+class Covered(NamedTuple):
+    """One coverage row of `add_coverage_many`: a span and the counts that justify it."""
+
+    market: Market
+    span: Span
+    file_rows: int
+    expected_rows: int
+    added_rows: int
+    detail: str
+
+
+def add_coverage_many(store: Store, source: str, rows: Sequence[Covered]) -> None:
+    """`add_coverage` of many spans in one statement (a commit of many small days)."""
+    for row in rows:
+        if row.span.end_us <= row.span.start_us:
+            raise ValueError(f"empty coverage interval [{row.span.start_us}, {row.span.end_us})")
+    store.execute(ADD_COVERAGE_MANY_SQL, [
+        [r.market.category for r in rows], [r.market.symbol for r in rows], source,
+        [r.span.start_us for r in rows], [r.span.end_us for r in rows], [r.file_rows for r in rows],
+        [r.expected_rows for r in rows], [r.added_rows for r in rows], [r.detail for r in rows]])
+
+
 class Ask(NamedTuple):
     """One market over a span."""
 

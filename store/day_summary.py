@@ -28,7 +28,7 @@ _SUMMARY_SELECT = """
            sum(price * qty) AS notional, sum(CASE WHEN side = 'buy' THEN qty ELSE 0 END) AS taker_buy_volume,
            bit_xor(tick_id) AS id_xor, sum(time_us)::HUGEINT AS time_sum,
            count(*) || ':' || bit_xor(tick_id) || ':' || sum(time_us)::HUGEINT AS fingerprint
-    FROM trades {where}
+    FROM {rows} {where}
     GROUP BY ALL"""
 
 CREATE_TABLE_SQL = """
@@ -51,7 +51,7 @@ CREATE_TABLE_SQL = """
         fingerprint      VARCHAR NOT NULL
     )"""
 
-FILL_ALL_SQL = "INSERT INTO day_summary " + _SUMMARY_SELECT.format(where="")
+FILL_ALL_SQL = "INSERT INTO day_summary " + _SUMMARY_SELECT.format(rows="trades", where="")
 
 DAILY_VIEW_SQL = """
     CREATE OR REPLACE VIEW daily AS
@@ -68,7 +68,13 @@ DELETE_DAYS_SQL = """
 
 
 SUMMARIZE_DAYS_SQL = "INSERT INTO day_summary " + _SUMMARY_SELECT.format(
-    where="WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?")
+    rows="trades", where="WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?")
+
+
+def summarize_rows_sql(rows: str) -> str:
+    """The summary of days that held nothing before, from the rows just inserted into them: `rows`
+    is a constant subquery with the `trades` columns the summary reads."""
+    return "INSERT INTO day_summary " + _SUMMARY_SELECT.format(rows=rows, where="")
 
 
 def resummarize(store: Store, market: Market, span: Span) -> None:
@@ -81,7 +87,7 @@ def resummarize(store: Store, market: Market, span: Span) -> None:
 
 
 MISMATCHES_SQL = f"""
-    WITH truth AS ({_SUMMARY_SELECT.format(where="")})
+    WITH truth AS ({_SUMMARY_SELECT.format(rows="trades", where="")})
     SELECT coalesce(t.category, s.category), coalesce(t.symbol, s.symbol), coalesce(t.day, s.day),
            t.trades, s.trades
     FROM truth t FULL JOIN day_summary s USING (category, symbol, day)

@@ -281,6 +281,9 @@ class FilterFile:
         self._populate(len(ids))
         self.bloom.add(ids)
 
+    def may_contain(self, ids: npt.NDArray[Any]) -> Mask:
+        return self.bloom.may_contain(ids)
+
     def _populate(self, ids: int) -> None:
         """Before a batch that reaches most pages: one call maps every page writable, instead of a
         page fault each as the batch reaches it."""
@@ -357,6 +360,14 @@ class MarketFilter:
         self.count += len(ids)  # an upper bound: repeats and duplicates count too
         return self.file.probe_and_add(ids)
 
+    def may_contain(self, ids: npt.NDArray[Any]) -> Mask:
+        """A probe that adds nothing: `store.ingest_many` asks first, and adds only what it inserts."""
+        return self.file.may_contain(ids)
+
+    def add(self, ids: npt.NDArray[Any]) -> None:
+        self.count += len(ids)
+        self.file.add(ids)
+
     def inserted(self, generation: int) -> None:
         self.generation = generation
 
@@ -394,18 +405,21 @@ def _discard(path: Path) -> None:
 
 
 def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, extra: int,
-                  expected_more: int = 0) -> MarketFilter | None:
+                  expected_more: int = 0, state: tuple[bytes, int] | None = None,
+                  stored: int | None = None) -> MarketFilter | None:
     """The market's filter for this transaction (call inside `store.atomic()`), able to take `extra`
     more ids: the one this transaction already uses, the file if it is trusted, else a rebuild from
     the store when `rebuild`; None when there is none (an untrusted file is then deleted: the caller
     inserts without it). A rebuild makes room for `expected_more` ids too (what the rest of the run
     will add): it reads every stored id while the store is held, so a run of many busy days sized
-    one day at a time would pay it again every few days (a reader waited 2.6 s behind one)."""
+    one day at a time would pay it again every few days (a reader waited 2.6 s behind one).
+    `state` (`states_many`) and `stored` (the market's stored rows, when the caller knows them)
+    spare a many-market commit its per-market queries."""
     key = ("id_filter", category, symbol)
     known = store.scope.get(key)
     if isinstance(known, MarketFilter) and known.count + extra <= known.file.header.capacity:
         return known
-    store_id, generation = _state(store, category, symbol)
+    store_id, generation = state or _state(store, category, symbol)
     path = filter_path(store.path, category, symbol)
     found = read_header(path)
     market = None
@@ -413,7 +427,7 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
             and found[0].count + extra <= found[0].capacity and not isinstance(known, MarketFilter):
         market = MarketFilter(_mapped(path, *found), generation, found[0].count)
     elif rebuild:
-        market = _rebuild(store, path, store_id, generation, category, symbol, extra + expected_more)
+        market = _rebuild(store, path, store_id, generation, category, symbol, extra + expected_more, stored)
     else:
         _discard(path)
         return None
@@ -423,14 +437,18 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
 
 
 def _rebuild(store: Store, path: Path, store_id: bytes, generation: int, category: str, symbol: str,
-             extra: int) -> MarketFilter:
-    """A filter of every id the store holds for the market (as this transaction sees it)."""
+             extra: int, stored: int | None = None) -> MarketFilter:
+    """A filter of every id the store holds for the market (as this transaction sees it); `stored`
+    0 (the caller knows the market has no rows) skips reading them."""
     _discard(path)
-    store.execute(NO_PROGRESS_BAR_SQL)  # DuckDB draws it on stdout past 2 s: inside `--json` output
-    row = store.query_one(COUNT_IDS_SQL, [category, symbol])
-    count = int(row[0]) if row else 0
+    if stored == 0:
+        count = 0
+    else:
+        store.execute(NO_PROGRESS_BAR_SQL)  # DuckDB draws it on stdout past 2 s: inside `--json` output
+        row = store.query_one(COUNT_IDS_SQL, [category, symbol])
+        count = int(row[0]) if row else 0
     file = FilterFile.create(path, store_id, plan_capacity(count + extra))
-    for batch in store.query_batches(STORED_IDS_SQL, [category, symbol]):  # one batch held at a time
+    for batch in store.query_batches(STORED_IDS_SQL, [category, symbol]) if count else ():  # one batch at a time
         file.add(batch.column(0).to_numpy(zero_copy_only=False))
     log.info("id filter %s rebuilt from %d stored ids (capacity %d)", path, count, file.header.capacity)
     _MAPPED[path] = file
@@ -442,3 +460,38 @@ def bump_generation(store: Store, category: str, symbol: str) -> int:
     store.execute(ENSURE_GENERATION_SQL, [category, symbol, category, symbol])
     row = store.query_one(BUMP_GENERATION_SQL, [category, symbol])
     return int(row[0]) if row else 0
+
+
+# The same, for many markets in one statement each (`store.ingest_many`).
+_MARKETS = "(SELECT unnest(?::VARCHAR[]) AS category, unnest(?::VARCHAR[]) AS symbol, unnest(?::INTEGER[]) AS k)"
+STATES_SQL = f"""
+    SELECT m.k, (SELECT store_id FROM store_identity LIMIT 1), coalesce(g.generation, 0)
+    FROM {_MARKETS} m LEFT JOIN id_generation g USING (category, symbol)
+    ORDER BY m.k"""
+ENSURE_GENERATIONS_SQL = f"""
+    INSERT INTO id_generation (category, symbol, generation)
+    SELECT m.category, m.symbol, 0 FROM {_MARKETS} m
+    WHERE NOT EXISTS (SELECT 1 FROM id_generation g WHERE g.category = m.category AND g.symbol = m.symbol)"""
+BUMP_GENERATIONS_SQL = f"""
+    UPDATE id_generation g SET generation = g.generation + 1 FROM {_MARKETS} m
+    WHERE g.category = m.category AND g.symbol = m.symbol
+    RETURNING g.category, g.symbol, g.generation"""
+
+
+def _markets_params(markets: list[tuple[str, str]]) -> list[object]:
+    return [[c for c, _ in markets], [s for _, s in markets], list(range(len(markets)))]
+
+
+def states_many(store: Store, markets: list[tuple[str, str]]) -> list[tuple[bytes, int]]:
+    """`_state` of each (category, symbol), in order."""
+    rows = store.query(STATES_SQL, _markets_params(markets))
+    return [(uuid.UUID(str(store_id)).bytes if store_id else bytes(16), int(generation))
+            for _, store_id, generation in rows]
+
+
+def bump_generations(store: Store, markets: list[tuple[str, str]]) -> list[int]:
+    """`bump_generation` of each distinct (category, symbol), in order."""
+    params = _markets_params(markets)
+    store.execute(ENSURE_GENERATIONS_SQL, params)
+    found = {(category, symbol): generation for category, symbol, generation in store.query(BUMP_GENERATIONS_SQL, params)}
+    return [int(found[market]) for market in markets]

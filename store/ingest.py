@@ -108,8 +108,19 @@ APPEND_STAGE_SQL = f"""
     FROM {_ARROW_NAME}"""
 
 
+# The same rows as an Arrow table, for a staging kept in Arrow (`Staging(in_arrow=True)`).
+STAGE_ARROW_SQL = f"""
+    SELECT trade_id, {TICK_ID_SQL} AS tick_id, time_us, price, qty,
+           CASE side WHEN 'sell' THEN true WHEN 'buy' THEN false END AS is_sell, is_block_trade
+    FROM {_ARROW_NAME}"""
+_STAGE_SCHEMA = pa.schema([("trade_id", pa.string()), ("tick_id", pa.int64()), ("time_us", pa.int64()),
+                           ("price", pa.float64()), ("qty", pa.float64()), ("is_sell", pa.bool_()),
+                           ("is_block_trade", pa.bool_())])
+
+
 # Rows, distinct tick ids (fewer than rows: an id may repeat) and the time span of the batch.
 STAGE_SUMMARY_SQL = "SELECT count(*), count(DISTINCT tick_id), min(time_us), max(time_us) FROM incoming"
+_ARROW_SUMMARY_SQL = STAGE_SUMMARY_SQL.replace("FROM incoming", f"FROM {_ARROW_NAME}")
 
 
 # Fold repeated ids of the batch, keeping the earliest values.
@@ -218,9 +229,13 @@ class Staging:
     """`incoming` filled batch by batch: `Staging(store, ...)`, `.append(batch)` as batches come,
     then `ingest_staged` inside a transaction. Every row must hold the given market,
     and one source (that of the first batch). `store` may be a private database (`Store.private()`):
-    the rows then move into the store being ingested into at commit time."""
+    the rows then move into the store being ingested into at commit time. `in_arrow`: the private
+    database only computes the tick ids, and the rows are kept as Arrow tables (`table` once
+    `detach`ed), not in a temp table: for a small day the temp table's statements cost more than the
+    parse."""
 
-    def __init__(self, store: Store, *, market: Market, match_window_us: int | None = None) -> None:
+    def __init__(self, store: Store, *, market: Market, match_window_us: int | None = None,
+                 in_arrow: bool = False) -> None:
         self.store, self.market = store, market
         self.match_window_us = match_window_us  # None: match stored ids at any time (`existing_sql`)
         self.source: str | None = None
@@ -231,7 +246,11 @@ class Staging:
         # Rows the rest of the run is expected to add after this batch (the caller's estimate), so a
         # rebuilt id filter is sized for the run, not for this batch alone (`id_filter.market_filter`).
         self.expected_more = 0
-        store.execute(CREATE_STAGE_SQL)
+        # The staged rows as one Arrow table, once taken out of the private database (`detach`).
+        self.table: pa.Table | None = None
+        self._parts: list[pa.Table] | None = [] if in_arrow else None
+        if not in_arrow:
+            store.execute(CREATE_STAGE_SQL)
 
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
@@ -249,7 +268,10 @@ class Staging:
         self.summary = None
         self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))
         try:
-            self.store.execute(APPEND_STAGE_SQL)
+            if self._parts is not None:
+                self._parts.append(self.store.query_arrow(STAGE_ARROW_SQL))
+            else:
+                self.store.execute(APPEND_STAGE_SQL)
         finally:
             self.store.unregister(_ARROW_NAME)
         self.received += batch.num_rows
@@ -257,7 +279,30 @@ class Staging:
     def summarize(self) -> None:
         """Count what is staged now (rows, distinct tick ids, time span): called by the staging worker
         once the day is staged, so the commit, which holds the store, does not count it."""
-        _summarize(self)
+        if self._parts is not None:
+            self.detach()
+        else:
+            _summarize(self)
+
+    def detach(self) -> None:
+        """Take the staged rows out of the private database as one Arrow table (called by the
+        staging worker after `summarize`): the commit, which holds the store, then only scans it,
+        and can scan it again if its transaction has to be retried."""
+        if self._parts is not None:
+            table = pa.concat_tables(self._parts) if self._parts else _STAGE_SCHEMA.empty_table()
+            self.table, self._parts = table, []
+            self.store.register(_ARROW_NAME, table)  # DuckDB counts in parallel (pyarrow: 10x slower)
+            try:
+                row = self.store.query_one(_ARROW_SUMMARY_SQL)
+            finally:
+                self.store.unregister(_ARROW_NAME)
+            assert row is not None
+            self.summary = (int(row[0]), int(row[1]), row[2], row[3])
+            return
+        if self.summary is None:
+            self.summarize()
+        self.table = self.store.query_arrow(_STAGED_ROWS_SQL)
+        self.store.execute(_DROP_STAGE_IF_ANY_SQL)
 
 
 def _summarize(staging: Staging) -> None:
@@ -299,17 +344,14 @@ def _bring_into(store: Store, staging: Staging) -> None:
     a refresh stages a day without holding the store file, and holds it only for this and the merge."""
     if staging.store is store:
         return
-    if staging.summary is None:
-        staging.summarize()
-    table = staging.store.query_arrow(_STAGED_ROWS_SQL)
+    if staging.table is None:
+        staging.detach()
     store.execute(CREATE_STAGE_SQL)
-    store.register(_STAGED_NAME, table)
+    store.register(_STAGED_NAME, staging.table)
     try:
         store.execute(_COPY_STAGED_SQL)
     finally:
         store.unregister(_STAGED_NAME)
-    staging.store.execute(_DROP_STAGE_IF_ANY_SQL)
-    staging.store = store
 
 
 _STAGE_SPAN_SQL = "SELECT min(time_us), max(time_us) FROM incoming"

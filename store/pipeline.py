@@ -25,7 +25,7 @@ import os
 import tempfile
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -41,7 +41,8 @@ from store.cache_dir import IdMode, claim_cache_dir
 from store.coverage import Gap, add_coverage
 from store.db import Store
 from store.exporter import ExportedRows, Exporter
-from store.ingest import EMPTY, IngestResult, Staging, distinct_ids_between, ingest_batch, ingest_staged
+from store.ingest import EMPTY, IngestResult, Staging, ingest_batch
+from store.ingest_many import StagedDay, commit_days
 from store.plan import RefreshPlan, plan_refresh, unpublished_reason
 from store.refresh_summary import Progress, ProgressCallback
 from store.staging import stage_file
@@ -237,16 +238,91 @@ def _day_failed(day: date, error: ArchiveError) -> DayOutcome:
                                                           "rerun to fetch it again"))
 
 
-# The process's days are committed in this one thread, one at a time (the store serializes them
-# anyway), so the event loop goes on downloading and handing days to the staging threads while a
-# day commits: a whole market of small days is otherwise mostly a queue of commits in the loop.
-_COMMITS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-commit")
+class CommitQueue:
+    """The process's commit thread, and the days waiting for it.
+
+    Days are committed in one thread, one transaction at a time (the store serializes them anyway),
+    so the event loop goes on downloading and handing days to the staging threads while a day
+    commits. The days handed over while a transaction runs wait, and the next transaction takes all
+    of them that go to the same file (up to `MAX_DAYS` days and `MAX_ROWS` rows, so the file is not
+    held much longer than one busy day's commit): a whole market of small days is a few commits of
+    many days (`store.ingest_many`), not one commit per day. If such a transaction fails, its days
+    are committed one by one, so one bad day fails alone.
+
+    The thread does not wait for more days to gather: a transaction commits what is waiting when it
+    begins (measured: waiting up to 20 ms for days being staged made 200 small symbols 5-20%
+    slower, each symbol's next request waiting behind its commit)."""
+
+    MAX_DAYS = 64
+    MAX_ROWS = 2_000_000
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-commit")
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[Store, StagedDay, Future[IngestResult]]] = []
+
+    def submit(self, store: Store, day: StagedDay) -> Future[IngestResult]:
+        future: Future[IngestResult] = Future()
+        with self._lock:
+            self._waiting.append((store, day, future))
+        self._thread.submit(self._commit_waiting)  # one call per day: a call may find its day taken
+        return future
+
+    def _take(self) -> list[tuple[Store, StagedDay, Future[IngestResult]]]:
+        with self._lock:
+            if not self._waiting:
+                return []
+            path = self._waiting[0][0].path
+            group: list[tuple[Store, StagedDay, Future[IngestResult]]] = []
+            rest, rows = [], 0
+            for item in self._waiting:
+                received = item[1].staging.received
+                if (item[0].path == path and len(group) < self.MAX_DAYS
+                        and (not group or rows + received <= self.MAX_ROWS)):
+                    group.append(item)
+                    rows += received
+                else:
+                    rest.append(item)
+            self._waiting = rest
+            return group
+
+    def _commit_waiting(self) -> None:
+        group = self._take()
+        if not group:
+            return
+        store = group[0][0]  # any handle on the file will do: the staged rows are Arrow tables
+        try:
+            results = _commit(store, [day for _, day, _ in group])
+        except Exception as error:  # noqa: BLE001 - handed to the refreshes waiting for these days
+            if len(group) == 1:
+                group[0][2].set_exception(error)
+                return
+            log.info("a commit of %d days failed (%s); committing them one by one", len(group), error)
+            for _, day, future in group:
+                try:
+                    future.set_result(_commit(store, [day])[0])
+                except Exception as alone:  # noqa: BLE001 - handed to the refresh waiting for this day
+                    future.set_exception(alone)
+            return
+        for (_, _, future), result in zip(group, results, strict=True):
+            future.set_result(result)
+
+
+def _commit(store: Store, days: list[StagedDay]) -> list[IngestResult]:
+    """Days and their coverage rows in one transaction: after a crash, all of them or none. The
+    store file is held for this alone."""
+    with store.held(), store.atomic():
+        return commit_days(store, days)
+
+
+_COMMITS = CommitQueue()
 
 
 async def _committed(job: Job, day: date, staging: Staging, *, url: str) -> DayOutcome:
-    """`_commit_day` in the commit thread. A cancelled refresh waits for a commit under way (it is
+    """The day through the commit thread. A cancelled refresh waits for a commit under way (it is
     all or nothing; the handle is used next by the run's cleanup)."""
-    work = asyncio.get_running_loop().run_in_executor(_COMMITS, _commit_day, job, day, staging, url)
+    span = Span(day_start_us(day), day_start_us(day + timedelta(days=1)))
+    work = asyncio.wrap_future(_COMMITS.submit(job.store, StagedDay(job.market, span, staging, url)))
     try:
         result = await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -257,19 +333,6 @@ async def _committed(job: Job, day: date, staging: Staging, *, url: str) -> DayO
     log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", job.market.category,
              job.market.symbol, day, staging.received, result.added, result.duplicates, result.conflicts)
     return DayOutcome(day, result=result)
-
-
-def _commit_day(job: Job, day: date, staging: Staging, url: str) -> IngestResult:
-    """A whole day and its coverage row in one transaction: after a crash, all of it or none. The
-    store file is held for this alone."""
-    span = Span(day_start_us(day), day_start_us(day + timedelta(days=1)))
-    store = job.store
-    with store.held(), store.atomic():
-        result = ingest_staged(store, staging, replace_rest=span)
-        expected = distinct_ids_between(store, span)
-        add_coverage(store, market=job.market, source="archive", span=span, added_rows=result.added,
-                     file_rows=staging.received, expected_rows=expected, detail=url)
-    return result
 
 
 def tail_coverage(tail: RecentTail, span: Span, now_us: int) -> Span | None:

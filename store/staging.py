@@ -32,7 +32,7 @@ class Stopped(Exception):
 
 def stage_file(private: Store, market: Market, day: date, path: Path, stopping: threading.Event) -> Staging:
     """The day's file, parsed and staged in `private` (call in a worker thread: it blocks)."""
-    staging = Staging(private, market=market)
+    staging = Staging(private, market=market, in_arrow=True)
     group: list[pa.RecordBatch] = []
     rows = 0
     for batch in read_ahead(archive_rows(path, market, day)):
@@ -45,7 +45,7 @@ def stage_file(private: Store, market: Market, day: date, path: Path, stopping: 
             group, rows = [], 0
     if group:
         staging.append(pa.Table.from_batches(group).combine_chunks())
-    staging.summarize()  # here, not while the store is held for the commit
+    staging.detach()  # counted and taken out here, not while the store is held for the commit
     return staging
 
 

@@ -26,6 +26,8 @@ def note_path(db_path: Path) -> Path:
 class WriterNote:
     """The note of one writing process; `update()` as it goes, `close()` at the end."""
 
+    EVERY_S = 0.2
+
     def __init__(self, db_path: Path, command: str) -> None:
         self.path = note_path(db_path)
         self.state: dict[str, Any] = {"command": command, "pid": os.getpid(),
@@ -34,8 +36,13 @@ class WriterNote:
         self._write()
 
     def update(self, progress: str) -> None:
-        self.state.update(progress=progress, updated=time.time())
-        self._write()
+        """Record `progress`; written at most every `EVERY_S` (a whole market commits hundreds of
+        days a second, and a reader wants the gist, not each one)."""
+        now = time.time()
+        self.state["progress"] = progress
+        if now - self.state["updated"] >= self.EVERY_S:
+            self.state["updated"] = now
+            self._write()
 
     def _write(self) -> None:
         with contextlib.suppress(OSError):  # a read-only directory loses the note, not the refresh
