@@ -281,9 +281,6 @@ class FilterFile:
         self._populate(len(ids))
         self.bloom.add(ids)
 
-    def may_contain(self, ids: npt.NDArray[Any]) -> Mask:
-        return self.bloom.may_contain(ids)
-
     def _populate(self, ids: int) -> None:
         """Before a batch that reaches most pages: one call maps every page writable, instead of a
         page fault each as the batch reaches it."""
@@ -359,14 +356,6 @@ class MarketFilter:
     def probe_and_add(self, ids: npt.NDArray[Any]) -> Mask:
         self.count += len(ids)  # an upper bound: repeats and duplicates count too
         return self.file.probe_and_add(ids)
-
-    def may_contain(self, ids: npt.NDArray[Any]) -> Mask:
-        """A probe that adds nothing: `store.ingest_many` asks first, and adds only what it inserts."""
-        return self.file.may_contain(ids)
-
-    def add(self, ids: npt.NDArray[Any]) -> None:
-        self.count += len(ids)
-        self.file.add(ids)
 
     def inserted(self, generation: int) -> None:
         self.generation = generation

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -248,6 +249,10 @@ class Staging:
         self.expected_more = 0
         # The staged rows as one Arrow table, once taken out of the private database (`detach`).
         self.table: pa.Table | None = None
+        # The filter this transaction probed for the staged ids (adding them), and the tick ids it
+        # had seen: `store.ingest_many` probed first, and a filter must not be probed twice for one
+        # batch (its second answer would be "seen" for every id).
+        self.probed: tuple[id_filter.MarketFilter, npt.NDArray[np.int64]] | None = None
         self._parts: list[pa.Table] | None = [] if in_arrow else None
         if not in_arrow:
             store.execute(CREATE_STAGE_SQL)
@@ -401,8 +406,12 @@ def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_fi
         lo, hi = (low - window, high + window + 1) if window is not None else (None, None)
         store.execute(EXISTING_SQL, [category, symbol, window, lo, hi])
         return None
-    ticks = store.query_arrow(BATCH_TICKS_SQL).column(0).to_numpy()
-    hits = market.probe_and_add(ticks)
+    probed, staging.probed = staging.probed, None
+    if probed is not None and probed[0] is market:
+        seen = probed[1]
+    else:
+        ticks = store.query_arrow(BATCH_TICKS_SQL).column(0).to_numpy()
+        seen = np.unique(ticks[market.probe_and_add(ticks)])
     # Every id of the batch is looked for near it, hit or not: that is where stored ids almost always
     # are (a day fetched again, the live rows around it), zone maps keep it a small scan, and a stored
     # id the filter missed proves its bits damaged (the header's checksum covers only the header):
@@ -410,7 +419,7 @@ def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_fi
     # cannot let a near duplicate in. Only hits unexplained near the batch are looked for far away.
     lo, hi = low - _NEAR_US, high + _NEAR_US + 1
     store.execute(EXISTING_SQL, [category, symbol, _NEAR_US, lo, hi])
-    store.register(_FILTER_HITS, pa.table({"tick_id": pa.array(np.unique(ticks[hits]), pa.int64())}))
+    store.register(_FILTER_HITS, pa.table({"tick_id": pa.array(seen, pa.int64())}))
     try:
         if _count(store, MISSED_BY_FILTER_SQL):
             market.damaged = True

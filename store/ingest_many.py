@@ -6,7 +6,8 @@ or more each) and the COMMIT are most of the work. Most of those days are *fresh
 * the file repeats no id and its rows lie inside its day (known from the staging's summary);
 * no stored row of the market falls on that day (`day_summary`, kept with the trades in every
   transaction), so no REST or live rows wait to give way and nothing is reconciled;
-* the market's id filter has seen none of its ids, so no stored row anywhere shares one;
+* the market's id filter has seen none of its ids, so no stored row anywhere shares one (the probe
+  adds them too; a day with hits goes on to the general path with the filter's answer);
 * no stored row within a day around it shares a tick id: the look near the batch that catches
   damaged filter bits in `store.ingest`, run only when a neighbouring day holds rows.
 
@@ -132,7 +133,11 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
             continue
         assert staging.table is not None
         ticks = staging.table.column("tick_id").to_numpy()
-        if ids.may_contain(ticks).any() or (beside and _shared_near(store, day, ticks)):
+        if beside and _shared_near(store, day, ticks):
+            continue
+        hits = ids.probe_and_add(ticks)  # one pass over the filter's pages, a day's ids added
+        if hits.any():  # the general path takes it from here, with what the filter answered
+            staging.probed = (ids, np.unique(ticks[hits]))
             continue
         fresh[i] = ids
     return fresh
@@ -184,9 +189,7 @@ def _insert_fresh(store: Store, days: list[StagedDay], filters: list[id_filter.M
         Covered(day.market, day.span, day.staging.received, day.staging.received, day.staging.received, day.detail)
         for day in days])
     generations = id_filter.bump_generations(store, [(d.market.category, d.market.symbol) for d in days])
-    for day, ids, generation in zip(days, filters, generations, strict=True):
-        assert day.staging.table is not None
-        ids.add(day.staging.table.column("tick_id").to_numpy())
+    for ids, generation in zip(filters, generations, strict=True):
         ids.inserted(generation)
 
 

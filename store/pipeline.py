@@ -2,8 +2,9 @@
 
 The flow: the archive index and the plan; the REST tail asked first (a refused symbol stops the run
 before anything is written); then each published day downloaded ahead (bounded, in the client),
-parsed and staged outside the store (`store.staging`), and committed with its coverage row in one
-transaction, in the process's commit thread (the event loop goes on downloading meanwhile); its
+parsed and staged outside the store (`store.staging`), and committed with its coverage row in the
+process's commit thread (the event loop goes on downloading meanwhile; days that wait for the thread
+together, of one refresh or of many, share one transaction: `CommitQueue`, `store.ingest_many`); its
 parquet file written in the background (`store.exporter`) while the next day is staged; the tail
 stored last. The store file is held only while a day (or the tail) commits, or across a run of
 short commits for at most `store.file_pool.HOLD_BOUND_S` (`Store.keeping`): other processes read and write
@@ -329,6 +330,8 @@ async def _committed(job: Job, day: date, staging: Staging, *, url: str) -> DayO
         with contextlib.suppress(Exception):
             await work
         raise
+    finally:
+        staging.table = None  # the rows are in the store (or will never be): not kept while the next day stages
     job.progress(Progress("day", day=day, rows=result.added))
     log.info("archive %s %s %s: %d rows, %d added, %d duplicates, %d conflicts", job.market.category,
              job.market.symbol, day, staging.received, result.added, result.duplicates, result.conflicts)

@@ -187,3 +187,22 @@ def test_one_bad_day_in_a_group_fails_alone(tmp_path: Path) -> None:
         assert isinstance(results[1], str)
         assert store.query_one("SELECT count(*) FROM trades") == (30,)
         assert store.query_one("SELECT count(*) FROM coverage") == (3,)
+
+
+def test_a_day_the_filter_has_seen_one_id_of_is_not_probed_twice(tmp_path: Path) -> None:
+    """A group day with one id stored a month earlier goes on to the general path with the filter's
+    first answer: probed again, every one of its ids (added by the first probe) would be a hit, each
+    looked for over the whole market and counted stale, and the filter thrown away."""
+    db = tmp_path / "s.duckdb"
+    id_filter.forget_mapped()
+    with open_store(db) as store, Store.private() as private:
+        preload(store, [("AAAUSDT", rows("AAAUSDT", ["old-1"], [T0]))])
+        ids = [f"new-{k}" for k in range(id_filter.STALE_HITS_LIMIT + 5_000)] + ["old-1"]
+        day = staged(private, "AAAUSDT", 30, rows("AAAUSDT", ids, [T0 + 30 * DAY + k for k in range(len(ids))]))
+        with store.atomic():
+            [result] = commit_days(store, [day])
+        assert (result.added, result.duplicates + result.conflicts) == (len(ids) - 1, 1)
+        found = id_filter.read_header(id_filter.filter_path(db, "linear", "AAAUSDT"))
+        generation = store.query_one("SELECT generation FROM id_generation")[0]
+        assert found is not None and found[0].generation == generation  # kept, not discarded
+    id_filter.forget_mapped()

@@ -31,15 +31,18 @@ async def test_a_cancelled_refresh_waits_for_its_staging_thread_before_using_the
         appending = threading.Event()
 
         def trace(sql: str, _params: object) -> None:
-            """In the worker: about to append a batch (the statement follows this pause)."""
-            if "INSERT INTO incoming" in sql and not appending.is_set():
+            """In the worker: about to stage a batch (the statement follows this pause)."""
+            if "FROM incoming_arrow" in sql and not appending.is_set():  # a batch's tick ids
                 appending.set()
                 time.sleep(0.2)
 
         private.tracer = trace
         staging = asyncio.ensure_future(_staged(job, private, day(1), item))
-        while not appending.is_set():
+        for _ in range(6000):  # bounded: 30 s at most
+            if appending.is_set():
+                break
             await asyncio.sleep(0.005)
+        assert appending.is_set(), "the staging worker never ran a statement on the private connection"
         staging.cancel()  # Ctrl-C just as the worker starts an INSERT on the staging connection
         with pytest.raises(asyncio.CancelledError):
             await staging

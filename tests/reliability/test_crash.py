@@ -210,18 +210,24 @@ def test_executions_crawl_killed_at_20_random_moments_is_completed_by_the_next_r
 KILL_INSIDE_THE_THIRD_TRANSACTION = """
 import importlib, os, signal
 
+# Kill the process as the third coverage row of `source` is added (one day's transaction, or a
+# group's: `add_coverage_many(store, source, rows)`).
 def _dying(name, source):
     module = importlib.import_module(name)
-    real, seen = module.add_coverage, []
-    def add_coverage(*args, **kwargs):
-        if kwargs.get("source") == source:
-            seen.append(1)
-            if len(seen) == 3:
-                os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    module.add_coverage = add_coverage
+    seen = []
+    def wrap(real):
+        def add(*args, **kwargs):
+            if kwargs.get("source", args[1] if len(args) > 1 else None) == source:
+                seen.append(1)
+                if len(seen) == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        return add
+    for attr in ("add_coverage", "add_coverage_many"):
+        if hasattr(module, attr):
+            setattr(module, attr, wrap(getattr(module, attr)))
 
-_dying("store.pipeline", "archive")
+_dying("store.ingest_many", "archive")
 _dying("store.executions", "executions")
 """
 
