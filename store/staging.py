@@ -23,6 +23,7 @@ from fetch.market_span import Market
 from store.db import Store
 from store.ingest import Staging
 
+INLINE_BYTES = 1 << 20  # files smaller than this are parsed in the staging thread itself
 STAGE_ROWS = 1 << 18  # ~260k rows per staging INSERT: small appends cost DuckDB its parallelism
 
 
@@ -35,7 +36,9 @@ def stage_file(private: Store, market: Market, day: date, path: Path, stopping: 
     staging = Staging(private, market=market, in_arrow=True)
     group: list[pa.RecordBatch] = []
     rows = 0
-    for batch in read_ahead(archive_rows(path, market, day)):
+    batches = archive_rows(path, market, day)
+    # A small file parses in a few milliseconds: a parser thread of its own would cost more.
+    for batch in batches if path.stat().st_size < INLINE_BYTES else read_ahead(batches):
         if stopping.is_set():
             raise Stopped
         group.append(batch)

@@ -43,6 +43,39 @@ def test_tick_ids_are_stable_63_bit_and_the_same_in_sql_and_python(tmp_path: Pat
             assert store.query_one(sql, [value])[0] == tick_id(value), value
 
 
+def test_a_staged_days_tick_ids_are_the_same_as_sqls_and_pythons() -> None:
+    """Staging joins the tick id from two parts (the number, else md5's low bytes swapped by numpy):
+    the same value as TICK_ID_SQL and `tick_id` for every kind of id, edge cases included."""
+    import random
+    import uuid as uuid_module
+
+    import pyarrow as pa
+
+    from fetch.market_span import Market
+    from fetch.models import TRADE_SCHEMA
+    from store import Store
+    from store.ingest import Staging
+
+    rng = random.Random(5)
+    ids = ([str(uuid_module.UUID(int=rng.getrandbits(128))) for _ in range(2_000)]
+           + [str(rng.randint(0, 10**19)) for _ in range(2_000)]
+           + ["0", "0001", "9223372036854775807", "9223372036854775808", "99999999999999999999", "-5", "12a",
+              "", " 12", "1" * 19, "202401020000000017", "\u0663"])
+    n = len(ids)
+    batch = pa.table({"category": ["spot"] * n, "symbol": ["BTCUSDT"] * n, "trade_id": ids,
+                      "time_us": list(range(n)), "price": [1.0] * n, "qty": [1.0] * n, "side": ["buy"] * n,
+                      "is_block_trade": [None] * n, "source": ["archive"] * n}, schema=TRADE_SCHEMA)
+    with Store.private() as private:
+        staging = Staging(private, market=Market("spot", "BTCUSDT"), in_arrow=True)
+        staging.append(batch)
+        staging.detach()
+        assert staging.table is not None
+        staged = staging.table.column("tick_id").to_pylist()
+        private.register("ids", pa.table({"trade_id": ids}))
+        in_sql = [row[0] for row in private.query(f"SELECT {TICK_ID_SQL} FROM ids")]
+    assert staged == in_sql == [tick_id(value) for value in ids]
+
+
 def test_the_factory_serves_bybit_and_refuses_other_sources(tmp_path) -> None:
     assert isinstance(create_history_provider(Settings(_env_file=None)), BybitConnectorHistory)
     with pytest.raises(InputError, match="DATA_SOURCE"):
