@@ -104,6 +104,14 @@ def _close(connection: duckdb.DuckDBPyConnection, path: str) -> None:
 CREATING_GRACE_S = 2.0
 
 
+# DuckDB checkpoints inside a COMMIT once the log passes 16 MB: a whole market of small days then
+# paid a checkpoint (50-120 ms) every few commits, on top of the one each let-go of the file costs
+# (closing the last connection checkpoints). A writer lets go at least every HOLD_BOUND_S, so the
+# log never holds more than about a second of small commits; big inserts skip it (written to the
+# file as they go). Measured: 200 small symbols 5.3 -> 4.5 s.
+WAL_AUTOCHECKPOINT_SQL = "SET wal_autocheckpoint = '1GB'"
+
+
 def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) -> duckdb.DuckDBPyConnection:
     """Open the file, retrying the lock every LOCK_POLL_S for up to `wait_s` while another process
     holds it (or, briefly, creates it)."""
@@ -113,6 +121,8 @@ def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) 
         try:
             with _open_close_lock(path):
                 connection = duckdb.connect(path, read_only=read_only, config=config)
+                if not read_only:
+                    connection.execute(WAL_AUTOCHECKPOINT_SQL)
                 _pool(path).opened()
                 return connection
         except duckdb.Error as error:
