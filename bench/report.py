@@ -16,43 +16,40 @@ from .util import Quiet, Row
 # optimizing (bench/RESULTS.md shows the run's own numbers). Keyed by the start of a row's figure.
 _DAY_CPU = (
     "Where a busy day's CPU goes in the tool (in-process, one day into an empty store, on a quiet "
-    "machine, CPU-seconds of both cores): staging 1.5 (inflate + CSV parse + conversions + plausibility "
-    "checks ~0.9 in the parse thread; DuckDB staging with the 63-bit tick ids ~0.6, of which md5 ~0.4), "
-    "commit 1.5 (the insert into the compressed `trades` table ~1.0, the repeated-id check "
-    "`count(DISTINCT tick_id)` ~0.17, the Arrow hop from the private staging database ~0.24, the rest "
-    "~0.07), export 0.73 (the sort by time and id, the tick ids as strings, the parquet writer): ~3.8 "
-    "CPU-s, plus ~0.35 s of interpreter start-up. ")
+    "machine, CPU-seconds of both cores): staging 1.4 (inflate + CSV parse + conversions + plausibility "
+    "checks ~1.1 in the parse thread, of which pyarrow's reader ~0.6 and the exact-time conversion "
+    "~0.12; DuckDB computing the 63-bit tick ids from md5 ~0.3; the day's summary ~0.1), commit 1.5 "
+    "(the insert into the compressed `trades` table ~1.0 of it, 0.6 s wall; the id filter's probe "
+    "and add of 1.5M ids ~0.2; the day summary from the staged rows ~0.05; COMMIT 0.03), export 0.7 "
+    "(the sort by time and id, the tick ids as strings, the parquet writer): ~3.6 CPU-s, plus ~0.35 s "
+    "of interpreter start-up. ")
 _PEER_WORK = (
     "The polars peer does a subset of that work in one multi-threaded engine: it parses the file, hashes "
     "the raw id once for `unique`, sorts and writes; it keeps no store, no exact integer times, no tick "
     "ids (it writes the raw id as `i`), no per-row validation, no coverage, no day summary. ")
 _LEVERS = (
-    "Levers measured this round, none beyond noise: the Arrow hop as a streamed reader (128k-row "
-    "batches) instead of one table: 0.24 s against 0.13-0.18 s, peak RSS the same; "
-    "`preserve_insertion_order = false` around the insert and the export COPY: identical files, the same "
-    "CPU (0.83 and 0.49 CPU-s either way, 4 alternating runs) and, on a quiet machine, the same wall; "
-    "skipping the anti-join when no stored row shares an id: 1.08 against 1.10 CPU-s (DuckDB already "
-    "short-cuts an empty build side); polars' CSV reader as the parser: reading alone (no conversions) "
-    "takes 0.84 CPU-s against 0.98 for our whole parse with exact times and validation, and it inflates "
-    "the whole file into memory first (+~200 MB), so it would not earn a runtime dependency; the tick id "
-    "is md5-bound (0.42 of the 0.43 s expression over 1.5M UUIDs), and its value must stay; FSST and "
-    "dictionary compression disabled for the insert: the same CPU (1.13-1.15 CPU-s) and size. One lever "
-    "is real but not taken: the export's sort is 0.27 of its 0.73 CPU-s (0.15 of it the id tie-breaker), "
-    "and a day inserted in time order would not need it, but proving the stored order in SQL costs a "
-    "sort of its own; it wants a flag kept at ingest (rows of the day inserted by one sorted INSERT). ")
+    "Levers taken this round: a day shown fresh (nothing stored on it, no id the filter or a look near "
+    "it has seen, no repeats: `store/ingest_many.py`) is inserted without the match, the REST "
+    "replacement and the per-day summary scan, by an insert free to write in any order "
+    "(`preserve_insertion_order = false`: the order-keeping insert left partly filled row groups that "
+    "the checkpoint at let-go merged and compressed again, 0.4 s against 0.03 s); the day is staged as "
+    "Arrow, its repeated-id count done by DuckDB (pyarrow's `count_distinct` took 0.4 s of one core). "
+    "Together 1.43x -> 1.34-1.45x the floor over five runs of this figure: within its run-to-run "
+    "spread. Measured and not taken: writing the day's file from the staged rows while the day "
+    "commits (proof of equality: the day was fresh): +0.36 CPU-s and +0.2 s wall, both cores are "
+    "already busy during the commit; `preserve_insertion_order = false` for the staging query: the "
+    "same time; polars' CSV reader as the parser (round 2: 0.84 CPU-s for reading alone against "
+    "0.98 for our whole parse, and the whole file inflated in memory first). ")
 
 ANALYSIS: dict[str, str] = {
     "busy day vs the polars peer": (
         "Why: " + _DAY_CPU + _PEER_WORK + "On 2 cores the day is CPU-bound, so the ratio follows the "
-        "ratio of CPU-seconds: in a quiet run of this figure alone (`python -m bench --only busy --runs "
-        "3`), the tool 3.32 s and 4.84 CPU-s, the peer 1.18 s and 1.80 CPU-s (2.81x wall, 2.69x CPU); "
-        "in this run the busy machine slowed the multi-threaded peer more than the tool. " + _LEVERS + "Close it: no single statement is large enough; it needs less "
+        "ratio of CPU-seconds (~2.7-2.9x both in quiet runs of this figure alone, `python -m bench --only "
+        "busy --runs 3`). " + _LEVERS + "Close it: no single statement is large enough; it needs less "
         "work per row: ids kept as 128-bit UUIDs with the tick id derived on read (the insert's id column "
-        "is ~0.5 of the ~1.0), side and source as ENUMs (~0.2 of a lone insert), the export written from "
-        "the staged rows while the day commits (needs proof that the day's stored rows equal the staged "
-        "ones: no id reused, no REST rows replaced), and a resident process for the ~0.35 s of start-up; "
-        "each is a schema or flow change for its own issue. Even all of them leave the tool ~1.5-2x a "
-        "peer that does not keep a store."),
+        "is ~0.5 of the ~1.0), side and source as ENUMs (~0.2 of a lone insert), and a resident process "
+        "for the ~0.35 s of start-up; each is a schema or flow change for its own issue. Even all of "
+        "them leave the tool ~1.5-2x a peer that does not keep a store."),
     "week (7 busy days): time vs polars": (
         "Why: the busy day's work (~3.8 CPU-s a day, see the busy day's entry) seven times, against "
         "the peer's one-engine read, unique, sort and write. The tool already "
@@ -66,17 +63,15 @@ ANALYSIS: dict[str, str] = {
         "it: export from rows stored in time order without a sort, stream the hop, and stage under a "
         "tighter memory limit; each costs speed (lowering the limits alone left the peak unchanged)."),
     "busy day": (
-        'Why: the tool needs more CPU-seconds than the floor (5.0 against 3.3 in this run, both cores '
-        'busy), for work the floor does not do. Round 1 measured 1.09x (2.90 s); since then staging in a '
-        'private database and hopping the day into the store (~0.24 CPU-s, what lets readers in during a '
-        "refresh), the per-batch plausibility checks, the global id check (now the id filter's probe, "
-        "~0.1 s) and the day's content fingerprints were added. In-process, one busy day's commit is ~1.5"
-        ' s, of which the INSERT into the compressed `trades` table is ~1.0 s (measured per statement '
-        'this round); the repeated-id count and the time span now run in the private database before the '
-        'store is held. The rest is interpreter start-up (pyarrow, duckdb, numpy, pydantic, aiohttp: '
-        "~0.35 s against ~0.15 s for the floor's `import duckdb`). Close it: a leaner insert (ids as "
-        'UUIDs with the tick id derived, side and source as ENUMs: schema changes), insert from the '
-        'hopped Arrow table without the temp copy, and a resident process for the start-up.'),
+        'Why: the tool needs ~1.5x the floor\'s CPU-seconds, for work the floor does not do (see the next '
+        'entry for where it goes). Round 1 measured 1.09x (2.90 s); since then staging outside the store '
+        '(what lets readers in during a refresh), the per-batch plausibility checks, the global id check '
+        "(the id filter's probe and add, ~0.2 CPU-s) and the day's fingerprints were added; this round's "
+        'fresh-day path took back ~0.1-0.15 s, within the figure\'s run-to-run spread (1.34x-1.45x in five '
+        'runs). The rest is interpreter start-up (pyarrow, duckdb, numpy, pydantic, aiohttp: ~0.35 s '
+        "against ~0.15 s for the floor's `import duckdb`). Close it: a leaner insert (ids as UUIDs with "
+        'the tick id derived, side and source as ENUMs: schema changes) and a resident process for the '
+        'start-up.'),
     "export": (
         "Why: `write_day` is the same DuckDB COPY plus a schema check and a rename; the ranges overlap "
         "(a busy machine, see Setup), and earlier runs on a quieter machine measured 1.05x. Close it: "
@@ -124,17 +119,25 @@ ANALYSIS: dict[str, str] = {
         "(no whole-day staging) and export from rows stored in time order without a sort, under a "
         "tight memory limit; each costs speed, the week's other goal."),
     "200 small symbols": (
-        'Why: per-commit fixed costs. This round took it from ~26-30 s (13-17x) to ~8 s: the store is '
-        'kept open across a run of short commits (`Store.keeping`, let go at most every second and when '
-        'idle, so readers still get in), one private staging database per run, the plan and gaps of all '
-        'symbols in one statement each, and days committed in one thread off the event loop (each lever '
-        'measured alone: 17.5, 15.1, 11-14 and 9.4-10.9 s without it). What is left is the one commit '
-        'thread: ~30 ms per small day, 200 in a row, of which ~22 ms are the ingest statements (day '
-        'summary 3.7 ms, the insert 2.9, moving the staged rows from the private database ~4, the '
-        "id-filter and conflict queries ~2 each) and ~5 ms COMMIT's log flush; plus ~0.5 s of start-up "
-        'and the checkpoints at each let-go. Close it: commit several small days (of one or more symbols)'
-        ' in one transaction, each still with its coverage row, and move more of the per-day statements '
-        'into the private database.'),
+        'Why: per-day fixed costs, now spread over the staging threads, the event loop and the commit '
+        'thread. This round (8.2 s -> ~4.5-5.3 s): days waiting for the commit thread share one '
+        'transaction (`store.pipeline.CommitQueue`), and the fresh ones (nothing stored on their day, no '
+        'id the filter or a look near them has seen, no repeats) go in by one insert for all of them, '
+        'with their summaries, coverage rows and generations in one statement each (`store/ingest_many.py`;'
+        ' a transaction of 10-20 small days costs about what one cost before); small days are staged as '
+        'Arrow, their tick ids joined in numpy from two cheap columns (DuckDB spent ~2.5 ms binding the '
+        'one-expression form, more than the query), parsed in the staging thread itself (13.1 -> ~10 ms '
+        'of staging per file); the log is checkpointed only when the file is let go '
+        '(`wal_autocheckpoint`, 5.3 -> 4.5 s: DuckDB checkpointed inside every few COMMITs); the writer '
+        'note is written at most every 0.2 s. Measured and dropped: waiting up to 20 ms for more days '
+        'to gather into a transaction (5-20% slower: each symbol\'s next request waits behind its '
+        'commit). What is left, per small day: ~10 ms of staging CPU (inflate + parse ~3 ms, the tick-id '
+        'query ~2.5, checks and registration), two requests with 20 ms of latency, the event loop\'s '
+        'share (aiohttp, ~10 ms a symbol), plus ~0.5 s of start-up and a checkpoint at each let-go. '
+        'The process is neither CPU- nor GIL-bound (~1.4 cores, the GIL held ~30% of the time): it is '
+        'the chain of each symbol (index request, download, staging, commit) at 16 symbols at once. '
+        'Close it: parse many small files in one DuckDB `read_csv` as the floor does (a batch staging '
+        'step across symbols), and more symbols in flight once the per-symbol event-loop cost is lower.'),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
         "of latency jitter absorbed); a miss means event-loop stalls. Close it: check that nothing "
