@@ -51,17 +51,20 @@ ANALYSIS: dict[str, str] = {
         "for the ~0.35 s of start-up; each is a schema or flow change for its own issue. Even all of "
         "them leave the tool ~1.5-2x a peer that does not keep a store."),
     "week (7 busy days): time vs polars": (
-        "Why: the busy day's work (~3.8 CPU-s a day, see the busy day's entry) seven times, against "
+        "Why: the busy day's work (~3.6 CPU-s a day, see the busy day's entry) seven times, against "
         "the peer's one-engine read, unique, sort and write. The tool already "
         "overlaps each day's export with the next day's staging; staging day N+1 while day N commits "
         "could lift both cores from ~87% to ~95% busy (~-8%), far from the gap. Close it: less work per "
         "row (see the busy day), not more overlap."),
     "week (7 busy days): peak RSS vs polars": (
-        "Why: the peak is DuckDB's working memory: a day staged in the private database (~+300 MB), its "
-        "Arrow hop into the store (~+150 MB, measured), and the background export's sort of the previous "
-        "day plus the parquet writer (~+400 MB) at the same time; the peer holds one day's frame. Close "
-        "it: export from rows stored in time order without a sort, stream the hop, and stage under a "
-        "tighter memory limit; each costs speed (lowering the limits alone left the peak unchanged)."),
+        "Why: the peak is DuckDB's working memory beside the day's rows: a day staged as Arrow (~110 MB "
+        "of columns for 1.5M trades; this round it no longer sits in a private database's temp table and "
+        "then in an Arrow copy of it), the insert's working memory in the store, and the background "
+        "export's sort of the previous day plus the parquet writer (~+400 MB, measured in round 2) at "
+        "the same time; the peer holds one day's frame. The peak did not move this round (998 -> 1003 "
+        "MB): the export's share dominates it. Close it: export from rows stored in time order without "
+        "a sort, and stage under a tighter memory limit; each costs speed (lowering the limits alone "
+        "left the peak unchanged in round 2)."),
     "busy day": (
         'Why: the tool needs ~1.5x the floor\'s CPU-seconds, for work the floor does not do (see the next '
         'entry for where it goes). Round 1 measured 1.09x (2.90 s); since then staging outside the store '
@@ -153,8 +156,9 @@ ANALYSIS: dict[str, str] = {
         'and adds touch nearly every one of its pages: mapping them in and dirtying them costs ~0.5-1 s '
         'in a fresh process, and the bench copies the store and its filter afresh before each run, so '
         'their pages are still being written back while the run reads them. The figure moved between '
-        'runs: 1.13x, 1.24x, 1.29x and 1.45x in four runs this round (it was 1.63x with the whole-column '
-        'semi-join). Close it: probe in block order (sorted by block, so the pages are read in sequence),'
+        'runs: 1.13x, 1.24x, 1.29x and 1.45x in four runs of round 2, 1.36x in this one (it was 1.63x with '
+        'the whole-column semi-join); this round a fresh day probes the filter once (probe and add in one '
+        'pass) and skips the match. Close it: probe in block order (sorted by block, so the pages are read in sequence),'
         ' or a filter in segments by tick-id range so a day dirties only what it adds to.'),
     "scale: peak RSS": (
         "Why: the private staging database (1 GB limit) and the store connection, plus the id filter's "
