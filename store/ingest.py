@@ -175,7 +175,7 @@ EXISTING_SQL = """
 
 
 _FILTER_HITS = "filter_hits"  # the tick ids the filter may have seen (an Arrow table)
-_NEAR_US = 86_400_000_000     # ids are looked for first within a day around the batch
+NEAR_US = 86_400_000_000     # ids are looked for first within a day around the batch
 
 # Stored rows found near the batch whose id the filter answered "never seen" for.
 MISSED_BY_FILTER_SQL = f"SELECT count(*) FROM existing WHERE tick_id NOT IN (SELECT tick_id FROM {_FILTER_HITS})"
@@ -448,8 +448,8 @@ def _find_existing(store: Store, staging: Staging, low: int, high: int) -> id_fi
     # id the filter missed proves its bits damaged (the header's checksum covers only the header):
     # the batch is then matched over the whole market and the file discarded, so a broken filter
     # cannot let a near duplicate in. Only hits unexplained near the batch are looked for far away.
-    lo, hi = low - _NEAR_US, high + _NEAR_US + 1
-    store.execute(EXISTING_SQL, [category, symbol, _NEAR_US, lo, hi])
+    lo, hi = low - NEAR_US, high + NEAR_US + 1
+    store.execute(EXISTING_SQL, [category, symbol, NEAR_US, lo, hi])
     store.register(_FILTER_HITS, pa.table({"tick_id": pa.array(seen, pa.int64())}))
     try:
         if _count(store, MISSED_BY_FILTER_SQL):

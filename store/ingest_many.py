@@ -11,6 +11,9 @@ or more each) and the COMMIT are most of the work. Most of those days are *fresh
 * no stored row within a day around it shares a tick id: the look near the batch that catches
   damaged filter bits in `store.ingest`, run only when a neighbouring day holds rows.
 
+`day_summary` is trusted here as it is everywhere (`verify` checks it against the trades): it also
+tells a market with no stored rows at all, whose filter is then created empty without a scan.
+
 A fresh day's rows are all new, so every fresh day of the group is inserted by one scan of their
 staged Arrow tables, without a match; their day summaries are computed from those same rows (the
 days held nothing before); their coverage rows and the markets' generations are one statement each.
@@ -32,7 +35,7 @@ from store import id_filter
 from store.coverage import Covered, add_coverage, add_coverage_many
 from store.day_summary import summarize_rows_sql
 from store.db import PRIVATE, Store
-from store.ingest import _NEAR_US, IngestResult, Staging, distinct_ids_between, ingest_staged
+from store.ingest import NEAR_US, IngestResult, Staging, distinct_ids_between, ingest_staged
 from store.timeutil import day_of_us
 
 ARCHIVE = "archive"
@@ -150,8 +153,8 @@ def _shared_near(store: Store, day: StagedDay, ticks: np.ndarray) -> bool:
     assert low is not None and high is not None
     store.register(_NEAR_TICKS, pa.table({"tick_id": pa.array(ticks, pa.int64())}))
     try:
-        row = store.query_one(_SHARED_NEAR_SQL, [day.market.category, day.market.symbol, low - _NEAR_US,
-                                                 high + _NEAR_US + 1])
+        row = store.query_one(_SHARED_NEAR_SQL, [day.market.category, day.market.symbol, low - NEAR_US,
+                                                 high + NEAR_US + 1])
     finally:
         store.unregister(_NEAR_TICKS)
     return bool(row and row[0])
