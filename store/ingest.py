@@ -41,6 +41,7 @@ from fetch.models import TRADE_SCHEMA
 from store import id_filter
 from store.day_summary import resummarize
 from store.db import PRIVATE, Store
+from store.errors import StoreError
 from store.reconcile import reconcile_day
 
 _ARROW_NAME = "incoming_arrow"
@@ -109,7 +110,7 @@ APPEND_STAGE_SQL = f"""
     FROM {_ARROW_NAME}"""
 
 
-# The same rows for a staging kept in Arrow (`Staging(in_arrow=True)`), with the tick id in two
+# The same rows for a private staging, kept in Arrow (`Staging`), with the tick id in two
 # parts that `_tick_ids` joins: the id as a number when it is one (TICK_ID_SQL's test), else the low
 # 64 bits of md5_number (bytes 0..7 of the digest, little-endian), byte-swapped by numpy. TICK_ID_SQL
 # in one expression costs DuckDB ~2.5 ms to bind and plan, more than the query itself on a small day.
@@ -246,16 +247,15 @@ def _count(store: Store, sql: str, params: list[object] | tuple[object, ...] = (
 
 
 class Staging:
-    """`incoming` filled batch by batch: `Staging(store, ...)`, `.append(batch)` as batches come,
-    then `ingest_staged` inside a transaction. Every row must hold the given market,
-    and one source (that of the first batch). `store` may be a private database (`Store.private()`):
-    the rows then move into the store being ingested into at commit time. `in_arrow`: the private
-    database only computes the tick ids, and the rows are kept as Arrow tables (`table` once
-    `detach`ed), not in a temp table: for a small day the temp table's statements cost more than the
-    parse."""
+    """Rows staged batch by batch: `Staging(store, ...)`, `.append(batch)` as batches come, then
+    `ingest_staged` inside a transaction. Every row must hold the given market, and one source (that
+    of the first batch). Staged in the store itself, the rows go to its temp table `incoming`.
+    Staged in a private database (`Store.private()`, a refresh staging a day outside the store
+    file), that database only computes the tick ids: the rows are kept as Arrow tables, one `table`
+    once `detach`ed, and move into the store being ingested into at commit time (for a small day a
+    private temp table's statements cost more than the parse)."""
 
-    def __init__(self, store: Store, *, market: Market, match_window_us: int | None = None,
-                 in_arrow: bool = False) -> None:
+    def __init__(self, store: Store, *, market: Market, match_window_us: int | None = None) -> None:
         self.store, self.market = store, market
         self.match_window_us = match_window_us  # None: match stored ids at any time (`existing_sql`)
         self.source: str | None = None
@@ -266,14 +266,16 @@ class Staging:
         # Rows the rest of the run is expected to add after this batch (the caller's estimate), so a
         # rebuilt id filter is sized for the run, not for this batch alone (`id_filter.market_filter`).
         self.expected_more = 0
-        # The staged rows as one Arrow table, once taken out of the private database (`detach`).
+        # The staged rows as one Arrow table, once `detach`ed (a private staging only); set to None
+        # by the caller once committed, and never staged again after that.
         self.table: pa.Table | None = None
         # The filter this transaction probed for the staged ids (adding them), and the tick ids it
         # had seen: `store.ingest_many` probed first, and a filter must not be probed twice for one
         # batch (its second answer would be "seen" for every id).
         self.probed: tuple[id_filter.MarketFilter, npt.NDArray[np.int64]] | None = None
-        self._parts: list[pa.Table] | None = [] if in_arrow else None
-        if not in_arrow:
+        # The Arrow batches of a private staging until `detach` (None before: in the store, or detached).
+        self._parts: list[pa.Table] | None = [] if store.path == PRIVATE else None
+        if self._parts is None:
             store.execute(CREATE_STAGE_SQL)
 
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -300,27 +302,17 @@ class Staging:
             self.store.unregister(_ARROW_NAME)
         self.received += batch.num_rows
 
-    def summarize(self) -> None:
-        """Count what is staged now (rows, distinct tick ids, time span): called by the staging worker
-        once the day is staged, so the commit, which holds the store, does not count it."""
-        if self._parts is not None:
-            self.detach()
-        else:
-            _summarize(self)
-
     def detach(self) -> None:
-        """Take the staged rows out of the private database as one Arrow table (called by the
-        staging worker after `summarize`): the commit, which holds the store, then only scans it,
-        and can scan it again if its transaction has to be retried."""
-        if self._parts is not None:
-            table = pa.concat_tables(self._parts) if self._parts else _STAGE_SCHEMA.empty_table()
-            self.table, self._parts = table, []
-            self.summary = _arrow_summary(self.store, table)
-            return
-        if self.summary is None:
-            self.summarize()
-        self.table = self.store.query_arrow(_STAGED_ROWS_SQL)
-        self.store.execute(_DROP_STAGE_IF_ANY_SQL)
+        """Join a private staging's batches into `table` and count them (rows, distinct tick ids,
+        time span), in the staging worker: the commit, which holds the store, then only scans the
+        table, and can scan it again if its transaction has to be retried. Once only: rows let go
+        after a commit are never taken for an empty day."""
+        if self._parts is None:
+            raise StoreError(f"the rows staged for {self.market.category} {self.market.symbol} are not a "
+                             "private staging's, or were already taken")
+        table = pa.concat_tables(self._parts) if self._parts else _STAGE_SCHEMA.empty_table()
+        self.table, self._parts = table, None
+        self.summary = _arrow_summary(self.store, table)
 
 
 _SMALL_ROWS = 50_000
@@ -339,11 +331,6 @@ def _arrow_summary(private: Store, table: pa.Table) -> tuple[int, int, int | Non
         private.unregister(_ARROW_NAME)
     assert row is not None
     return int(row[0]), int(row[1]), row[2], row[3]
-
-
-def _summarize(staging: Staging) -> None:
-    row = staging.store.query_one(STAGE_SUMMARY_SQL)
-    staging.summary = (int(row[0]), int(row[1]), row[2], row[3]) if row else None
 
 
 def ingest_staged(store: Store, staging: Staging, *, replace_rest: Span | None = None,
@@ -370,8 +357,6 @@ def ingest_staged(store: Store, staging: Staging, *, replace_rest: Span | None =
 _STAGED_NAME = "staged_incoming"
 
 
-_STAGED_ROWS_SQL = f"SELECT {_STAGE_COLUMNS} FROM incoming"
-_DROP_STAGE_IF_ANY_SQL = "DROP TABLE IF EXISTS incoming"
 _COPY_STAGED_SQL = f"INSERT INTO incoming ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM {_STAGED_NAME}"
 
 
@@ -381,7 +366,7 @@ def _bring_into(store: Store, staging: Staging) -> None:
     if staging.store is store:
         return
     if staging.table is None:
-        staging.detach()
+        staging.detach()  # refuses rows already let go
     store.execute(CREATE_STAGE_SQL)
     store.register(_STAGED_NAME, staging.table)
     try:
@@ -416,7 +401,7 @@ def _match_and_insert(store: Store, staging: Staging, skip_archive_covered: bool
     conflicts += _count(store, STORED_CONFLICTS_SQL, [category, symbol, source])
     added = _count(store, INSERT_SQL, [category, symbol, source])
     if added and store.path != PRIVATE:
-        generation = id_filter.bump_generation(store, category, symbol)
+        [generation] = id_filter.bump_generations(store, [(category, symbol)])
         if ids is not None:
             ids.inserted(generation)
     duplicates = received - added - conflicts - skipped

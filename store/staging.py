@@ -1,10 +1,11 @@
 """Parse one day's archive file and stage it, outside the store file.
 
-The file is stream-parsed in a thread of its own (`read_ahead`), a few batches ahead, and staged in
-groups of ~STAGE_ROWS rows into a private in-memory DuckDB database (`Store.private()`), where its
-tick ids are computed. The store file is not touched: the day moves into the store only when it is
-committed (`store.ingest.ingest_staged`), so others can read and write the store meanwhile. A day is
-never held whole in Python memory.
+The file is stream-parsed (in a thread of its own, `read_ahead`, a few batches ahead, unless it is
+small) and staged in groups of ~STAGE_ROWS rows: a private in-memory DuckDB database
+(`Store.private()`) computes their tick ids, and the day is kept as one Arrow table of its staged
+columns (~110 MB for 1.5M trades) until it commits. The store file is not touched: the day moves
+into the store only when it is committed (`store.ingest_many`), so others can read and write the
+store meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from store.db import Store
 from store.ingest import Staging
 
 INLINE_BYTES = 1 << 20  # files smaller than this are parsed in the staging thread itself
-STAGE_ROWS = 1 << 18  # ~260k rows per staging INSERT: small appends cost DuckDB its parallelism
+STAGE_ROWS = 1 << 18  # ~260k rows per tick-id query: small ones cost DuckDB its parallelism
 
 
 class Stopped(Exception):
@@ -33,7 +34,7 @@ class Stopped(Exception):
 
 def stage_file(private: Store, market: Market, day: date, path: Path, stopping: threading.Event) -> Staging:
     """The day's file, parsed and staged in `private` (call in a worker thread: it blocks)."""
-    staging = Staging(private, market=market, in_arrow=True)
+    staging = Staging(private, market=market)
     group: list[pa.RecordBatch] = []
     rows = 0
     batches = archive_rows(path, market, day)

@@ -66,7 +66,7 @@ def test_a_staged_days_tick_ids_are_the_same_as_sqls_and_pythons() -> None:
                       "time_us": list(range(n)), "price": [1.0] * n, "qty": [1.0] * n, "side": ["buy"] * n,
                       "is_block_trade": [None] * n, "source": ["archive"] * n}, schema=TRADE_SCHEMA)
     with Store.private() as private:
-        staging = Staging(private, market=Market("spot", "BTCUSDT"), in_arrow=True)
+        staging = Staging(private, market=Market("spot", "BTCUSDT"))
         staging.append(batch)
         staging.detach()
         assert staging.table is not None

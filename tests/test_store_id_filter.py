@@ -304,7 +304,7 @@ def test_a_day_staged_privately_is_counted_there_and_still_folded(store: Store) 
         staging = Staging(private, market=Market("linear", "BTCUSDT"))
         staging.append(batch(["p-1", "p-2"], [T0, T0 + 1]))
         staging.append(batch(["p-2", "p-3"], [T0 + 2, T0 + 3]))
-        staging.summarize()
+        staging.detach()
         assert staging.summary == (4, 3, T0, T0 + 3)
         with store.atomic():
             result = ingest_staged(store, staging)

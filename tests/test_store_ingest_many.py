@@ -39,7 +39,7 @@ def rows(symbol: str, ids: list[str], times: list[int], prices: list[float] | No
 
 def staged(private: Store, symbol: str, day: int, table: pa.Table) -> StagedDay:
     market = Market("linear", symbol)
-    staging = Staging(private.branch(), market=market, in_arrow=True)
+    staging = Staging(private.branch(), market=market)
     staging.append(table)
     staging.detach()
     return StagedDay(market, Span(T0 + day * DAY, T0 + (day + 1) * DAY), staging, f"file-{symbol}-{day}")
@@ -206,3 +206,17 @@ def test_a_day_the_filter_has_seen_one_id_of_is_not_probed_twice(tmp_path: Path)
         generation = store.query_one("SELECT generation FROM id_generation")[0]
         assert found is not None and found[0].generation == generation  # kept, not discarded
     id_filter.forget_mapped()
+
+
+def test_a_day_whose_staged_rows_were_let_go_is_refused_not_covered_empty(tmp_path: Path) -> None:
+    """The refresh lets a day's rows go once it is committed (or given up, say a second Ctrl-C). A
+    commit of it after that must fail, not store nothing and claim the day with a coverage row."""
+    from store.errors import StoreError
+
+    with open_store(tmp_path / "s.duckdb") as store, Store.private() as private:
+        day = staged(private, "AAAUSDT", 0, rows("AAAUSDT", ["a-1", "a-2"], [T0, T0 + 1]))
+        day.staging.table = None
+        with pytest.raises(StoreError, match="already taken"), store.atomic():
+            commit_days(store, [day])
+        assert store.query_one("SELECT count(*) FROM coverage") == (0,)
+        assert store.query_one("SELECT count(*) FROM trades") == (0,)
