@@ -47,37 +47,31 @@ class Gap:
                 **({"detail": self.detail} if self.detail else {})}
 
 
-ADD_COVERAGE_SQL = ("INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, "
-                    "added_rows, detail, exec_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+ADD_COVERAGE_SQL = """
+    INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows,
+                          detail, exec_type)
+    SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]),
+           unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[]),
+           unnest(?::VARCHAR[])"""
+
+
+class Covered(NamedTuple):
+    """One coverage row: a span and the counts that justify it."""
+
+    market: Market
+    span: Span
+    file_rows: int | None
+    expected_rows: int | None
+    added_rows: int
+    detail: str | None
+    exec_type: str | None = None
 
 
 def add_coverage(store: Store, *, market: Market, source: str, span: Span, added_rows: int,
                  file_rows: int | None = None, expected_rows: int | None = None,
                  detail: str | None = None, exec_type: str | None = None) -> None:
     """Record `span` as complete; call inside the transaction that stored its rows."""
-    if span.end_us <= span.start_us:
-        raise ValueError(f"empty coverage interval [{span.start_us}, {span.end_us})")
-    store.execute(
-        ADD_COVERAGE_SQL,
-        [market.category, market.symbol, source, *span, file_rows, expected_rows, added_rows, detail, exec_type])
-
-
-ADD_COVERAGE_MANY_SQL = """
-    INSERT INTO coverage (category, symbol, source, start_us, end_us, file_rows, expected_rows, added_rows,
-                          detail, exec_type)
-    SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]),
-           unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[]), NULL"""
-
-
-class Covered(NamedTuple):
-    """One coverage row of `add_coverage_many`: a span and the counts that justify it."""
-
-    market: Market
-    span: Span
-    file_rows: int
-    expected_rows: int
-    added_rows: int
-    detail: str
+    add_coverage_many(store, source, [Covered(market, span, file_rows, expected_rows, added_rows, detail, exec_type)])
 
 
 def add_coverage_many(store: Store, source: str, rows: Sequence[Covered]) -> None:
@@ -85,10 +79,11 @@ def add_coverage_many(store: Store, source: str, rows: Sequence[Covered]) -> Non
     for row in rows:
         if row.span.end_us <= row.span.start_us:
             raise ValueError(f"empty coverage interval [{row.span.start_us}, {row.span.end_us})")
-    store.execute(ADD_COVERAGE_MANY_SQL, [
+    store.execute(ADD_COVERAGE_SQL, [
         [r.market.category for r in rows], [r.market.symbol for r in rows], source,
         [r.span.start_us for r in rows], [r.span.end_us for r in rows], [r.file_rows for r in rows],
-        [r.expected_rows for r in rows], [r.added_rows for r in rows], [r.detail for r in rows]])
+        [r.expected_rows for r in rows], [r.added_rows for r in rows], [r.detail for r in rows],
+        [r.exec_type for r in rows]])
 
 
 class Ask(NamedTuple):

@@ -327,14 +327,6 @@ def forget_mapped() -> None:
 
 # -- the store's side ------------------------------------------------------------------------------
 
-STATE_SQL = """
-    SELECT (SELECT store_id FROM store_identity LIMIT 1),
-           coalesce((SELECT generation FROM id_generation WHERE category = ? AND symbol = ?), 0)"""
-ENSURE_GENERATION_SQL = """
-    INSERT INTO id_generation (category, symbol, generation)
-    SELECT ?, ?, 0 WHERE NOT EXISTS (SELECT 1 FROM id_generation WHERE category = ? AND symbol = ?)"""
-BUMP_GENERATION_SQL = ("UPDATE id_generation SET generation = generation + 1 "
-                       "WHERE category = ? AND symbol = ? RETURNING generation")
 STORED_IDS_SQL = "SELECT tick_id FROM trades WHERE category = ? AND symbol = ?"
 NO_PROGRESS_BAR_SQL = "SET enable_progress_bar = false"
 COUNT_IDS_SQL = "SELECT count(*) FROM trades WHERE category = ? AND symbol = ?"
@@ -381,12 +373,6 @@ class MarketFilter:
 STALE_HITS_LIMIT = 10_000
 
 
-def _state(store: Store, category: str, symbol: str) -> tuple[bytes, int]:
-    row = store.query_one(STATE_SQL, [category, symbol])
-    store_id = uuid.UUID(str(row[0])).bytes if row and row[0] else bytes(16)
-    return store_id, int(row[1]) if row else 0
-
-
 def _discard(path: Path) -> None:
     _MAPPED.pop(path, None)
     with contextlib.suppress(FileNotFoundError):
@@ -408,7 +394,7 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
     known = store.scope.get(key)
     if isinstance(known, MarketFilter) and known.count + extra <= known.file.header.capacity:
         return known
-    store_id, generation = state or _state(store, category, symbol)
+    store_id, generation = state or states_many(store, [(category, symbol)])[0]
     path = filter_path(store.path, category, symbol)
     found = read_header(path)
     market = None
@@ -444,14 +430,8 @@ def _rebuild(store: Store, path: Path, store_id: bytes, generation: int, categor
     return MarketFilter(file, generation, count, rebuilt=True)
 
 
-def bump_generation(store: Store, category: str, symbol: str) -> int:
-    """Bump the market's generation in the current transaction (every insert into trades does)."""
-    store.execute(ENSURE_GENERATION_SQL, [category, symbol, category, symbol])
-    row = store.query_one(BUMP_GENERATION_SQL, [category, symbol])
-    return int(row[0]) if row else 0
-
-
-# The same, for many markets in one statement each (`store.ingest_many`).
+# A market's store identity and generation, and the bump every insert into trades makes to the
+# generation in its transaction: for many markets in one statement each (`store.ingest_many`).
 _MARKETS = "(SELECT unnest(?::VARCHAR[]) AS category, unnest(?::VARCHAR[]) AS symbol, unnest(?::INTEGER[]) AS k)"
 STATES_SQL = f"""
     SELECT m.k, (SELECT store_id FROM store_identity LIMIT 1), coalesce(g.generation, 0)
@@ -472,14 +452,15 @@ def _markets_params(markets: list[tuple[str, str]]) -> list[object]:
 
 
 def states_many(store: Store, markets: list[tuple[str, str]]) -> list[tuple[bytes, int]]:
-    """`_state` of each (category, symbol), in order."""
+    """The store's identity and the generation of each (category, symbol), in order."""
     rows = store.query(STATES_SQL, _markets_params(markets))
     return [(uuid.UUID(str(store_id)).bytes if store_id else bytes(16), int(generation))
             for _, store_id, generation in rows]
 
 
 def bump_generations(store: Store, markets: list[tuple[str, str]]) -> list[int]:
-    """`bump_generation` of each distinct (category, symbol), in order."""
+    """Bump the generation of each distinct (category, symbol) in the current transaction; the new
+    ones, in order."""
     params = _markets_params(markets)
     store.execute(ENSURE_GENERATIONS_SQL, params)
     found = {(category, symbol): generation for category, symbol, generation in store.query(BUMP_GENERATIONS_SQL, params)}

@@ -135,9 +135,9 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
         if ids is None:
             continue
         assert staging.table is not None
-        ticks = staging.table.column("tick_id").to_numpy()
-        if beside and _shared_near(store, day, ticks):
+        if beside and _shared_near(store, day, staging.table):
             continue
+        ticks = staging.table.column("tick_id").to_numpy()
         hits = ids.probe_and_add(ticks)  # one pass over the filter's pages, a day's ids added
         if hits.any():  # the general path takes it from here, with what the filter answered
             staging.probed = (ids, np.unique(ticks[hits]))
@@ -146,12 +146,12 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
     return fresh
 
 
-def _shared_near(store: Store, day: StagedDay, ticks: np.ndarray) -> bool:
-    """Whether a stored row within a day around the batch shares a tick id with it."""
+def _shared_near(store: Store, day: StagedDay, table: pa.Table) -> bool:
+    """Whether a stored row within a day around the batch (its staged `table`) shares a tick id with it."""
     assert day.staging.summary is not None
     _, _, low, high = day.staging.summary
     assert low is not None and high is not None
-    store.register(_NEAR_TICKS, pa.table({"tick_id": pa.array(ticks, pa.int64())}))
+    store.register(_NEAR_TICKS, table.select(["tick_id"]))
     try:
         row = store.query_one(_SHARED_NEAR_SQL, [day.market.category, day.market.symbol, low - NEAR_US,
                                                  high + NEAR_US + 1])
@@ -200,13 +200,7 @@ def _with_market(day: StagedDay) -> pa.Table:
     """The day's staged rows with its category and symbol as (one-value dictionary) columns."""
     table = day.staging.table
     assert table is not None
-    # Cut like the table's own columns: DuckDB scans an Arrow table in pieces that every column
-    # shares, and an insert from pieces cut differently fills its row groups partly (the checkpoint
-    # then rewrites them: 0.4 s after a busy day, against 0.03 s).
-    lengths = [len(chunk) for chunk in table.column(0).chunks]
+    zeros = pa.array(np.zeros(table.num_rows, np.int32))
     for name, value in (("symbol", day.market.symbol), ("category", day.market.category)):
-        values = pa.array([value])
-        table = table.add_column(0, name, pa.chunked_array(
-            [pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), values) for n in lengths],
-            pa.dictionary(pa.int32(), pa.string())))
+        table = table.add_column(0, name, pa.DictionaryArray.from_arrays(zeros, pa.array([value])))
     return table
