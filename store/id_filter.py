@@ -380,16 +380,15 @@ def _discard(path: Path) -> None:
 
 
 def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, extra: int,
-                  expected_more: int = 0, state: tuple[bytes, int] | None = None,
-                  stored: int | None = None) -> MarketFilter | None:
+                  expected_more: int = 0, state: tuple[bytes, int] | None = None) -> MarketFilter | None:
     """The market's filter for this transaction (call inside `store.atomic()`), able to take `extra`
     more ids: the one this transaction already uses, the file if it is trusted, else a rebuild from
     the store when `rebuild`; None when there is none (an untrusted file is then deleted: the caller
     inserts without it). A rebuild makes room for `expected_more` ids too (what the rest of the run
     will add): it reads every stored id while the store is held, so a run of many busy days sized
     one day at a time would pay it again every few days (a reader waited 2.6 s behind one).
-    `state` (`states_many`) and `stored` (the market's stored rows, when the caller knows them)
-    spare a many-market commit its per-market queries."""
+    `state` (`states_many`) spares a many-market commit a query per market. A rebuild always reads
+    the store itself, never a summary of it: a summary edited by hand must not empty the filter."""
     key = ("id_filter", category, symbol)
     known = store.scope.get(key)
     if isinstance(known, MarketFilter) and known.count + extra <= known.file.header.capacity:
@@ -402,7 +401,7 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
             and found[0].count + extra <= found[0].capacity and not isinstance(known, MarketFilter):
         market = MarketFilter(_mapped(path, *found), generation, found[0].count)
     elif rebuild:
-        market = _rebuild(store, path, store_id, generation, category, symbol, extra + expected_more, stored)
+        market = _rebuild(store, path, store_id, generation, category, symbol, extra + expected_more)
     else:
         _discard(path)
         return None
@@ -412,16 +411,12 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
 
 
 def _rebuild(store: Store, path: Path, store_id: bytes, generation: int, category: str, symbol: str,
-             extra: int, stored: int | None = None) -> MarketFilter:
-    """A filter of every id the store holds for the market (as this transaction sees it); `stored`
-    0 (the caller knows the market has no rows) skips reading them."""
+             extra: int) -> MarketFilter:
+    """A filter of every id the store holds for the market (as this transaction sees it)."""
     _discard(path)
-    if stored == 0:
-        count = 0
-    else:
-        store.execute(NO_PROGRESS_BAR_SQL)  # DuckDB draws it on stdout past 2 s: inside `--json` output
-        row = store.query_one(COUNT_IDS_SQL, [category, symbol])
-        count = int(row[0]) if row else 0
+    store.execute(NO_PROGRESS_BAR_SQL)  # DuckDB draws it on stdout past 2 s: inside `--json` output
+    row = store.query_one(COUNT_IDS_SQL, [category, symbol])
+    count = int(row[0]) if row else 0
     file = FilterFile.create(path, store_id, plan_capacity(count + extra))
     for batch in store.query_batches(STORED_IDS_SQL, [category, symbol]) if count else ():  # one batch at a time
         file.add(batch.column(0).to_numpy(zero_copy_only=False))

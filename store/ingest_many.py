@@ -11,8 +11,9 @@ or more each) and the COMMIT are most of the work. Most of those days are *fresh
 * no stored row within a day around it shares a tick id: the look near the batch that catches
   damaged filter bits in `store.ingest`, run only when a neighbouring day holds rows.
 
-`day_summary` is trusted here as it is everywhere (`verify` checks it against the trades): it also
-tells a market with no stored rows at all, whose filter is then created empty without a scan.
+`day_summary` (which `verify` checks against the trades) only picks the candidates: a summary that
+lies (edited by hand) cannot let a stored id in twice, since the filter is built from the trades
+themselves and a hit sends the day down the general path.
 
 A fresh day's rows are all new, so every fresh day of the group is inserted by one scan of their
 staged Arrow tables, without a match; their day summaries are computed from those same rows (the
@@ -75,8 +76,8 @@ def commit_days(store: Store, days: Sequence[StagedDay]) -> list[IngestResult]:
     return [r for r in results if r is not None]
 
 
-# Per candidate day: stored days of its market on that day, on the days beside it, and the market's
-# stored rows (all from `day_summary`, one row per stored day).
+# Per candidate day: stored days of its market on that day and on the days beside it (from
+# `day_summary`, one row per stored day).
 _CLASSIFY_SQL = """
     WITH d AS (
         SELECT unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS category, unnest(?::VARCHAR[]) AS symbol,
@@ -84,8 +85,7 @@ _CLASSIFY_SQL = """
     )
     SELECT d.k,
            count(s.day) FILTER (WHERE s.day = d.day),
-           count(s.day) FILTER (WHERE s.day IN (d.day - 1, d.day + 1)),
-           coalesce(sum(s.trades), 0)
+           count(s.day) FILTER (WHERE s.day IN (d.day - 1, d.day + 1))
     FROM d LEFT JOIN day_summary s ON s.category = d.category AND s.symbol = d.symbol
     GROUP BY d.k
     ORDER BY d.k"""
@@ -125,13 +125,13 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
                                           [m.symbol for m in markets],
                                           [day_of_us(days[i].span.start_us) for i in candidates]])
     fresh: dict[int, id_filter.MarketFilter] = {}
-    for i, state, (_, on_day, beside, stored) in zip(candidates, states, classes, strict=True):
+    for i, state, (_, on_day, beside) in zip(candidates, states, classes, strict=True):
         day = days[i]
         if on_day:
             continue
         market, staging = day.market, day.staging
         ids = id_filter.market_filter(store, market.category, market.symbol, rebuild=True, extra=staging.received,
-                                      expected_more=staging.expected_more, state=state, stored=int(stored))
+                                      expected_more=staging.expected_more, state=state)
         if ids is None:
             continue
         assert staging.table is not None

@@ -220,3 +220,23 @@ def test_a_day_whose_staged_rows_were_let_go_is_refused_not_covered_empty(tmp_pa
             commit_days(store, [day])
         assert store.query_one("SELECT count(*) FROM coverage") == (0,)
         assert store.query_one("SELECT count(*) FROM trades") == (0,)
+
+
+def test_a_day_summary_edited_away_and_a_lost_filter_let_no_stored_id_in_twice(tmp_path: Path) -> None:
+    """`day_summary` only picks the fresh candidates: with every summary row deleted by hand and the
+    filter file gone, the filter is rebuilt from the trades themselves, finds the ids, and the day
+    goes down the general path (duplicates, not a second copy)."""
+    db = tmp_path / "s.duckdb"
+    id_filter.forget_mapped()
+    with open_store(db) as store, Store.private() as private:
+        ids = [f"x-{k}" for k in range(50)]
+        preload(store, [("AAAUSDT", rows("AAAUSDT", ids, [T0 + k for k in range(50)]))])
+        store.execute("DELETE FROM day_summary")
+        id_filter.filter_path(db, "linear", "AAAUSDT").unlink()
+        id_filter.forget_mapped()
+        day = staged(private, "AAAUSDT", 0, rows("AAAUSDT", ids, [T0 + k for k in range(50)]))
+        with store.atomic():
+            [result] = commit_days(store, [day])
+        assert (result.added, result.duplicates) == (0, 50)
+        assert store.query_one("SELECT count(*) - count(DISTINCT trade_id) FROM trades") == (0,)
+    id_filter.forget_mapped()
