@@ -153,9 +153,11 @@ def test_a_read_only_open_in_a_keeping_block_replaces_the_kept_writer_connection
 
 def test_branches_of_one_private_database_stage_apart(tmp_path: Path) -> None:
     """A whole-market run stages its symbols in branches of one private database, several at once
-    in threads: each branch's `incoming` holds its own symbol's rows only, and each commits into
-    the store as its own symbol."""
+    in threads: each branch stages its own symbol's rows only (its tick-id queries apart), and each
+    commits into the store as its own symbol."""
     import threading
+
+    import pyarrow.compute as pc
 
     from store.ingest import ingest_staged
 
@@ -175,8 +177,12 @@ def test_branches_of_one_private_database_stage_apart(tmp_path: Path) -> None:
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        for k, branch in enumerate(branches):
-            assert branch.query("SELECT count(*), count(DISTINCT trade_id) FROM incoming") == [(5 * (50 + k),) * 2]
+        for k, staging in enumerate(stagings):  # each branch staged its own symbol's rows only
+            staging.detach()
+            assert staging.table is not None
+            ids = staging.table.column("trade_id")
+            assert (ids.length(), pc.count_distinct(ids).as_py()) == (5 * (50 + k),) * 2
+            assert pc.all(pc.starts_with(ids, f"{symbols[k]}-")).as_py()
         for staging in stagings:
             with store.atomic():
                 ingest_staged(store, staging)
