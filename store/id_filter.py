@@ -329,7 +329,7 @@ def forget_mapped() -> None:
 
 STORED_IDS_SQL = "SELECT tick_id FROM trades WHERE category = ? AND symbol = ?"
 NO_PROGRESS_BAR_SQL = "SET enable_progress_bar = false"
-COUNT_IDS_SQL = "SELECT count(*) FROM trades WHERE category = ? AND symbol = ?"
+COUNT_IDS_SQL = "SELECT count(*) AS count FROM trades WHERE category = ? AND symbol = ?"
 
 
 @dataclass
@@ -389,40 +389,80 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
     one day at a time would pay it again every few days (a reader waited 2.6 s behind one).
     `state` (`states_many`) spares a many-market commit a query per market. A rebuild always reads
     the store itself, never a summary of it: a summary edited by hand must not empty the filter."""
-    key = ("id_filter", category, symbol)
-    known = store.scope.get(key)
-    if isinstance(known, MarketFilter) and known.count + extra <= known.file.header.capacity:
+    known, state = _usable(store, category, symbol, extra, state)
+    if known is not None:
         return known
-    store_id, generation = state or states_many(store, [(category, symbol)])[0]
+    if not rebuild:
+        _discard(filter_path(store.path, category, symbol))
+        return None
+    count = _stored_counts(store, [(category, symbol)])[0]
+    return _rebuild(store, category, symbol, state, count, extra + expected_more)
+
+
+def market_filters(store: Store, markets: list[tuple[str, str]], *, extras: list[int], expected_more: list[int],
+                   states: list[tuple[bytes, int]]) -> list[MarketFilter]:
+    """`market_filter(..., rebuild=True)` for many distinct markets: the stored ids of those to
+    rebuild are counted in one statement (per market, the count cost a whole market of small days
+    more than their filters' probes)."""
+    found = [_usable(store, c, s, extra, state)[0] for (c, s), extra, state in zip(markets, extras, states, strict=True)]
+    todo = [k for k, known in enumerate(found) if known is None]
+    counts = _stored_counts(store, [markets[k] for k in todo])
+    for k, count in zip(todo, counts, strict=True):
+        category, symbol = markets[k]
+        found[k] = _rebuild(store, category, symbol, states[k], count, extras[k] + expected_more[k])
+    return [known for known in found if known is not None]
+
+
+def _usable(store: Store, category: str, symbol: str, extra: int,
+            state: tuple[bytes, int] | None) -> tuple[MarketFilter | None, tuple[bytes, int]]:
+    """The filter this transaction already uses, or the market's file if it is trusted, with room
+    for `extra` more ids (None when it must be rebuilt), and the market's state (asked for only
+    when the transaction holds no filter of the market yet)."""
+    known = store.scope.get(("id_filter", category, symbol))
+    if isinstance(known, MarketFilter) and known.count + extra <= known.file.header.capacity:
+        return known, state or (b"", 0)
+    state = state or states_many(store, [(category, symbol)])[0]
+    store_id, generation = state
     path = filter_path(store.path, category, symbol)
     found = read_header(path)
-    market = None
     if found is not None and found[0].trusted_for(store_id, generation) \
             and found[0].count + extra <= found[0].capacity and not isinstance(known, MarketFilter):
         market = MarketFilter(_mapped(path, *found), generation, found[0].count)
-    elif rebuild:
-        market = _rebuild(store, path, store_id, generation, category, symbol, extra + expected_more)
-    else:
-        _discard(path)
-        return None
-    store.scope[key] = market
+        return _in_use(store, category, symbol, market), state
+    return None, state
+
+
+def _in_use(store: Store, category: str, symbol: str, market: MarketFilter) -> MarketFilter:
+    store.scope[("id_filter", category, symbol)] = market
     store.on_commit.append(market.committed)
     return market
 
 
-def _rebuild(store: Store, path: Path, store_id: bytes, generation: int, category: str, symbol: str,
-             extra: int) -> MarketFilter:
-    """A filter of every id the store holds for the market (as this transaction sees it)."""
-    _discard(path)
+def _stored_counts(store: Store, markets: list[tuple[str, str]]) -> list[int]:
+    """How many trades the store holds for each market, in one statement: a branch per market, each
+    filtered on its own so the table's zone maps skip the other markets' row groups."""
+    if not markets:
+        return []
     store.execute(NO_PROGRESS_BAR_SQL)  # DuckDB draws it on stdout past 2 s: inside `--json` output
-    row = store.query_one(COUNT_IDS_SQL, [category, symbol])
-    count = int(row[0]) if row else 0
+    sql = " UNION ALL ".join([COUNT_IDS_SQL.replace("SELECT ", f"SELECT {k} AS k, ", 1)
+                              for k in range(len(markets))])
+    rows = store.query(f"SELECT count FROM ({sql}) ORDER BY k", [v for market in markets for v in market])
+    return [int(row[0]) for row in rows]
+
+
+def _rebuild(store: Store, category: str, symbol: str, state: tuple[bytes, int], count: int,
+             extra: int) -> MarketFilter:
+    """A filter of every id the store holds for the market (`count` of them, as this transaction
+    sees it), in use for this transaction."""
+    path = filter_path(store.path, category, symbol)
+    _discard(path)
+    store_id, generation = state
     file = FilterFile.create(path, store_id, plan_capacity(count + extra))
     for batch in store.query_batches(STORED_IDS_SQL, [category, symbol]) if count else ():  # one batch at a time
         file.add(batch.column(0).to_numpy(zero_copy_only=False))
     log.info("id filter %s rebuilt from %d stored ids (capacity %d)", path, count, file.header.capacity)
     _MAPPED[path] = file
-    return MarketFilter(file, generation, count, rebuilt=True)
+    return _in_use(store, category, symbol, MarketFilter(file, generation, count, rebuilt=True))
 
 
 # A market's store identity and generation, and the bump every insert into trades makes to the

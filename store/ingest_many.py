@@ -125,15 +125,15 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
                                           [m.symbol for m in markets],
                                           [day_of_us(days[i].span.start_us) for i in candidates]])
     fresh: dict[int, id_filter.MarketFilter] = {}
-    for i, state, (_, on_day, beside) in zip(candidates, states, classes, strict=True):
+    kept = [(i, state, beside) for i, state, (_, on_day, beside) in zip(candidates, states, classes, strict=True)
+            if not on_day]
+    filters = id_filter.market_filters(
+        store, [(days[i].market.category, days[i].market.symbol) for i, _, _ in kept],
+        extras=[days[i].staging.received for i, _, _ in kept],
+        expected_more=[days[i].staging.expected_more for i, _, _ in kept], states=[state for _, state, _ in kept])
+    for (i, _, beside), ids in zip(kept, filters, strict=True):
         day = days[i]
-        if on_day:
-            continue
-        market, staging = day.market, day.staging
-        ids = id_filter.market_filter(store, market.category, market.symbol, rebuild=True, extra=staging.received,
-                                      expected_more=staging.expected_more, state=state)
-        if ids is None:
-            continue
+        staging = day.staging
         assert staging.table is not None
         if beside and _shared_near(store, day, staging.table):
             continue
