@@ -17,11 +17,12 @@ if TYPE_CHECKING:
     from store.errors import ExportError, NotADatabase, StoreError, StoreLocked
     from store.executions import ExecutionsSummary, refresh_executions
     from store.export import CACHE_SCHEMA, export_days
-    from store.history import BybitConnectorHistory, TradeTick, create_history_provider, read_cache, tick_id
+    from store.history import BybitConnectorHistory, TradeTick, create_history_provider, read_cache
     from store.orchestrator import refresh
     from store.refresh_summary import Progress, RefreshSummary
     from store.schema import open_store
     from store.settings import Settings
+    from store.tick_ids import tick_id
     from store.timerange import resolve_range
 
 __all__ = [
@@ -38,11 +39,12 @@ _EXPORTS = {
     "errors": ("ExportError", "NotADatabase", "StoreError", "StoreLocked"),
     "executions": ("ExecutionsSummary", "refresh_executions"),
     "export": ("CACHE_SCHEMA", "export_days"),
-    "history": ("BybitConnectorHistory", "TradeTick", "create_history_provider", "read_cache", "tick_id"),
+    "history": ("BybitConnectorHistory", "TradeTick", "create_history_provider", "read_cache"),
     "orchestrator": ("refresh",),
     "refresh_summary": ("Progress", "RefreshSummary"),
     "schema": ("open_store",),
     "settings": ("Settings",),
+    "tick_ids": ("tick_id",),
     "timerange": ("resolve_range",),
 }
 __getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())

@@ -6,7 +6,6 @@ first (refreshing only what is missing) and then reads it back in ascending orde
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,24 +25,10 @@ from store.orchestrator import refresh
 from store.refresh_summary import RefreshSummary
 from store.schema import open_store
 from store.service_settings import settings_from
+from store.tick_ids import tick_id
 from store.timeutil import day_start_us, days_touching, dt_to_us, us_to_dt
 
 log = logging.getLogger("context.backfill")
-
-_MASK_63 = (1 << 63) - 1
-
-
-def tick_id(trade_id: str) -> int:
-    """The int the context service keys trades by: the id itself when numeric, else a stable hash.
-
-    The hash is the first 8 bytes of md5, big-endian, sign bit cleared: the same on every machine and
-    Python version (never the salted built-in `hash`), and 63 bits wide so a busy day cannot collide.
-    `store.ingest.TICK_ID_SQL` computes the same value inside DuckDB.
-    """
-    if trade_id.isascii() and trade_id.isdigit() and len(trade_id) <= 19 and int(trade_id) <= _MASK_63:
-        return int(trade_id)
-    return int.from_bytes(hashlib.md5(trade_id.encode()).digest()[:8], "big") & _MASK_63
-
 
 @dataclass(frozen=True, slots=True)
 class TradeTick:

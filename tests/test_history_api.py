@@ -43,9 +43,13 @@ def test_tick_ids_are_stable_63_bit_and_the_same_in_sql_and_python(tmp_path: Pat
             assert store.query_one(sql, [value])[0] == tick_id(value), value
 
 
-def test_a_staged_days_tick_ids_are_the_same_as_sqls_and_pythons() -> None:
-    """Staging joins the tick id from two parts (the number, else md5's low bytes swapped by numpy):
-    the same value as TICK_ID_SQL and `tick_id` for every kind of id, edge cases included."""
+@pytest.mark.parametrize("in_python", [True, False], ids=["hashed-in-python", "in-duckdb"])
+@pytest.mark.parametrize("kinds", ["mixed", "uuids"])
+def test_a_staged_days_tick_ids_are_the_same_as_sqls_and_pythons(monkeypatch, in_python: bool, kinds: str) -> None:
+    """Staging computes the tick id in Python for a small batch (`store.tick_ids`: per id when some
+    id is a number, else the digests joined and read at once) and in DuckDB for a big one (the
+    number, else md5's low bytes swapped by numpy): the same value as TICK_ID_SQL and `tick_id` for
+    every kind of id, edge cases included, and the same staged side."""
     import random
     import uuid as uuid_module
 
@@ -53,17 +57,20 @@ def test_a_staged_days_tick_ids_are_the_same_as_sqls_and_pythons() -> None:
 
     from fetch.market_span import Market
     from fetch.models import TRADE_SCHEMA
-    from store import Store
+    from store import Store, ingest
     from store.ingest import Staging
 
+    monkeypatch.setattr(ingest, "PYTHON_TICKS_ROWS", 10**9 if in_python else 0)
     rng = random.Random(5)
-    ids = ([str(uuid_module.UUID(int=rng.getrandbits(128))) for _ in range(2_000)]
-           + [str(rng.randint(0, 10**19)) for _ in range(2_000)]
-           + ["0", "0001", "9223372036854775807", "9223372036854775808", "99999999999999999999", "-5", "12a",
-              "", " 12", "1" * 19, "202401020000000017", "\u0663"])
+    ids = [str(uuid_module.UUID(int=rng.getrandbits(128))) for _ in range(2_000)]
+    if kinds == "mixed":
+        ids += ([str(rng.randint(0, 10**19)) for _ in range(2_000)]
+                + ["0", "0001", "9223372036854775807", "9223372036854775808", "99999999999999999999", "-5",
+                   "12a", "", " 12", "1" * 19, "202401020000000017", "\u0663"])
     n = len(ids)
+    sides = [rng.choice(["buy", "sell"]) for _ in range(n)]
     batch = pa.table({"category": ["spot"] * n, "symbol": ["BTCUSDT"] * n, "trade_id": ids,
-                      "time_us": list(range(n)), "price": [1.0] * n, "qty": [1.0] * n, "side": ["buy"] * n,
+                      "time_us": list(range(n)), "price": [1.0] * n, "qty": [1.0] * n, "side": sides,
                       "is_block_trade": [None] * n, "source": ["archive"] * n}, schema=TRADE_SCHEMA)
     with Store.private() as private:
         staging = Staging(private, market=Market("spot", "BTCUSDT"))
@@ -71,6 +78,8 @@ def test_a_staged_days_tick_ids_are_the_same_as_sqls_and_pythons() -> None:
         staging.detach()
         assert staging.table is not None
         staged = staging.table.column("tick_id").to_pylist()
+        assert staging.table.column("is_sell").to_pylist() == [side == "sell" for side in sides]
+        assert staging.table.schema == ingest._STAGE_SCHEMA
         private.register("ids", pa.table({"trade_id": ids}))
         in_sql = [row[0] for row in private.query(f"SELECT {TICK_ID_SQL} FROM ids")]
     assert staged == in_sql == [tick_id(value) for value in ids]
