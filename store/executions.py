@@ -7,7 +7,6 @@ small) makes a repeated window harmless.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from fetch.symbols import normalize_symbol
 from store.coverage import add_coverage, uncovered
 from store.db import Store
 from store.refresh_summary import copy_client_counters
+from store.threads import in_thread
 from store.timeutil import us_to_dt
 
 ALL_SYMBOLS = "*"
@@ -118,8 +118,8 @@ async def _crawl(store: Store, client: BybitClient, missing: list[Span], summary
                 # In a worker thread: a commit (with its fsync) on the event loop would stall every
                 # request in flight for its duration, which cost ~7% of the allowed request rate.
                 window = Span(max(start_us, w_start_ms * 1000), min(end_us, w_end_ms * 1000))
-                added = await asyncio.to_thread(store_window, store, executions, market=key, span=window,
-                                                exec_type=exec_type)
+                added = await in_thread(store_window, store, executions, market=key, span=window,
+                                        exec_type=exec_type)
                 summary.windows_fetched += 1
                 summary.rows_added += added
                 summary.duplicates_skipped += len(executions) - added

@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
 
 from fetch.archive import ArchiveSource
 from fetch.client import BybitClient
@@ -52,11 +51,11 @@ from store.follow_state import follower_status, state_dir, write_json_atomic
 from store.ingest import ingest_batch
 from store.schema import open_store
 from store.spans import CoverageClaim, Session, SpanBook, Work
+from store.threads import in_thread
 from store.timeutil import DAY_US, us_to_dt
 
 log = logging.getLogger("context.backfill")
 
-T = TypeVar("T")
 TradesCallback = Callable[[list[Trade]], Awaitable[None] | None]
 
 
@@ -222,7 +221,7 @@ class Follower:
                 rows = store.query(_LOAD_PREVIOUS_ENDS_SQL, [self.config.category])
             return {str(s): int(e) for s, e in rows if e is not None}
 
-        ends = await _in_thread(load)
+        ends = await in_thread(load)
         for symbol, book in self.books.items():
             book.prev_end_us = ends.get(symbol)
 
@@ -244,7 +243,7 @@ class Follower:
             return
         async with self._write:
             try:
-                added = await _in_thread(self._commit_sync, works)
+                added = await in_thread(self._commit_sync, works)
             except StoreError as error:
                 log.warning("follow: commit failed (%s); holding %d trades for the next one", error,
                             sum(len(w.ws) + len(w.rest) for w in works.values()))
@@ -348,7 +347,7 @@ class Follower:
                         self._exported_day[symbol] = day
                 return files
 
-            self.stats["exports"] += await _in_thread(work)
+            self.stats["exports"] += await in_thread(work)
 
     async def settle_published_days(self) -> None:
         """Refresh each captured day whose archive file is out: the archive replaces the live rows."""
@@ -357,7 +356,7 @@ class Follower:
         assert self._client is not None
         today_start = int(self.clock() // 86_400) * DAY_US
         for symbol in self.symbols:
-            days = await _in_thread(self._unsettled_days, symbol, today_start)
+            days = await in_thread(self._unsettled_days, symbol, today_start)
             if not days:
                 continue
             published = set(await ArchiveSource(self._client, Path(".")).list_days(self.books[symbol].market))
@@ -425,19 +424,6 @@ def write_claim(store: Store, market: Market, claim: CoverageClaim, *, update: b
         return
     store.execute(INSERT_CLAIM_SQL,
                   [market.category, market.symbol, claim.source, claim.start_us, claim.end_us, added_rows, claim.key])
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """`fn` in a worker thread; if the caller is cancelled meanwhile, the worker is still waited for:
-    it holds a store connection, and the next open in this process (or the caller's caller, reading
-    the store) must not find it still open."""
-    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await work
-        raise
 
 
 def _utc_day(epoch_s: float) -> date:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from fetch.client import BybitClient
     from fetch.config import FetchConfig
     from store.pipeline import Fetched
+    from store.staging_budget import StagingBudget
     from store.writer_state import WriterNote
 
 __all__ = ["Part", "conclude", "fetch_part", "plan_parts", "refresh"]
@@ -116,9 +117,11 @@ def plan_parts(store: Store, asks: list[Ask], *, sources: tuple[str, ...] = TRAD
 
 async def fetch_part(store: Store, config: FetchConfig, part: Part, *, progress: ProgressCallback | None = None,
                      client: BybitClient | None = None, work_dir: Path | None = None,
-                     staging: Store | None = None, note: WriterNote | None = None) -> None:
+                     staging: Store | None = None, note: WriterNote | None = None,
+                     budget: StagingBudget | None = None) -> None:
     """Fetch what `part` lacks into the store (the file let go meanwhile). `staging`: a private
-    database shared by the run's refreshes, `client` and `work_dir` too (else each its own)."""
+    database shared by the run's refreshes, `client`, `work_dir` and the `budget` of staged bytes
+    too (else each its own)."""
     if not part.missing:
         return
     from store.pipeline import Job, fetch_missing
@@ -126,7 +129,7 @@ async def fetch_part(store: Store, config: FetchConfig, part: Part, *, progress:
     store.release()
     job = Job(store, part.ask.market, part.ask.span, progress or _noop,
               cache_dir=Path(part.cache_dir) if part.cache_dir is not None else None, id_mode=part.id_mode,
-              note=note)
+              note=note, budget=budget)
     part.fetched = await fetch_missing(job, config, part.missing, client=client, work_dir=work_dir,
                                        staging=staging)
 

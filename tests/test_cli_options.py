@@ -111,3 +111,10 @@ def test_every_option_states_its_default() -> None:
         for param in command.params:  # type: ignore[attr-defined]
             if isinstance(param, cli.click.Option) and not param.is_flag and not param.show_default:
                 assert "default" in (param.help or "").lower(), (path, param.opts)
+
+
+def test_refresh_concurrency_defaults_to_the_librarys() -> None:
+    from store.market import DEFAULT_CONCURRENCY
+
+    option = next(p for p in cli.main.commands["refresh"].params if p.name == "concurrency")  # type: ignore[attr-defined]
+    assert option.default == DEFAULT_CONCURRENCY

@@ -151,6 +151,44 @@ async def test_a_whole_market_refresh_equals_the_ground_truth_per_symbol(sim_cac
     assert (row.days_fetched, row.rows_added, row.gaps, row.failures) == (3, 3 * 350, 0, 0)
 
 
+async def test_staged_days_stay_within_the_runs_budget_of_archive_bytes(sim_cache_dir, store, monkeypatch) -> None:
+    """With a budget smaller than any file, a run of 8 symbols at once holds one staged day at a time
+    (each goes alone), and still stores every trade once."""
+    import threading
+
+    import store.pipeline as pipeline
+    import store.staging_budget as staging_budget
+
+    monkeypatch.setattr(staging_budget, "DEFAULT_BYTES", 1)
+    lock, in_flight, peak = threading.Lock(), [0], [0]
+    stage_file, committed = pipeline.stage_file, pipeline._committed
+
+    def counting_stage(*args, **kwargs):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        return stage_file(*args, **kwargs)
+
+    async def counting_commit(*args, **kwargs):
+        try:
+            return await committed(*args, **kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(pipeline, "stage_file", counting_stage)
+    monkeypatch.setattr(pipeline, "_committed", counting_commit)
+    config = market_config(sim_cache_dir)
+    async with running_sim(config) as sim:
+        summary = await refresh_market(store, sim_fetch_config(sim.url), None, Span(us(day(2)), us(day(4))),
+                                       concurrency=8)
+    assert not summary.failed and duplicate_keys(store) == []
+    assert peak[0] == 1 and in_flight[0] == 0
+    for k in range(6):
+        symbol = f"S{k:02d}USDT"
+        assert set(stored_ids(store, symbol, us(day(2)), us(day(4)))) == truth_ids(config, symbol, day(2), day(4))
+
+
 async def test_a_bad_symbol_fails_alone_and_the_others_complete(sim_cache_dir, store) -> None:
     async with running_sim(market_config(sim_cache_dir)) as sim:
         summary = await refresh_market(store, sim_fetch_config(sim.url), ["S00USDT", "NOPEUSDT"],
