@@ -328,7 +328,6 @@ def forget_mapped() -> None:
 # -- the store's side ------------------------------------------------------------------------------
 
 STORED_IDS_SQL = "SELECT tick_id FROM trades WHERE category = ? AND symbol = ?"
-NO_PROGRESS_BAR_SQL = "SET enable_progress_bar = false"
 COUNT_IDS_SQL = "SELECT count(*) AS count FROM trades WHERE category = ? AND symbol = ?"
 
 
@@ -443,7 +442,6 @@ def _stored_counts(store: Store, markets: list[tuple[str, str]]) -> list[int]:
     filtered on its own so the table's zone maps skip the other markets' row groups."""
     if not markets:
         return []
-    store.execute(NO_PROGRESS_BAR_SQL)  # DuckDB draws it on stdout past 2 s: inside `--json` output
     sql = " UNION ALL ".join([COUNT_IDS_SQL.replace("SELECT ", f"SELECT {k} AS k, ", 1)
                               for k in range(len(markets))])
     rows = store.query(f"SELECT count FROM ({sql}) ORDER BY k", [v for market in markets for v in market])
@@ -489,8 +487,13 @@ def _markets_params(markets: list[tuple[str, str]]) -> list[object]:
 def states_many(store: Store, markets: list[tuple[str, str]]) -> list[tuple[bytes, int]]:
     """The store's identity and the generation of each (category, symbol), in order."""
     rows = store.query(STATES_SQL, _markets_params(markets))
-    return [(uuid.UUID(str(store_id)).bytes if store_id else bytes(16), int(generation))
-            for _, store_id, generation in rows]
+    return [state_of(store_id, generation) for _, store_id, generation in rows]
+
+
+def state_of(store_id: object, generation: int | None) -> tuple[bytes, int]:
+    """A market's state from the store's `store_identity.store_id` and its `id_generation` (or 0):
+    for queries that ask for it beside other things (`store.ingest_many`)."""
+    return (uuid.UUID(str(store_id)).bytes if store_id else bytes(16), int(generation or 0))
 
 
 def bump_generations(store: Store, markets: list[tuple[str, str]]) -> list[int]:

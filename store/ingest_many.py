@@ -25,6 +25,7 @@ includes the fresh rows. The results are those `ingest_staged` would give.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,7 +78,8 @@ def commit_days(store: Store, days: Sequence[StagedDay]) -> list[IngestResult]:
 
 
 # Per candidate day: stored days of its market on that day and on the days beside it (from
-# `day_summary`, one row per stored day).
+# `day_summary`, one row per stored day), and its market's id-filter state (`id_filter.state_of`):
+# one statement, where two cost a small group a tenth of its commit.
 _CLASSIFY_SQL = """
     WITH d AS (
         SELECT unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS category, unnest(?::VARCHAR[]) AS symbol,
@@ -85,9 +87,11 @@ _CLASSIFY_SQL = """
     )
     SELECT d.k,
            count(s.day) FILTER (WHERE s.day = d.day),
-           count(s.day) FILTER (WHERE s.day IN (d.day - 1, d.day + 1))
+           count(s.day) FILTER (WHERE s.day IN (d.day - 1, d.day + 1)),
+           (SELECT store_id FROM store_identity LIMIT 1),
+           (SELECT max(g.generation) FROM id_generation g WHERE g.category = d.category AND g.symbol = d.symbol)
     FROM d LEFT JOIN day_summary s ON s.category = d.category AND s.symbol = d.symbol
-    GROUP BY d.k
+    GROUP BY d.k, d.category, d.symbol
     ORDER BY d.k"""
 
 _NEAR_TICKS = "ingest_many_near"
@@ -120,13 +124,12 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
     if not candidates:
         return {}
     markets = [days[i].market for i in candidates]
-    states = id_filter.states_many(store, [(m.category, m.symbol) for m in markets])
     classes = store.query(_CLASSIFY_SQL, [list(range(len(candidates))), [m.category for m in markets],
                                           [m.symbol for m in markets],
                                           [day_of_us(days[i].span.start_us) for i in candidates]])
     fresh: dict[int, id_filter.MarketFilter] = {}
-    kept = [(i, state, beside) for i, state, (_, on_day, beside) in zip(candidates, states, classes, strict=True)
-            if not on_day]
+    kept = [(i, id_filter.state_of(store_id, generation), beside)
+            for i, (_, on_day, beside, store_id, generation) in zip(candidates, classes, strict=True) if not on_day]
     filters = id_filter.market_filters(
         store, [(days[i].market.category, days[i].market.symbol) for i, _, _ in kept],
         extras=[days[i].staging.received for i, _, _ in kept],
@@ -164,28 +167,32 @@ _FRESH_ROWS = "ingest_many_rows"
 # The insert is left free to write rows in any order: DuckDB's order-keeping insert leaves partly
 # filled row groups that the next checkpoint merges and compresses again (0.3-0.4 s after a busy
 # day, against 0.03 s; the per-day path's anti-join never kept the order either).
-_ANY_ORDER_SQL = "SET preserve_insertion_order = false"
+# One call for the insert and the summary (each call to DuckDB waits for the GIL again on return,
+# ~5-10 ms on a busy 2-core machine: the commit thread is what a whole market of small days waits
+# on). No parameters: the source is this module's constant.
 _KEEP_ORDER_SQL = "RESET preserve_insertion_order"
-_INSERT_FRESH_SQL = f"""
-    INSERT INTO trades (category, symbol, trade_id, tick_id, time_us, price, qty, side,
-                        is_buyer_maker, is_block_trade, source)
-    SELECT category, symbol, trade_id, tick_id, time_us, price, qty,
-           CASE WHEN is_sell THEN 'sell' ELSE 'buy' END, is_sell, is_block_trade, ?
-    FROM {_FRESH_ROWS}"""
 _SUMMARIZE_FRESH_SQL = summarize_rows_sql(
     f"(SELECT category, symbol, time_us, price, qty, tick_id, CASE WHEN is_sell THEN 'sell' ELSE 'buy' END AS side "
     f"FROM {_FRESH_ROWS})")
+_INSERT_FRESH_SQL = f"""
+    SET preserve_insertion_order = false;
+    INSERT INTO trades (category, symbol, trade_id, tick_id, time_us, price, qty, side,
+                        is_buyer_maker, is_block_trade, source)
+    SELECT category, symbol, trade_id, tick_id, time_us, price, qty,
+           CASE WHEN is_sell THEN 'sell' ELSE 'buy' END, is_sell, is_block_trade, '{ARCHIVE}'
+    FROM {_FRESH_ROWS};
+    {_KEEP_ORDER_SQL};
+    {_SUMMARIZE_FRESH_SQL}"""
 
 
 def _insert_fresh(store: Store, days: list[StagedDay], filters: list[id_filter.MarketFilter]) -> None:
     store.register(_FRESH_ROWS, pa.concat_tables([_with_market(day) for day in days]))
     try:
-        store.execute(_ANY_ORDER_SQL)
-        try:
-            store.execute(_INSERT_FRESH_SQL, [ARCHIVE])
-        finally:
+        store.execute(_INSERT_FRESH_SQL)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the transaction is lost anyway; the setting is global
             store.execute(_KEEP_ORDER_SQL)
-        store.execute(_SUMMARIZE_FRESH_SQL)
+        raise
     finally:
         store.unregister(_FRESH_ROWS)
     add_coverage_many(store, ARCHIVE, [
