@@ -112,23 +112,34 @@ APPEND_STAGE_SQL = f"""
 
 
 # The same rows for a private staging, kept in Arrow (`Staging`), with the tick id in two
-# parts that `_tick_ids` joins: the id as a number when it is one (TICK_ID_SQL's test), else the low
-# 64 bits of md5_number (bytes 0..7 of the digest, little-endian), byte-swapped by numpy. TICK_ID_SQL
-# in one expression costs DuckDB ~2.5 ms to bind and plan, more than the query itself on a small day.
+# parts that `with_tick_ids` joins: the id as a number when it is one (TICK_ID_SQL's test), else the
+# low 64 bits of md5_number (bytes 0..7 of the digest, little-endian), byte-swapped by numpy.
+# TICK_ID_SQL in one expression costs DuckDB ~2.5 ms to bind and plan, more than the query itself on
+# a small day. The number is computed in a subquery, so the md5 part reads it (`store.batch_staging`
+# builds its own query from the same two pieces).
+def tick_number_sql(column: str) -> str:
+    """The `tick_number` of the id in `column` (a constant name): TICK_ID_SQL's numeric case."""
+    return (f"CASE WHEN length({column}) <= 19 AND regexp_full_match({column}, '[0-9]{{1,19}}') "
+            f"THEN TRY_CAST({column} AS BIGINT) END")
+
+
+def md5_low_sql(column: str) -> str:
+    """The `md5_low` part of the id in `column`, for rows whose `tick_number` (a column of the
+    subquery below) is NULL."""
+    return f"CASE WHEN tick_number IS NULL THEN CAST(md5_number({column}) & 18446744073709551615 AS UBIGINT) END"
+
+
 STAGE_ARROW_SQL = f"""
-    SELECT trade_id, tick_number,
-           CASE WHEN tick_number IS NULL THEN CAST(md5_number(trade_id) & 18446744073709551615 AS UBIGINT) END
-               AS md5_low,
+    SELECT trade_id, tick_number, {md5_low_sql("trade_id")} AS md5_low,
            time_us, price, qty, CASE side WHEN 'sell' THEN true WHEN 'buy' THEN false END AS is_sell,
            is_block_trade
-    FROM (SELECT *, CASE WHEN length(trade_id) <= 19 AND regexp_full_match(trade_id, '[0-9]{{1,19}}')
-                         THEN TRY_CAST(trade_id AS BIGINT) END AS tick_number
-          FROM {_ARROW_NAME})"""
+    FROM (SELECT *, {tick_number_sql("trade_id")} AS tick_number FROM {_ARROW_NAME})"""
 _SIGN_MASK = np.uint64(0x7FFF_FFFF_FFFF_FFFF)
 
 
-def _tick_ids(table: pa.Table) -> pa.Table:
-    """STAGE_ARROW_SQL's answer with its two parts joined into `tick_id` (TICK_ID_SQL's value)."""
+def with_tick_ids(table: pa.Table) -> pa.Table:
+    """A query's rows with `tick_parts_sql`'s two parts (second and third) joined into `tick_id`
+    (TICK_ID_SQL's value), in their place."""
     low = pc.fill_null(table.column("md5_low"), 0).to_numpy()
     hashed = pa.array((low.byteswap() & _SIGN_MASK).astype(np.int64))
     ticks = pc.if_else(pc.is_null(table.column("tick_number")), hashed, table.column("tick_number"))
@@ -142,7 +153,7 @@ PYTHON_TICKS_ROWS = 8_192
 
 
 def _staged_in_python(batch: pa.RecordBatch | pa.Table) -> pa.Table:
-    """STAGE_ARROW_SQL's rows with `_tick_ids`' tick ids, without DuckDB (the side is checked)."""
+    """STAGE_ARROW_SQL's rows with `with_tick_ids`' tick ids, without DuckDB (the side is checked)."""
     ids = batch.column("trade_id")
     return pa.Table.from_arrays(
         [ids, pa.array(tick_ids(ids.to_pylist())), batch.column("time_us"), batch.column("price"),
@@ -294,6 +305,16 @@ class Staging:
         if self._parts is None:
             store.execute(CREATE_STAGE_SQL)
 
+    @classmethod
+    def of_staged_rows(cls, private: Store, *, market: Market, table: pa.Table, source: str) -> Staging:
+        """A private staging, detached, of rows already in the staged columns (`_STAGE_SCHEMA`, tick
+        ids included: `store.batch_staging` stages many small files in one read)."""
+        staging = cls(private, market=market)
+        staging.source, staging.received = source, table.num_rows
+        staging.table, staging._parts = table.cast(_STAGE_SCHEMA), None
+        staging.summary = _arrow_summary(private, staging.table)
+        return staging
+
     def append(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
             return
@@ -314,7 +335,7 @@ class Staging:
             self.store.register(_ARROW_NAME, batch.select(TRADE_SCHEMA.names))
             try:
                 if self._parts is not None:
-                    self._parts.append(_tick_ids(self.store.query_arrow(STAGE_ARROW_SQL)))
+                    self._parts.append(with_tick_ids(self.store.query_arrow(STAGE_ARROW_SQL)))
                 else:
                     self.store.execute(APPEND_STAGE_SQL)
             finally:

@@ -2,7 +2,8 @@
 
 The flow: the archive index and the plan; the REST tail asked first (a refused symbol stops the run
 before anything is written); then each published day downloaded ahead (bounded, in the client),
-parsed and staged outside the store (`store.staging`), and committed with its coverage row in the
+parsed and staged outside the store (`store.staging`; small files of every refresh of the process
+read together, `store.batch_staging`), and committed with its coverage row in the
 process's commit thread (the event loop goes on downloading meanwhile; days that wait for the thread
 together, of one refresh or of many, share one transaction: `CommitQueue`, `store.ingest_many`); its
 parquet file written in the background (`store.exporter`) while the next day is staged; the tail
@@ -38,6 +39,7 @@ from fetch.errors import ArchiveError, Implausible
 from fetch.market_span import Market, Span
 from fetch.models import RecentTail, trades_to_table
 from fetch.rest import RecentTradeSource
+from store.batch_staging import BATCHER, SMALL_FILE_BYTES, SmallFile
 from store.cache_dir import IdMode, claim_cache_dir
 from store.coverage import Gap, add_coverage
 from store.db import Store
@@ -229,11 +231,16 @@ async def _archive_days(job: Job, archive: ArchiveSource, private: Store, plan: 
 
 
 async def _staged(job: Job, private: Store, day: date, item: ArchiveFile) -> Staging:
-    """`stage_file` in a worker thread. If the refresh is cancelled meanwhile, the worker is told
-    to stop and waited for: it uses the private database, which the cancelled run closes next, and
-    DuckDB refuses a connection busy in another call."""
-    work = asyncio.get_running_loop().run_in_executor(
-        _STAGING, stage_file, private, job.market, day, item.path, job.stopping)
+    """`stage_file` in a worker thread, or for a small file the process's batch of small files
+    (`store.batch_staging`: read together with the others waiting, without the GIL). If the refresh
+    is cancelled meanwhile, the worker is told to stop and waited for: it uses the private database,
+    which the cancelled run closes next, and DuckDB refuses a connection busy in another call."""
+    work: asyncio.Future[Staging]
+    if item.size_bytes < SMALL_FILE_BYTES:
+        work = asyncio.wrap_future(BATCHER.submit(SmallFile(private, job.market, day, item.path, job.stopping)))
+    else:
+        work = asyncio.get_running_loop().run_in_executor(
+            _STAGING, stage_file, private, job.market, day, item.path, job.stopping)
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:

@@ -161,13 +161,13 @@ async def test_staged_days_stay_within_the_runs_budget_of_archive_bytes(sim_cach
 
     monkeypatch.setattr(staging_budget, "DEFAULT_BYTES", 1)
     lock, in_flight, peak = threading.Lock(), [0], [0]
-    stage_file, committed = pipeline.stage_file, pipeline._committed
+    staged, committed = pipeline._staged, pipeline._committed
 
-    def counting_stage(*args, **kwargs):
+    async def counting_stage(*args, **kwargs):
         with lock:
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
-        return stage_file(*args, **kwargs)
+        return await staged(*args, **kwargs)
 
     async def counting_commit(*args, **kwargs):
         try:
@@ -176,7 +176,7 @@ async def test_staged_days_stay_within_the_runs_budget_of_archive_bytes(sim_cach
             with lock:
                 in_flight[0] -= 1
 
-    monkeypatch.setattr(pipeline, "stage_file", counting_stage)
+    monkeypatch.setattr(pipeline, "_staged", counting_stage)
     monkeypatch.setattr(pipeline, "_committed", counting_commit)
     config = market_config(sim_cache_dir)
     async with running_sim(config) as sim:

@@ -1,0 +1,193 @@
+"""Stage many small archive files in one DuckDB read, with the GIL free.
+
+A whole market is mostly small days. Staging one in `store.staging` parses it with pyarrow and
+hashes its ids in Python: ~5 ms a file, most of it holding the GIL, so with hundreds of them in a
+run the event loop (the next requests) and the commit thread (which every small day waits on) wait
+for the GIL. DuckDB reads a list of gzip CSV files in one statement, in its own threads and without
+the GIL: here the small linear and inverse files waiting to be staged are read together (up to
+MAX_FILES), and each file's rows come back as its own detached `Staging`, exactly what
+`stage_file` gives.
+
+It is a fast path, not a parser of record. A file comes here only with a header this module knows
+(the derivatives columns, with or without the trailing RPI column, as `fetch.archive_csv` reads
+them), and its rows are kept only when every one of them passes the checks `fetch.archive_csv`
+makes (its symbol, its side, a finite positive price and size, a time of the file's day given as
+seconds with at most six decimals, a trade id); the time is turned into microseconds by integer
+arithmetic, never through a float. Every other file, a file with any row that fails, and every file
+of a read that fails (a truncated gzip, a malformed row) are staged by `stage_file`, which stages
+them or says exactly what is wrong (the line, the value). `tests/test_store_batch_staging.py` holds
+the two paths equal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+from isal import igzip
+
+from fetch.archive_csv import LINEAR_COLUMNS
+from fetch.market_span import Market
+from fetch.models import Source
+from store.db import Store
+from store.ingest import Staging, md5_low_sql, tick_number_sql, with_tick_ids
+from store.staging import stage_file
+from store.timeutil import DAY_US, day_start_us
+
+log = logging.getLogger("context.backfill")
+
+MAX_FILES = 256  # files read in one statement at most
+# Files smaller than this are staged here (`store.pipeline`): ~30,000 trades, where a file's fixed
+# costs are most of its staging; a bigger one is parsed alone, streamed in batches.
+SMALL_FILE_BYTES = 1 << 20
+
+_HEADERS = {",".join(LINEAR_COLUMNS).encode(): LINEAR_COLUMNS,
+            ",".join((*LINEAR_COLUMNS, "RPI")).encode(): (*LINEAR_COLUMNS, "RPI")}
+_TYPES = {"timestamp": "VARCHAR", "symbol": "VARCHAR", "side": "VARCHAR", "size": "DOUBLE", "price": "DOUBLE",
+          "trdMatchID": "VARCHAR"}  # the others are read as text and dropped
+
+
+def _read_sql(columns: tuple[str, ...]) -> str:
+    """The rows of the files `?` (a list), with the file's index `k` and whether the row passed
+    every check (`ok`), in `with_tick_ids`' column order."""
+    types = ", ".join(f"'{name}': '{_TYPES.get(name, 'VARCHAR')}'" for name in columns)
+    return f"""
+    WITH f AS (
+        SELECT unnest(?::VARCHAR[]) AS filename, unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS symbol,
+               unnest(?::BIGINT[]) AS start_us
+    ), r AS (
+        SELECT f.k, f.symbol AS expected, f.start_us, c.*,
+               CASE WHEN regexp_full_match(c.timestamp, '[0-9]{{1,12}}(\\.[0-9]{{1,6}})?')
+                    THEN CAST(split_part(c.timestamp, '.', 1) AS BIGINT) * 1000000
+                         + CAST(rpad(split_part(c.timestamp, '.', 2), 6, '0') AS BIGINT) END AS time_us,
+               {tick_number_sql("c.trdMatchID")} AS tick_number
+        FROM read_csv(?, columns = {{{types}}}, header = true, auto_detect = false, delim = ',', quote = '"',
+                      escape = '"', compression = 'gzip', filename = true) c
+        JOIN f USING (filename)
+    )
+    SELECT trdMatchID AS trade_id, tick_number, {md5_low_sql("trdMatchID")} AS md5_low, time_us,
+           price, size AS qty, lower(side) = 'sell' AS is_sell, NULL::BOOLEAN AS is_block_trade, k,
+           coalesce(symbol = expected AND lower(side) IN ('buy', 'sell')
+                    AND isfinite(price) AND price > 0 AND isfinite(size) AND size > 0
+                    AND length(trdMatchID) > 0 AND time_us >= start_us AND time_us < start_us + {DAY_US},
+                    false) AS ok
+    FROM r
+    ORDER BY k"""
+
+
+@dataclass(frozen=True, slots=True)
+class SmallFile:
+    """One downloaded day file to stage, the private database its refresh stages in, and the
+    refresh's stop signal (for `stage_file`, if the file is staged alone)."""
+
+    private: Store
+    market: Market
+    day: date
+    path: Path
+    stopping: threading.Event
+
+
+def header_columns(path: Path) -> tuple[str, ...] | None:
+    """The file's columns when its header is one this module reads, else None (also when it cannot
+    be read: `stage_file` then says why)."""
+    try:
+        with igzip.open(path, "rb") as stream:  # type: ignore[no-untyped-call]  # isal: no annotations
+            line = stream.readline(4096)
+    except (OSError, EOFError, ValueError):
+        return None
+    return _HEADERS.get(line.rstrip(b"\r\n"))
+
+
+def stage_many(reader: Store, files: list[SmallFile]) -> list[Staging | BaseException]:
+    """Each file's detached staging (or its error), in order: those `reader` (a private database
+    of the caller's) can read together in one statement per header, the rest by `stage_file`."""
+    results: list[Staging | BaseException | None] = [None] * len(files)
+    by_header: dict[tuple[str, ...], list[int]] = {}
+    for i, file in enumerate(files):
+        columns = header_columns(file.path) if file.market.category != "spot" else None
+        if columns is not None:
+            by_header.setdefault(columns, []).append(i)
+    for columns, indexes in by_header.items():
+        for i, staging in zip(indexes, _read_together(reader, columns, [files[i] for i in indexes]), strict=True):
+            results[i] = staging
+    for i, file in enumerate(files):
+        if results[i] is None:
+            try:
+                results[i] = stage_file(file.private, file.market, file.day, file.path, file.stopping)
+            except Exception as error:  # noqa: BLE001 - handed to the refresh waiting for this file
+                results[i] = error
+    return [r for r in results if r is not None]
+
+
+def _read_together(reader: Store, columns: tuple[str, ...], files: list[SmallFile]) -> list[Staging | None]:
+    """The files read in one statement; None for a file whose rows did not all pass (or for all of
+    them, if the read failed)."""
+    params: list[object] = [[str(f.path) for f in files], list(range(len(files))), [f.market.symbol for f in files],
+                            [day_start_us(f.day) for f in files], [str(f.path) for f in files]]
+    try:
+        table = with_tick_ids(reader.query_arrow(_read_sql(columns), params))
+    except Exception as error:  # noqa: BLE001 - each file is staged alone next, which names its fault
+        log.debug("a read of %d small archive files failed (%s); each is staged alone", len(files), error)
+        return [None] * len(files)
+    ks = table.column("k").to_numpy()
+    bounds = np.searchsorted(ks, np.arange(len(files) + 1))
+    ok = table.column("ok")
+    rows = table.drop_columns(["k", "ok"])
+    stagings: list[Staging | None] = []
+    for k, file in enumerate(files):
+        start, stop = int(bounds[k]), int(bounds[k + 1])
+        if stop == start or not pc.all(ok.slice(start, stop - start)).as_py():
+            stagings.append(None)  # no rows, or a row that fails: `stage_file` says what is wrong
+            continue
+        stagings.append(Staging.of_staged_rows(file.private, market=file.market, source=Source.ARCHIVE.value,
+                                               table=rows.slice(start, stop - start).combine_chunks()))
+    return stagings
+
+
+class StagingBatcher:
+    """The process's small-file staging thread, and the files waiting for it.
+
+    Like the commit thread (`store.pipeline.CommitQueue`), it does not wait for files to gather: a
+    read takes every file waiting when it begins (up to MAX_FILES), and the files handed over
+    meanwhile wait for the next one. Reads run in a private database of its own."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-stage-small")
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[SmallFile, Future[Staging]]] = []
+        self._reader: Store | None = None
+
+    def submit(self, file: SmallFile) -> Future[Staging]:
+        future: Future[Staging] = Future()
+        with self._lock:
+            self._waiting.append((file, future))
+        self._thread.submit(self._stage_waiting)  # one call per file: a call may find its file taken
+        return future
+
+    def _stage_waiting(self) -> None:
+        with self._lock:
+            group, self._waiting = self._waiting[:MAX_FILES], self._waiting[MAX_FILES:]
+        if not group:
+            return
+        try:
+            if self._reader is None:
+                self._reader = Store.private(memory_limit="1GB")
+            results = stage_many(self._reader, [file for file, _ in group])
+        except BaseException as error:  # noqa: BLE001 - handed to every refresh waiting in the group
+            for _, future in group:
+                future.set_exception(error)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+BATCHER = StagingBatcher()
