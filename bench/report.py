@@ -122,25 +122,27 @@ ANALYSIS: dict[str, str] = {
         "(no whole-day staging) and export from rows stored in time order without a sort, under a "
         "tight memory limit; each costs speed, the week's other goal."),
     "200 small symbols": (
-        'Why: per-day fixed costs, now spread over the staging threads, the event loop and the commit '
-        'thread. This round (8.2 s -> ~4.5-5.3 s): days waiting for the commit thread share one '
-        'transaction (`store.pipeline.CommitQueue`), and the fresh ones (nothing stored on their day, no '
-        'id the filter or a look near them has seen, no repeats) go in by one insert for all of them, '
-        'with their summaries, coverage rows and generations in one statement each (`store/ingest_many.py`;'
-        ' a transaction of 10-20 small days costs about what one cost before); small days are staged as '
-        'Arrow, their tick ids joined in numpy from two cheap columns (DuckDB spent ~2.5 ms binding the '
-        'one-expression form, more than the query), parsed in the staging thread itself (13.1 -> ~10 ms '
-        'of staging per file); the log is checkpointed only when the file is let go '
-        '(`wal_autocheckpoint`, 5.3 -> 4.5 s: DuckDB checkpointed inside every few COMMITs); the writer '
-        'note is written at most every 0.2 s. Measured and dropped: waiting up to 20 ms for more days '
-        'to gather into a transaction (5-20% slower: each symbol\'s next request waits behind its '
-        'commit). What is left, per small day: ~10 ms of staging CPU (inflate + parse ~3 ms, the tick-id '
-        'query ~2.5, checks and registration), two requests with 20 ms of latency, the event loop\'s '
-        'share (aiohttp, ~10 ms a symbol), plus ~0.5 s of start-up and a checkpoint at each let-go. '
-        'The process is neither CPU- nor GIL-bound (~1.4 cores, the GIL held ~30% of the time): it is '
-        'the chain of each symbol (index request, download, staging, commit) at 16 symbols at once. '
-        'Close it: parse many small files in one DuckDB `read_csv` as the floor does (a batch staging '
-        'step across symbols), and more symbols in flight once the per-symbol event-loop cost is lower.'),
+        'Why: the run is a chain per symbol (index request, download, staging, commit), and the '
+        'commit thread, which every small day waits on, is its longest link. Measured in-process this '
+        'round (`--concurrency 64`): with the commits replaced by a no-op the run takes ~1.8 s (~0.5 s '
+        'of imports, 401 requests at 20 ms of latency, the staging); with them ~3.3 s. The commit '
+        'thread is busy ~2.3 s of it: the fresh insert with the day summaries ~0.5 s, taking the file '
+        'back after each let-go ~0.35 s (the checkpoint on close, the 60 ms pause that gives a waiting '
+        'reader its turn, the reopen: issue 13\'s promise to readers, once a second), the COMMITs '
+        '~0.25 s, an id-filter file created for each new market ~0.15 s, and the Python side of each '
+        'group (filter probes, Arrow columns) ~0.45 s; alone on the machine the same groups commit in '
+        '~0.8 s: the rest is the cores and the GIL it shares with the staging and the event loop. This '
+        'round (4.5 s at `--concurrency 16`, ~5.2 s after the last round\'s filter fix -> the figure '
+        'above): small files are read together in one DuckDB statement without the GIL '
+        '(`store.batch_staging`, ~10%), a small batch\'s tick ids hashed in Python instead of a DuckDB '
+        'statement (less CPU), staging in one thread per core (asyncio\'s default 6 took the cores and '
+        'the GIL from the commit thread: 4.0 -> 3.5 s), the default `--concurrency` 32 (a commit '
+        'takes every day waiting, so more symbols in flight fill the transactions; busy symbols are '
+        'bounded by a staging budget of archive bytes instead), the rebuilt filters\' counts in one '
+        'statement, and the gaps concluded off the event loop. Close it: a resident process (the '
+        'start-up is a quarter of the floor), fewer let-goes when no reader waits (a signal from '
+        'waiting readers instead of a fixed bound), and a commit thread free of Python work (filter '
+        'probes and files prepared in the staging step).'),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
         "of latency jitter absorbed); a miss means event-loop stalls. Close it: check that nothing "
