@@ -28,7 +28,7 @@ _PEER_WORK = (
     "the raw id once for `unique`, sorts and writes; it keeps no store, no exact integer times, no tick "
     "ids (it writes the raw id as `i`), no per-row validation, no coverage, no day summary. ")
 _LEVERS = (
-    "Levers taken this round: a day shown fresh (nothing stored on it, no id the filter or a look near "
+    "Levers taken in round 3: a day shown fresh (nothing stored on it, no id the filter or a look near "
     "it has seen, no repeats: `store/ingest_many.py`) is inserted without the match, the REST "
     "replacement and the per-day summary scan, by an insert free to write in any order "
     "(`preserve_insertion_order = false`: the order-keeping insert left partly filled row groups that "
@@ -58,10 +58,10 @@ ANALYSIS: dict[str, str] = {
         "row (see the busy day), not more overlap."),
     "week (7 busy days): peak RSS vs polars": (
         "Why: the peak is DuckDB's working memory beside the day's rows: a day staged as Arrow (~110 MB "
-        "of columns for 1.5M trades; this round it no longer sits in a private database's temp table and "
+        "of columns for 1.5M trades; since round 3 it no longer sits in a private database's temp table and "
         "then in an Arrow copy of it), the insert's working memory in the store, and the background "
         "export's sort of the previous day plus the parquet writer (~+400 MB, measured in round 2) at "
-        "the same time; the peer holds one day's frame. The peak did not move this round (998 -> 1003 "
+        "the same time; the peer holds one day's frame. The peak did not move in rounds 3 and 4 (998 -> 1003 -> 1006 "
         "MB): the export's share dominates it. Close it: export from rows stored in time order without "
         "a sort, and stage under a tighter memory limit; each costs speed (lowering the limits alone "
         "left the peak unchanged in round 2)."),
@@ -69,7 +69,7 @@ ANALYSIS: dict[str, str] = {
         'Why: the tool needs ~1.5x the floor\'s CPU-seconds, for work the floor does not do (see the next '
         'entry for where it goes). Round 1 measured 1.09x (2.90 s); since then staging outside the store '
         '(what lets readers in during a refresh), the per-batch plausibility checks, the global id check '
-        "(the id filter's probe and add, ~0.2 CPU-s) and the day's fingerprints were added; this round's "
+        "(the id filter's probe and add, ~0.2 CPU-s) and the day's fingerprints were added; round 3's "
         'fresh-day path took back ~0.1-0.15 s, within the figure\'s run-to-run spread (1.34x-1.45x in five '
         'runs). The rest is interpreter start-up (pyarrow, duckdb, numpy, pydantic, aiohttp: ~0.35 s '
         "against ~0.15 s for the floor's `import duckdb`). Close it: a leaner insert (ids as UUIDs with "
@@ -132,8 +132,8 @@ ANALYSIS: dict[str, str] = {
         '~0.25 s, an id-filter file created for each new market ~0.15 s, and the Python side of each '
         'group (filter probes, Arrow columns) ~0.45 s; alone on the machine the same groups commit in '
         '~0.8 s: the rest is the cores and the GIL it shares with the staging and the event loop. This '
-        'round (4.5 s at `--concurrency 16`, ~5.2 s after the last round\'s filter fix -> the figure '
-        'above): small files are read together in one DuckDB statement without the GIL '
+        'round (4.5 s at `--concurrency 16` in the last RESULTS, ~5.2 s after that round\'s filter fix, '
+        '-> the figure above; 3.8 s at 16 now): small files are read together in one DuckDB statement without the GIL '
         '(`store.batch_staging`, ~10%), a small batch\'s tick ids hashed in Python instead of a DuckDB '
         'statement (less CPU), staging in one thread per core (asyncio\'s default 6 took the cores and '
         'the GIL from the commit thread: 4.0 -> 3.5 s), the default `--concurrency` 32 (a commit '
@@ -141,7 +141,8 @@ ANALYSIS: dict[str, str] = {
         'bounded by a staging budget of archive bytes instead), the rebuilt filters\' counts in one '
         'statement, and the gaps concluded off the event loop. Close it: a resident process (the '
         'start-up is a quarter of the floor), fewer let-goes when no reader waits (a signal from '
-        'waiting readers instead of a fixed bound), and a commit thread free of Python work (filter '
+        'waiting readers instead of a fixed bound: never letting go during the run measured 3.15-3.19 s '
+        'against 3.31-3.42 s, ~0.2 s, at the cost of plain DuckDB sessions\' chances to get in), and a commit thread free of Python work (filter '
         'probes and files prepared in the staging step).'),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
@@ -158,8 +159,8 @@ ANALYSIS: dict[str, str] = {
         'and adds touch nearly every one of its pages: mapping them in and dirtying them costs ~0.5-1 s '
         'in a fresh process, and the bench copies the store and its filter afresh before each run, so '
         'their pages are still being written back while the run reads them. The figure moved between '
-        'runs: 1.13x, 1.24x, 1.29x and 1.45x in four runs of round 2, 1.36x in this one (it was 1.63x with '
-        'the whole-column semi-join); this round a fresh day probes the filter once (probe and add in one '
+        'runs: 1.13x, 1.24x, 1.29x and 1.45x in four runs of round 2, 1.36x and 1.43x in the last two full runs (it was 1.63x with '
+        'the whole-column semi-join); since round 3 a fresh day probes the filter once (probe and add in one '
         'pass) and skips the match. Close it: probe in block order (sorted by block, so the pages are read in sequence),'
         ' or a filter in segments by tick-id range so a day dirties only what it adds to.'),
     "scale: peak RSS": (
@@ -178,7 +179,7 @@ ANALYSIS: dict[str, str] = {
 _SECTIONS = [("busy", "Busy day ingest"), ("serve", "The emulator is not the bottleneck"),
              ("export", "Export"), ("12h", "The guide's 12 hours"), ("warm", "Warm cache"),
              ("week", "Week"), ("executions", "Executions"), ("scale", "Scale"),
-             ("big", "Ingest at 100M rows"),
+             ("big", "Ingest at 100M rows"), ("market", "Many small symbols and the whole market"),
              ("profile", "Profile of the busy-day path (top costs)")]
 
 
