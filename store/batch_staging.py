@@ -4,19 +4,20 @@ A whole market is mostly small days. Staging one in `store.staging` parses it wi
 hashes its ids in Python: ~5 ms a file, most of it holding the GIL, so with hundreds of them in a
 run the event loop (the next requests) and the commit thread (which every small day waits on) wait
 for the GIL. DuckDB reads a list of gzip CSV files in one statement, in its own threads and without
-the GIL: here the small linear and inverse files waiting to be staged are read together (up to
-MAX_FILES), and each file's rows come back as its own detached `Staging`, exactly what
+the GIL: here the small files waiting to be staged are read together (up to MAX_FILES, one
+statement per layout), and each file's rows come back as its own detached `Staging`, exactly what
 `stage_file` gives.
 
 It is a fast path, not a parser of record. A file comes here only with a header this module knows
-(the derivatives columns, with or without the trailing RPI column, as `fetch.archive_csv` reads
-them), and its rows are kept only when every one of them passes the checks `fetch.archive_csv`
-makes (its symbol, its side, a finite positive price and size, a time of the file's day given as
-seconds with at most six decimals, a trade id); the time is turned into microseconds by integer
-arithmetic, never through a float. Every other file, a file with any row that fails, and every file
-of a read that fails (a truncated gzip, a malformed row) are staged by `stage_file`, which stages
-them or says exactly what is wrong (the line, the value). `tests/test_store_batch_staging.py` holds
-the two paths equal.
+for its market's category (linear and inverse: the derivatives columns; spot: the spot columns;
+either with its trailing RPI column, as `fetch.archive_csv` reads them), and its rows are kept only
+when every one of them passes the checks `fetch.archive_csv` makes (the symbol where the file has
+one, the side, a finite positive price and size, an id of the expected shape, a time of the file's
+day in seconds with at most six decimals or, for spot, milliseconds with at most three); the time is
+turned into microseconds by integer arithmetic, never through a float. Every other file, a file
+with any row that fails, and every file of a read that fails (a truncated gzip, a malformed row)
+are staged by `stage_file`, which stages them or says exactly what is wrong (the line, the value).
+`tests/test_store_batch_staging.py` holds the two paths equal.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import pyarrow.compute as pc
 from isal import igzip
 
-from fetch.archive_csv import LINEAR_COLUMNS
+from fetch.archive_csv import LINEAR_COLUMNS, SPOT_COLUMNS
 from fetch.market_span import Market
 from fetch.models import Source
 from store.db import Store
@@ -47,37 +48,59 @@ MAX_FILES = 256  # files read in one statement at most
 # costs are most of its staging; a bigger one is parsed alone, streamed in batches.
 SMALL_FILE_BYTES = 1 << 20
 
-_HEADERS = {",".join(LINEAR_COLUMNS).encode(): LINEAR_COLUMNS,
-            ",".join((*LINEAR_COLUMNS, "RPI")).encode(): (*LINEAR_COLUMNS, "RPI")}
-_TYPES = {"timestamp": "VARCHAR", "symbol": "VARCHAR", "side": "VARCHAR", "size": "DOUBLE", "price": "DOUBLE",
-          "trdMatchID": "VARCHAR"}  # the others are read as text and dropped
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A header this module reads, and how its rows become the staged columns."""
+
+    columns: tuple[str, ...]
+    spot: bool
 
 
-def _read_sql(columns: tuple[str, ...]) -> str:
+_LAYOUTS = {",".join(columns).encode(): _Layout(columns, spot)
+            for base, spot, rpi in ((LINEAR_COLUMNS, False, "RPI"), (SPOT_COLUMNS, True, "rpi"))
+            for columns in (base, (*base, rpi))}
+_TYPES = {"size": "DOUBLE", "volume": "DOUBLE", "price": "DOUBLE"}  # the rest are read as text
+
+
+def _time_sql(column: str, decimals: int) -> str:
+    """Integer microseconds of a decimal string of seconds (`decimals` 6) or milliseconds (3) with at
+    most `decimals` places, by integer arithmetic; NULL for any other shape (`stage_file` then
+    reads it, or says what it is)."""
+    return (f"CASE WHEN regexp_full_match({column}, '[0-9]{{1,{18 - decimals}}}(\\.[0-9]{{1,{decimals}}})?') "
+            f"THEN CAST(split_part({column}, '.', 1) AS BIGINT) * {10**decimals} "
+            f"+ CAST(rpad(split_part({column}, '.', 2), {decimals}, '0') AS BIGINT) END")
+
+
+def _read_sql(layout: _Layout) -> str:
     """The rows of the files `?` (a list), with the file's index `k` and whether the row passed
-    every check (`ok`), in `with_tick_ids`' column order."""
-    types = ", ".join(f"'{name}': '{_TYPES.get(name, 'VARCHAR')}'" for name in columns)
+    every check (`ok`), in `with_tick_ids`' column order. Spot ids restart every day, so the
+    stored id is the file's `YYYYMMDD` and the id zero-padded to 10 digits (as `fetch.archive_csv`;
+    padding 1 to 10 digits gives the number's own padding, leading zeros or not)."""
+    types = ", ".join(f"'{name}': '{_TYPES.get(name, 'VARCHAR')}'" for name in layout.columns)
+    if layout.spot:
+        trade_id = ("CASE WHEN regexp_full_match(c.id, '[0-9]{1,10}') "
+                    "THEN f.prefix || lpad(c.id, 10, '0') END")
+        time_us, qty, symbol_ok = _time_sql("c.timestamp", 3), "c.volume", "true"
+    else:
+        trade_id, qty, symbol_ok = "c.trdMatchID", "c.size", "c.symbol = f.symbol"
+        time_us = _time_sql("c.timestamp", 6)
     return f"""
     WITH f AS (
         SELECT unnest(?::VARCHAR[]) AS filename, unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS symbol,
-               unnest(?::BIGINT[]) AS start_us
+               unnest(?::BIGINT[]) AS start_us, unnest(?::VARCHAR[]) AS prefix
     ), r AS (
-        SELECT f.k, f.symbol AS expected, f.start_us, c.*,
-               CASE WHEN regexp_full_match(c.timestamp, '[0-9]{{1,12}}(\\.[0-9]{{1,6}})?')
-                    THEN CAST(split_part(c.timestamp, '.', 1) AS BIGINT) * 1000000
-                         + CAST(rpad(split_part(c.timestamp, '.', 2), 6, '0') AS BIGINT) END AS time_us,
-               {tick_number_sql("c.trdMatchID")} AS tick_number
+        SELECT f.k, {trade_id} AS trade_id, {time_us} AS time_us, c.price, {qty} AS qty, lower(c.side) AS side,
+               {symbol_ok} AND time_us >= f.start_us AND time_us < f.start_us + {DAY_US} AS fits
         FROM read_csv(?, columns = {{{types}}}, header = true, auto_detect = false, delim = ',', quote = '"',
                       escape = '"', compression = 'gzip', filename = true) c
         JOIN f USING (filename)
     )
-    SELECT trdMatchID AS trade_id, tick_number, {md5_low_sql("trdMatchID")} AS md5_low, time_us,
-           price, size AS qty, lower(side) = 'sell' AS is_sell, NULL::BOOLEAN AS is_block_trade, k,
-           coalesce(symbol = expected AND lower(side) IN ('buy', 'sell')
-                    AND isfinite(price) AND price > 0 AND isfinite(size) AND size > 0
-                    AND length(trdMatchID) > 0 AND time_us >= start_us AND time_us < start_us + {DAY_US},
-                    false) AS ok
-    FROM r
+    SELECT trade_id, tick_number, {md5_low_sql("trade_id")} AS md5_low, time_us, price, qty,
+           side = 'sell' AS is_sell, NULL::BOOLEAN AS is_block_trade, k,
+           coalesce(fits AND side IN ('buy', 'sell') AND isfinite(price) AND price > 0
+                    AND isfinite(qty) AND qty > 0 AND length(trade_id) > 0, false) AS ok
+    FROM (SELECT *, {tick_number_sql("trade_id")} AS tick_number FROM r)
     ORDER BY k"""
 
 
@@ -93,28 +116,29 @@ class SmallFile:
     stopping: threading.Event
 
 
-def header_columns(path: Path) -> tuple[str, ...] | None:
-    """The file's columns when its header is one this module reads, else None (also when it cannot
-    be read: `stage_file` then says why)."""
+def layout_of(path: Path, market: Market) -> _Layout | None:
+    """How the file is read here, when its header is one this module reads for the market's
+    category, else None (also when it cannot be read: `stage_file` then says why)."""
     try:
         with igzip.open(path, "rb") as stream:  # type: ignore[no-untyped-call]  # isal: no annotations
             line = stream.readline(4096)
     except (OSError, EOFError, ValueError):
         return None
-    return _HEADERS.get(line.rstrip(b"\r\n"))
+    layout = _LAYOUTS.get(line.rstrip(b"\r\n"))
+    return layout if layout is not None and layout.spot == (market.category == "spot") else None
 
 
 def stage_many(reader: Store, files: list[SmallFile]) -> list[Staging | BaseException]:
     """Each file's detached staging (or its error), in order: those `reader` (a private database
-    of the caller's) can read together in one statement per header, the rest by `stage_file`."""
+    of the caller's) can read together in one statement per layout, the rest by `stage_file`."""
     results: list[Staging | BaseException | None] = [None] * len(files)
-    by_header: dict[tuple[str, ...], list[int]] = {}
+    by_layout: dict[_Layout, list[int]] = {}
     for i, file in enumerate(files):
-        columns = header_columns(file.path) if file.market.category != "spot" else None
-        if columns is not None:
-            by_header.setdefault(columns, []).append(i)
-    for columns, indexes in by_header.items():
-        for i, staging in zip(indexes, _read_together(reader, columns, [files[i] for i in indexes]), strict=True):
+        layout = layout_of(file.path, file.market)
+        if layout is not None:
+            by_layout.setdefault(layout, []).append(i)
+    for layout, indexes in by_layout.items():
+        for i, staging in zip(indexes, _read_together(reader, layout, [files[i] for i in indexes]), strict=True):
             results[i] = staging
     for i, file in enumerate(files):
         if results[i] is None:
@@ -125,13 +149,14 @@ def stage_many(reader: Store, files: list[SmallFile]) -> list[Staging | BaseExce
     return [r for r in results if r is not None]
 
 
-def _read_together(reader: Store, columns: tuple[str, ...], files: list[SmallFile]) -> list[Staging | None]:
+def _read_together(reader: Store, layout: _Layout, files: list[SmallFile]) -> list[Staging | None]:
     """The files read in one statement; None for a file whose rows did not all pass (or for all of
     them, if the read failed)."""
-    params: list[object] = [[str(f.path) for f in files], list(range(len(files))), [f.market.symbol for f in files],
-                            [day_start_us(f.day) for f in files], [str(f.path) for f in files]]
+    paths = [str(f.path) for f in files]
+    params: list[object] = [paths, list(range(len(files))), [f.market.symbol for f in files],
+                            [day_start_us(f.day) for f in files], [f.day.strftime("%Y%m%d") for f in files], paths]
     try:
-        table = with_tick_ids(reader.query_arrow(_read_sql(columns), params))
+        table = with_tick_ids(reader.query_arrow(_read_sql(layout), params))
     except Exception as error:  # noqa: BLE001 - each file is staged alone next, which names its fault
         log.debug("a read of %d small archive files failed (%s); each is staged alone", len(files), error)
         return [None] * len(files)

@@ -180,14 +180,70 @@ def test_a_read_that_fails_stages_each_of_its_files_alone(tmp_path: Path, privat
     assert isinstance(results[1], ArchiveError) and "truncated or malformed" in str(results[1])
 
 
-def test_spot_files_are_never_read_together(tmp_path: Path, private: Store, monkeypatch) -> None:
-    text = b"id,timestamp,price,volume,side\n1,1704153600123.4,42000.5,0.01,buy\n"
-    file = SmallFile(private, Market("spot", "BTCUSDT"), DAY, _write(tmp_path, "spot", text), threading.Event())
-    read = []
-    monkeypatch.setattr(batch_staging, "_read_together", lambda *args: read.append(args) or [])
+SPOT_HEADER = "id,timestamp,price,volume,side"
+
+
+def _spot_cases() -> dict[str, bytes]:
+    """Spot files: a per-day id sequence, times in milliseconds, no symbol column."""
+    rng = random.Random(11)
+    start_ms = START_S * 1000
+
+    def text(rows: list[list[str]], *, rpi: bool = False) -> bytes:
+        lines = [SPOT_HEADER + (",rpi" if rpi else "")] + [",".join(row + (["0"] if rpi else [])) for row in rows]
+        return ("\n".join(lines) + "\n").encode()
+
+    clean = [[str(k + 1), str(start_ms + rng.randint(0, 86_399_999)), f"{rng.uniform(10, 50_000):.2f}",
+              f"{rng.uniform(0.0001, 3):.4f}", rng.choice(["buy", "sell"])] for k in range(200)]
+
+    def one_bad(column: int, value: str) -> bytes:
+        rows = [list(row) for row in clean]
+        rows[100][column] = value
+        return text(rows)
+
+    return {
+        "spot_clean": text(clean), "spot_clean_rpi": text(clean, rpi=True),
+        "spot_ms_decimals": one_bad(1, f"{start_ms + 5}.25"), "spot_id_zeros": one_bad(0, "0000000101"),
+        "spot_upper_side": one_bad(4, "Sell"),
+        # wrong, or a shape only `stage_file` reads
+        "spot_id_too_big": one_bad(0, str(10**10)), "spot_id_negative": one_bad(0, "-1"), "spot_id_text": one_bad(0, "x1"),
+        "spot_id_long_zeros": one_bad(0, "000000000101"), "spot_next_day": one_bad(1, str(start_ms + 86_400_000)),
+        "spot_zero_price": one_bad(2, "0"), "spot_nan_volume": one_bad(3, "nan"), "spot_bad_side": one_bad(4, "hold"),
+        "spot_four_decimals": one_bad(1, f"{start_ms + 5}.1234"), "spot_header_only": text([]),
+    }
+
+
+SPOT_CASES = _spot_cases()
+SPOT_CLEAN = ("spot_clean", "spot_clean_rpi", "spot_ms_decimals", "spot_id_zeros", "spot_upper_side")
+
+
+def test_spot_files_of_one_read_end_as_they_would_alone(tmp_path: Path, private: Store, staged_alone) -> None:
+    """The same for spot: each file's `YYYYMMDD` + 10-digit ids, its times from milliseconds."""
+    files = [SmallFile(private, Market("spot", "BTCUSDT"), DAY, _write(tmp_path, name, text), threading.Event())
+             for name, text in SPOT_CASES.items()]
     with Store.private() as reader:
-        [result] = stage_many(reader, [file])
-    assert read == [] and isinstance(result, Staging) and result.received == 1
+        together = stage_many(reader, files)
+    assert sorted(staged_alone) == sorted(set(SPOT_CASES) - set(SPOT_CLEAN))
+    for name, file, result in zip(SPOT_CASES, files, together, strict=True):
+        assert _outcome(result) == _alone(private, file), name
+    staged = {name for name, result in zip(SPOT_CASES, together, strict=True) if isinstance(result, Staging)}
+    assert staged == {*SPOT_CLEAN, "spot_id_long_zeros"}, "that one only `stage_file` reads"
+    first = together[0]
+    assert isinstance(first, Staging) and first.table is not None
+    assert min(first.table.column("trade_id").to_pylist()) == "202401020000000001"
+
+
+def test_a_file_of_the_other_layout_for_its_market_is_staged_alone(tmp_path: Path, private: Store,
+                                                                   staged_alone) -> None:
+    """A spot header in a linear market's file (or the reverse) is for `stage_file` to judge."""
+    files = [SmallFile(private, Market("linear", "BTCUSDT"), DAY, _write(tmp_path, "spot_clean", SPOT_CASES["spot_clean"]),
+                       threading.Event()),
+             SmallFile(private, Market("spot", "BTCUSDT"), DAY, _write(tmp_path, "clean", CASES["clean"]),
+                       threading.Event())]
+    with Store.private() as reader:
+        results = stage_many(reader, files)
+    assert sorted(staged_alone) == ["clean", "spot_clean"]
+    for file, result in zip(files, results, strict=True):
+        assert _outcome(result) == _alone(private, file)
 
 
 def test_files_handed_to_the_batcher_from_many_threads_each_get_their_own_rows(tmp_path: Path) -> None:
