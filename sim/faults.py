@@ -10,7 +10,8 @@ Response kinds act on any request: `latency` (value = ms), `http_500`, `http_502
 body, then silence for value seconds, default 5, the connection kept open), `huge_json` (a 200 JSON
 answer of value bytes, default 17 MiB, streamed without a Content-Length), `malformed_json`,
 `http_403` (starts the IP ban on /v5 paths).
-Archive kinds act on archive file downloads only: `truncate_gzip`, `drift_header`,
+Archive kinds act on archive file downloads only: `truncate_gzip`, `corrupt_deflate` (the gzip
+header intact, its first deflate block invalid: isal raises its own error type), `drift_header`,
 `shuffle_rows`, `dup_across_days`, and the hostile files `wrong_day`, `header_only`,
 `foreign_symbol`, `zero_price`, `nan_price`, `negative_qty`, `reuse_id` (see `sim.archive`).
 Recent-trade kinds bend one row of a recent-trade answer: `recent_seconds`, `recent_future`,
@@ -36,7 +37,8 @@ RESPONSE_KINDS = ("latency", "http_500", "http_502", "http_503", "ret_10016", "r
                   "ret_10001_empty", "drop", "stall", "huge_json", "malformed_json", "http_403")
 HOSTILE_ARCHIVE_KINDS = ("wrong_day", "header_only", "foreign_symbol", "zero_price", "nan_price",
                          "negative_qty", "reuse_id")
-ARCHIVE_KINDS = ("truncate_gzip", "drift_header", "shuffle_rows", "dup_across_days") + HOSTILE_ARCHIVE_KINDS
+ARCHIVE_KINDS = ("truncate_gzip", "corrupt_deflate", "drift_header", "shuffle_rows",
+                 "dup_across_days") + HOSTILE_ARCHIVE_KINDS
 # recent-trade answers that parse but cannot be true: one row timed in seconds, one in 2100, one of
 # another symbol, one priced 0.
 RECENT_KINDS = ("recent_seconds", "recent_future", "recent_foreign_symbol", "recent_zero_price")

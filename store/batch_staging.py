@@ -38,12 +38,13 @@ from fetch.market_span import Market
 from fetch.models import Source
 from store.db import Store
 from store.ingest import Staging, md5_low_sql, tick_number_sql, with_tick_ids
-from store.staging import stage_file
+from store.staging import Stopped, stage_file
 from store.timeutil import DAY_US, day_start_us
 
 log = logging.getLogger("context.backfill")
 
 MAX_FILES = 256  # files read in one statement at most
+_GLOB = set("*?[]{}")
 # Files smaller than this are staged here (`store.pipeline`): ~30,000 trades, where a file's fixed
 # costs are most of its staging; a bigger one is parsed alone, streamed in batches.
 SMALL_FILE_BYTES = 1 << 20
@@ -60,7 +61,16 @@ class _Layout:
 _LAYOUTS = {",".join(columns).encode(): _Layout(columns, spot)
             for base, spot, rpi in ((LINEAR_COLUMNS, False, "RPI"), (SPOT_COLUMNS, True, "rpi"))
             for columns in (base, (*base, rpi))}
-_TYPES = {"size": "DOUBLE", "volume": "DOUBLE", "price": "DOUBLE"}  # the rest are read as text
+# Every column is read as text, with quoting off: DuckDB and pyarrow disagree on the margins of the
+# CSV and number grammars (DuckDB reads `1_000` as a number, drops a space beside a quote), so only
+# the plain shapes below are converted here; a quote, or anything else, sends the file to
+# `stage_file`. Bybit's files are never quoted.
+_NUMBER = "[0-9]+(\\.[0-9]+)?"
+
+
+def _number_sql(column: str) -> str:
+    """The DOUBLE of a plain decimal string; NULL for any other shape."""
+    return f"CASE WHEN regexp_full_match({column}, '{_NUMBER}') THEN CAST({column} AS DOUBLE) END"
 
 
 def _time_sql(column: str, decimals: int) -> str:
@@ -77,23 +87,24 @@ def _read_sql(layout: _Layout) -> str:
     every check (`ok`), in `with_tick_ids`' column order. Spot ids restart every day, so the
     stored id is the file's `YYYYMMDD` and the id zero-padded to 10 digits (as `fetch.archive_csv`;
     padding 1 to 10 digits gives the number's own padding, leading zeros or not)."""
-    types = ", ".join(f"'{name}': '{_TYPES.get(name, 'VARCHAR')}'" for name in layout.columns)
+    types = ", ".join(f"'{name}': 'VARCHAR'" for name in layout.columns)
     if layout.spot:
         trade_id = ("CASE WHEN regexp_full_match(c.id, '[0-9]{1,10}') "
                     "THEN f.prefix || lpad(c.id, 10, '0') END")
-        time_us, qty, symbol_ok = _time_sql("c.timestamp", 3), "c.volume", "true"
+        time_us, qty, symbol_ok = _time_sql("c.timestamp", 3), _number_sql("c.volume"), "true"
     else:
-        trade_id, qty, symbol_ok = "c.trdMatchID", "c.size", "c.symbol = f.symbol"
-        time_us = _time_sql("c.timestamp", 6)
+        trade_id, qty = """CASE WHEN NOT contains(c.trdMatchID, '"') THEN c.trdMatchID END""", _number_sql("c.size")
+        time_us, symbol_ok = _time_sql("c.timestamp", 6), "c.symbol = f.symbol"
     return f"""
     WITH f AS (
         SELECT unnest(?::VARCHAR[]) AS filename, unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS symbol,
                unnest(?::BIGINT[]) AS start_us, unnest(?::VARCHAR[]) AS prefix
     ), r AS (
-        SELECT f.k, {trade_id} AS trade_id, {time_us} AS time_us, c.price, {qty} AS qty, lower(c.side) AS side,
+        SELECT f.k, {trade_id} AS trade_id, {time_us} AS time_us, {_number_sql("c.price")} AS price, {qty} AS qty,
+               lower(c.side) AS side,
                {symbol_ok} AND time_us >= f.start_us AND time_us < f.start_us + {DAY_US} AS fits
-        FROM read_csv(?, columns = {{{types}}}, header = true, auto_detect = false, delim = ',', quote = '"',
-                      escape = '"', compression = 'gzip', filename = true) c
+        FROM read_csv(?, columns = {{{types}}}, header = true, auto_detect = false, delim = ',', quote = '',
+                      escape = '', compression = 'gzip', filename = true) c
         JOIN f USING (filename)
     )
     SELECT trade_id, tick_number, {md5_low_sql("trade_id")} AS md5_low, time_us, price, qty,
@@ -122,7 +133,7 @@ def layout_of(path: Path, market: Market) -> _Layout | None:
     try:
         with igzip.open(path, "rb") as stream:  # type: ignore[no-untyped-call]  # isal: no annotations
             line = stream.readline(4096)
-    except (OSError, EOFError, ValueError):
+    except Exception:  # noqa: BLE001 - any unreadable file (isal's own error too) is for `stage_file` to name
         return None
     layout = _LAYOUTS.get(line.rstrip(b"\r\n"))
     return layout if layout is not None and layout.spot == (market.category == "spot") else None
@@ -133,8 +144,15 @@ def stage_many(reader: Store, files: list[SmallFile]) -> list[Staging | BaseExce
     of the caller's) can read together in one statement per layout, the rest by `stage_file`."""
     results: list[Staging | BaseException | None] = [None] * len(files)
     by_layout: dict[_Layout, list[int]] = {}
+    paths: set[str] = set()
     for i, file in enumerate(files):
-        layout = layout_of(file.path, file.market)
+        if file.stopping.is_set():
+            results[i] = Stopped()
+            continue
+        path = str(file.path)
+        # DuckDB takes each path for a glob, and reads a path given twice twice: those go alone.
+        layout = None if path in paths or _GLOB & set(path) else layout_of(file.path, file.market)
+        paths.add(path)
         if layout is not None:
             by_layout.setdefault(layout, []).append(i)
     for layout, indexes in by_layout.items():
@@ -170,8 +188,11 @@ def _read_together(reader: Store, layout: _Layout, files: list[SmallFile]) -> li
         if stop == start or not pc.all(ok.slice(start, stop - start)).as_py():
             stagings.append(None)  # no rows, or a row that fails: `stage_file` says what is wrong
             continue
-        stagings.append(Staging.of_staged_rows(file.private, market=file.market, source=Source.ARCHIVE.value,
-                                               table=rows.slice(start, stop - start).combine_chunks()))
+        try:
+            stagings.append(Staging.of_staged_rows(file.private, market=file.market, source=Source.ARCHIVE.value,
+                                                   table=rows.slice(start, stop - start).combine_chunks()))
+        except Exception:  # noqa: BLE001 - staged alone next, which names its fault
+            stagings.append(None)
     return stagings
 
 
@@ -198,6 +219,8 @@ class StagingBatcher:
     def _stage_waiting(self) -> None:
         with self._lock:
             group, self._waiting = self._waiting[:MAX_FILES], self._waiting[MAX_FILES:]
+        # Running from here on, so nothing cancels them any more: every one is then told its result.
+        group = [item for item in group if item[1].set_running_or_notify_cancel()]
         if not group:
             return
         try:

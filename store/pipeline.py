@@ -50,6 +50,7 @@ from store.plan import RefreshPlan, plan_refresh, unpublished_reason
 from store.refresh_summary import Progress, ProgressCallback
 from store.staging import stage_file
 from store.staging_budget import StagingBudget
+from store.threads import finish
 from store.timeutil import day_start_us
 from store.writer_state import WriterNote
 
@@ -245,8 +246,8 @@ async def _staged(job: Job, private: Store, day: date, item: ArchiveFile) -> Sta
         return await asyncio.shield(work)
     except asyncio.CancelledError:
         job.stopping.set()
-        with contextlib.suppress(Exception):
-            await work
+        with contextlib.suppress(Exception):  # its error, if any: the refresh is cancelled anyway
+            await finish(work)
         raise
 
 
@@ -310,7 +311,9 @@ class CommitQueue:
                 else:
                     rest.append(item)
             self._waiting = rest
-            return group
+        # Running from here on, so nothing cancels them any more (a day whose refresh cancelled its
+        # future before this is not committed): every one is then told its result.
+        return [item for item in group if item[2].set_running_or_notify_cancel()]
 
     def _commit_waiting(self) -> None:
         group = self._take()
@@ -350,11 +353,7 @@ async def _committed(job: Job, day: date, staging: Staging, *, url: str) -> DayO
     span = Span(day_start_us(day), day_start_us(day + timedelta(days=1)))
     work = asyncio.wrap_future(_COMMITS.submit(job.store, StagedDay(job.market, span, staging, url)))
     try:
-        result = await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await work
-        raise
+        result = await finish(work)
     finally:
         staging.table = None  # the rows are in the store (or will never be): not kept while the next day stages
     job.progress(Progress("day", day=day, rows=result.added))

@@ -179,4 +179,4 @@ def test_the_registry_validates_kinds_and_counts():
     for _ in range(3):
         assert faults.take(req, ("http_500",)) == [always]
     assert always.times == -1 and faults.fired["http_500"] == 3
-    assert len(KINDS) == 34  # HTTP, archive, recent-trade and 7 WebSocket kinds (sim.ws)
+    assert len(KINDS) == 35  # HTTP, archive, recent-trade and 7 WebSocket kinds (sim.ws)

@@ -129,9 +129,11 @@ def private():
 
 
 # DuckDB cannot read these at all: the whole read fails, and each of its files is staged alone.
-READ_FAILS = ("text_price", "extra_column", "missing_column", "truncated")
+READ_FAILS = ("extra_column", "missing_column", "truncated")
 CLEAN = ("clean", "clean_rpi", "clean_crlf", "whole_seconds", "mixed_widths", "lower_case_side", "numeric_ids",
-         "repeated_id", "quoted_id", "one_row")
+         "repeated_id", "one_row")
+# Staged, but only by `stage_file`: shapes the read leaves to it (a quote, an exponent, a BOM).
+ALONE_AND_STAGED = ("quoted_id", "exponent_time", "bom_header")
 
 
 @pytest.fixture
@@ -163,7 +165,7 @@ def test_every_file_of_one_read_ends_as_it_would_alone(tmp_path: Path, private: 
     for name, file, result in zip(names, files, together, strict=True):
         assert _outcome(result) == _alone(private, file), name
     staged = {name for name, result in zip(names, together, strict=True) if isinstance(result, Staging)}
-    assert staged == {*CLEAN, "bom_header", "exponent_time"}, "those two only `stage_file` reads"
+    assert staged == {*CLEAN, *ALONE_AND_STAGED}
 
 
 @pytest.mark.parametrize("bad", READ_FAILS)
