@@ -184,9 +184,9 @@ async def archive_file(request: web.Request) -> web.StreamResponse:
         data = await asyncio.to_thread(path.read_bytes)
         return web.Response(body=data[: int(len(data) * 0.6)], content_type="application/gzip")
     if any(f.kind == "corrupt_deflate" for f in hits):
-        data = bytearray(await asyncio.to_thread(path.read_bytes))
-        data[10] = 0xFF  # the first byte after the 10-byte gzip header: a final block of the reserved type
-        return web.Response(body=bytes(data), content_type="application/gzip")
+        corrupt = bytearray(await asyncio.to_thread(path.read_bytes))
+        corrupt[10] = 0xFF  # the first byte after the 10-byte gzip header: a final block of the reserved type
+        return web.Response(body=bytes(corrupt), content_type="application/gzip")
     return web.FileResponse(path, headers={"Content-Type": "application/gzip"})
 
 
