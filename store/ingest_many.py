@@ -95,10 +95,12 @@ _CLASSIFY_SQL = """
     ORDER BY d.k"""
 
 _NEAR_TICKS = "ingest_many_near"
+# Per day k (a branch each): how many stored rows of its market within a day around its batch share
+# a tick id with the batch.
 _SHARED_NEAR_SQL = f"""
-    SELECT count(*) FROM trades
-    WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
-      AND tick_id IN (SELECT tick_id FROM {_NEAR_TICKS})"""
+    (SELECT ?::INTEGER AS k, count(*) FROM trades
+     WHERE category = ? AND symbol = ? AND time_us >= ? AND time_us < ?
+       AND tick_id IN (SELECT tick_id FROM {_NEAR_TICKS} WHERE k = ?))"""
 
 
 def _candidate(day: StagedDay) -> bool:
@@ -134,11 +136,12 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
         store, [(days[i].market.category, days[i].market.symbol) for i, _, _ in kept],
         extras=[days[i].staging.received for i, _, _ in kept],
         expected_more=[days[i].staging.expected_more for i, _, _ in kept], states=[state for _, state, _ in kept])
-    for (i, _, beside), ids in zip(kept, filters, strict=True):
+    shared = _shared_near(store, [days[i] for i, _, beside in kept if beside])
+    for (i, _, _), ids in zip(kept, filters, strict=True):
         day = days[i]
         staging = day.staging
         assert staging.table is not None
-        if beside and _shared_near(store, day, staging.table):
+        if day.market in shared:
             continue
         ticks = staging.table.column("tick_id").to_numpy()
         hits = ids.probe_and_add(ticks)  # one pass over the filter's pages, a day's ids added
@@ -149,18 +152,33 @@ def _fresh(store: Store, days: Sequence[StagedDay]) -> dict[int, id_filter.Marke
     return fresh
 
 
-def _shared_near(store: Store, day: StagedDay, table: pa.Table) -> bool:
-    """Whether a stored row within a day around the batch (its staged `table`) shares a tick id with it."""
-    assert day.staging.summary is not None
-    _, _, low, high = day.staging.summary
-    assert low is not None and high is not None
-    store.register(_NEAR_TICKS, table.select(["tick_id"]))
+def _shared_near(store: Store, days: list[StagedDay]) -> set[Market]:
+    """The markets of `days` (one day each) whose stored rows within a day around their day's
+    batch share a tick id with it, in one statement: a branch per day, each filtered on its own so
+    the table's zone maps skip the rest (per day, a statement and its registration cost a whole
+    market's daily refresh more than the look itself)."""
+    if not days:
+        return set()
+    params: list[object] = []
+    for k, day in enumerate(days):
+        assert day.staging.summary is not None
+        _, _, low, high = day.staging.summary
+        assert low is not None and high is not None
+        params += [k, day.market.category, day.market.symbol, low - NEAR_US, high + NEAR_US + 1, k]
+    ticks = pa.table({"k": pa.array(np.repeat(np.arange(len(days), dtype=np.int32),
+                                              [day.staging.received for day in days])),
+                      "tick_id": pa.concat_arrays([_ticks(day) for day in days])})
+    store.register(_NEAR_TICKS, ticks)
     try:
-        row = store.query_one(_SHARED_NEAR_SQL, [day.market.category, day.market.symbol, low - NEAR_US,
-                                                 high + NEAR_US + 1])
+        rows = store.query(" UNION ALL ".join([_SHARED_NEAR_SQL] * len(days)), params)
     finally:
         store.unregister(_NEAR_TICKS)
-    return bool(row and row[0])
+    return {days[int(k)].market for k, count in rows if count}
+
+
+def _ticks(day: StagedDay) -> pa.Array:
+    assert day.staging.table is not None
+    return day.staging.table.column("tick_id").combine_chunks()
 
 
 _FRESH_ROWS = "ingest_many_rows"

@@ -163,6 +163,39 @@ def test_damaged_filter_bits_let_no_duplicate_of_a_neighbouring_day_in(tmp_path:
     id_filter.forget_mapped()
 
 
+@pytest.mark.parametrize("damaged", [0, 2])
+def test_damaged_bits_of_one_market_in_a_group_of_neighbouring_days_let_no_duplicate_in(tmp_path: Path,
+                                                                                       damaged: int) -> None:
+    """Three markets, each with a stored day and the next one in one group; the filter of one of
+    them (the first or the last of the group) has lost its bits and its next day repeats stored
+    ids: the look near each day (one statement for all) checks each day against its own market,
+    so that day is not taken for fresh, and the other two are."""
+    db = tmp_path / "s.duckdb"
+    symbols = SYMBOLS[:3]
+    id_filter.forget_mapped()
+    with open_store(db) as store, Store.private() as private:
+        stored = {symbol: [f"{symbol}-s-{k}" for k in range(100)] for symbol in symbols}
+        preload(store, [(symbol, rows(symbol, stored[symbol], [T0 + DAY + k for k in range(100)]))
+                        for symbol in symbols])
+        path = id_filter.filter_path(db, "linear", symbols[damaged])
+        id_filter.forget_mapped()
+        data = bytearray(path.read_bytes())
+        data[id_filter.HEADER_SIZE:] = bytes(len(data) - id_filter.HEADER_SIZE)
+        path.write_bytes(bytes(data))
+        id_filter.forget_mapped()
+        days = []
+        for k, symbol in enumerate(symbols):
+            ids = (stored[symbol][:30] if k == damaged else []) + [f"{symbol}-new-{j}" for j in range(5)]
+            days.append(staged(private, symbol, 2, rows(symbol, ids, [T0 + 2 * DAY + j for j in range(len(ids))])))
+        with store.atomic():
+            results = commit_days(store, days)
+        for k, result in enumerate(results):
+            expected = (5, 0, 30) if k == damaged else (5, 0, 0)
+            assert (result.added, result.duplicates, result.conflicts) == expected, symbols[k]
+        assert store.query_one("SELECT count(*) - count(DISTINCT (symbol, trade_id)) FROM trades") == (0,)
+    id_filter.forget_mapped()
+
+
 def test_one_bad_day_in_a_group_fails_alone(tmp_path: Path) -> None:
     """A transaction of many days that fails is retried day by day: the others are committed."""
     from store.pipeline import CommitQueue
