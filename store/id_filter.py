@@ -388,9 +388,13 @@ def market_filter(store: Store, category: str, symbol: str, *, rebuild: bool, ex
     one day at a time would pay it again every few days (a reader waited 2.6 s behind one).
     `state` (`states_many`) spares a many-market commit a query per market. A rebuild always reads
     the store itself, never a summary of it: a summary edited by hand must not empty the filter."""
-    known, state = _usable(store, category, symbol, extra, state)
+    known = _in_scope(store, category, symbol, extra)
     if known is not None:
         return known
+    state = state or states_many(store, [(category, symbol)])[0]
+    trusted = _trusted_file(store, category, symbol, extra, state)
+    if trusted is not None:
+        return trusted
     if not rebuild:
         _discard(filter_path(store.path, category, symbol))
         return None
@@ -403,7 +407,8 @@ def market_filters(store: Store, markets: list[tuple[str, str]], *, extras: list
     """`market_filter(..., rebuild=True)` for many distinct markets: the stored ids of those to
     rebuild are counted in one statement (per market, the count cost a whole market of small days
     more than their filters' probes)."""
-    found = [_usable(store, c, s, extra, state)[0] for (c, s), extra, state in zip(markets, extras, states, strict=True)]
+    found = [_in_scope(store, c, s, extra) or _trusted_file(store, c, s, extra, state)
+             for (c, s), extra, state in zip(markets, extras, states, strict=True)]
     todo = [k for k, known in enumerate(found) if known is None]
     counts = _stored_counts(store, [markets[k] for k in todo])
     for k, count in zip(todo, counts, strict=True):
@@ -412,23 +417,27 @@ def market_filters(store: Store, markets: list[tuple[str, str]], *, extras: list
     return [known for known in found if known is not None]
 
 
-def _usable(store: Store, category: str, symbol: str, extra: int,
-            state: tuple[bytes, int] | None) -> tuple[MarketFilter | None, tuple[bytes, int]]:
-    """The filter this transaction already uses, or the market's file if it is trusted, with room
-    for `extra` more ids (None when it must be rebuilt), and the market's state (asked for only
-    when the transaction holds no filter of the market yet)."""
+def _in_scope(store: Store, category: str, symbol: str, extra: int) -> MarketFilter | None:
+    """The filter this transaction already uses, if it has room for `extra` more ids."""
     known = store.scope.get(("id_filter", category, symbol))
     if isinstance(known, MarketFilter) and known.count + extra <= known.file.header.capacity:
-        return known, state or (b"", 0)
-    state = state or states_many(store, [(category, symbol)])[0]
+        return known
+    return None
+
+
+def _trusted_file(store: Store, category: str, symbol: str, extra: int,
+                  state: tuple[bytes, int]) -> MarketFilter | None:
+    """The market's file, in use for this transaction, if its header vouches for the market's
+    `state` and it has room for `extra` more ids, and the transaction holds no filter of the market
+    yet (one it holds without room is rebuilt, not reread)."""
+    if isinstance(store.scope.get(("id_filter", category, symbol)), MarketFilter):
+        return None
     store_id, generation = state
     path = filter_path(store.path, category, symbol)
     found = read_header(path)
-    if found is not None and found[0].trusted_for(store_id, generation) \
-            and found[0].count + extra <= found[0].capacity and not isinstance(known, MarketFilter):
-        market = MarketFilter(_mapped(path, *found), generation, found[0].count)
-        return _in_use(store, category, symbol, market), state
-    return None, state
+    if found is None or not found[0].trusted_for(store_id, generation) or found[0].count + extra > found[0].capacity:
+        return None
+    return _in_use(store, category, symbol, MarketFilter(_mapped(path, *found), generation, found[0].count))
 
 
 def _in_use(store: Store, category: str, symbol: str, market: MarketFilter) -> MarketFilter:
