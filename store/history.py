@@ -215,7 +215,11 @@ def read_cache(cache_dir: Path, start: datetime, end: datetime) -> list[TradeTic
 
 def _file_ticks(path: Path, start: datetime, end: datetime) -> list[TradeTick]:
     start_ms, end_ms = dt_to_us(start) // 1000, -(-dt_to_us(end) // 1000)
-    table = pq.read_table(path)
+    # One open for the footer and the pages: read by path, pyarrow opens the file twice, and a file
+    # replaced in between (the follower rewrites today's file every minute, atomically) mixes one
+    # version's footer with the other's pages (41% of reads failed in a tight loop beside a writer).
+    with pa.OSFile(str(path)) as source:
+        table = pq.read_table(source)
     return [TradeTick(datetime.fromtimestamp(t / 1000, UTC), p, q, s, m, int(i) if i.isdigit() else tick_id(i), i)
             for t, i, p, q, s, m in zip(*(table.column(n).to_pylist() for n in "Tipqsm"))
             if start_ms <= t < end_ms]

@@ -468,7 +468,9 @@ def verify_partition(location: Location, scratch: Store, relative: str, names: s
     if manifest.file not in names:
         return [*problems, f"{where}: {manifest.file} is missing"]
     try:
-        table = pq.read_table(location.path(relative, manifest.file), filesystem=location.filesystem)
+        # One open (by path pyarrow opens a file twice: a partition rewritten in between would mix versions).
+        with location.filesystem.open_input_file(location.path(relative, manifest.file)) as source:
+            table = pq.read_table(source)
     except (OSError, pa.ArrowException) as error:
         return [*problems, f"{where}/{manifest.file}: unreadable ({error})"]
     if not table.schema.remove_metadata().equals(LAKE_SCHEMA):

@@ -259,16 +259,22 @@ async def test_several_symbols_share_one_connection_and_each_is_stored_exactly(
 
 
 async def test_todays_parquet_file_is_rewritten_as_trades_come_in(tmp_path: Path, sim_cache_dir: Path) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     cache = tmp_path / "cache"
     target = cache / "backfill_2024-01-11.parquet"
+
+    def read() -> pa.Table:  # one open: the follower may replace the file between two
+        with pa.OSFile(str(target)) as source:
+            return pq.read_table(source)
+
     async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS + 60_000, cache_dir=cache) as r:
         await until(target.exists, "today's file")
-        first = pq.read_table(target).num_rows
+        first = read().num_rows
         await r.step(30_000)
-        await until(lambda: pq.read_table(target).num_rows > first, "a newer file")
-        table = pq.read_table(target)
+        await until(lambda: read().num_rows > first, "a newer file")
+        table = read()
     assert table.column_names == ["T", "i", "p", "q", "s", "m"]
     times = table.column("T").to_pylist()
     assert times == sorted(times) and min(times) >= MIDNIGHT_MS

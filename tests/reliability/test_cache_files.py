@@ -227,3 +227,44 @@ def test_a_day_a_follower_captures_is_exported_so_far_but_a_hole_before_its_last
                      added_rows=0)
         holed = complete_days(store, Market("linear", "BTCUSDT"), [day0], live_through_us=start + 5_000_000_000)
         assert holed[0] == [] and "not complete" in holed[1][0].reason
+
+
+def test_a_daily_file_rewritten_while_it_is_read_is_read_whole(tmp_path: Path) -> None:
+    """The follower rewrites today's file atomically every minute while the context service reads
+    it: every read sees one whole version, never one version's footer with the other's pages (read
+    by path, pyarrow opened the file twice: 41% of reads failed in a loop like this one)."""
+    import threading
+
+    from store import CACHE_SCHEMA
+    from store.history import read_cache
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    target = cache_path(cache, day(2))
+    start = dt(day(2))
+
+    def version(rows: int) -> pa.Table:
+        times = [us(day(2)) // 1000 + k for k in range(rows)]
+        return pa.table({"T": times, "i": [str(k) for k in range(rows)], "p": [1.0] * rows, "q": [1.0] * rows,
+                         "s": ["buy"] * rows, "m": [False] * rows}, schema=CACHE_SCHEMA)
+
+    versions = [version(3_000), version(4_000)]
+    pq.write_table(versions[0], target)
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        k = 0
+        while not stop.is_set():
+            temp = target.with_name(f".{target.name}.{k % 2}.tmp")
+            pq.write_table(versions[k % 2], temp)
+            os.replace(temp, target)
+            k += 1
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        counts = {len(read_cache(cache, start, start + timedelta(days=1))) for _ in range(200)}
+    finally:
+        stop.set()
+        writer.join()
+    assert counts <= {3_000, 4_000}
