@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -39,6 +38,7 @@ from fetch.models import Source
 from store.db import Store
 from store.ingest import Staging, md5_low_sql, tick_number_sql, with_tick_ids
 from store.staging import Stopped, stage_file
+from store.threads import GroupThread
 from store.timeutil import DAY_US, day_start_us
 
 log = logging.getLogger("context.backfill")
@@ -196,7 +196,7 @@ def _read_together(reader: Store, layout: _Layout, files: list[SmallFile]) -> li
     return stagings
 
 
-class StagingBatcher:
+class StagingBatcher(GroupThread[SmallFile, Staging]):
     """The process's small-file staging thread, and the files waiting for it.
 
     Like the commit thread (`store.pipeline.CommitQueue`), it does not wait for files to gather: a
@@ -204,38 +204,16 @@ class StagingBatcher:
     meanwhile wait for the next one. Reads run in a private database of its own."""
 
     def __init__(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-stage-small")
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[SmallFile, Future[Staging]]] = []
+        super().__init__("bybit-stage-small")
         self._reader: Store | None = None
 
-    def submit(self, file: SmallFile) -> Future[Staging]:
-        future: Future[Staging] = Future()
-        with self._lock:
-            self._waiting.append((file, future))
-        self._thread.submit(self._stage_waiting)  # one call per file: a call may find its file taken
-        return future
+    def _choose(self, waiting: list[SmallFile]) -> list[bool]:
+        return [k < MAX_FILES for k in range(len(waiting))]
 
-    def _stage_waiting(self) -> None:
-        with self._lock:
-            group, self._waiting = self._waiting[:MAX_FILES], self._waiting[MAX_FILES:]
-        # Running from here on, so nothing cancels them any more: every one is then told its result.
-        group = [item for item in group if item[1].set_running_or_notify_cancel()]
-        if not group:
-            return
-        try:
-            if self._reader is None:
-                self._reader = Store.private(memory_limit="1GB")
-            results = stage_many(self._reader, [file for file, _ in group])
-        except BaseException as error:  # noqa: BLE001 - handed to every refresh waiting in the group
-            for _, future in group:
-                future.set_exception(error)
-            return
-        for (_, future), result in zip(group, results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    def _process(self, group: list[SmallFile]) -> list[Staging | BaseException]:
+        if self._reader is None:
+            self._reader = Store.private(memory_limit="1GB")
+        return stage_many(self._reader, group)
 
 
 BATCHER = StagingBatcher()

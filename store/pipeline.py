@@ -50,7 +50,7 @@ from store.plan import RefreshPlan, plan_refresh, unpublished_reason
 from store.refresh_summary import Progress, ProgressCallback
 from store.staging import stage_file
 from store.staging_budget import StagingBudget
-from store.threads import finish
+from store.threads import GroupThread, finish
 from store.timeutil import day_start_us
 from store.writer_state import WriterNote
 
@@ -265,7 +265,7 @@ def _day_failed(day: date, error: ArchiveError) -> DayOutcome:
                                                           "rerun to fetch it again"))
 
 
-class CommitQueue:
+class CommitQueue(GroupThread[tuple[Store, StagedDay], IngestResult]):
     """The process's commit thread, and the days waiting for it.
 
     Days are committed in one thread, one transaction at a time (the store serializes them anyway),
@@ -284,57 +284,38 @@ class CommitQueue:
     MAX_ROWS = 2_000_000
 
     def __init__(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bybit-commit")
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[Store, StagedDay, Future[IngestResult]]] = []
+        super().__init__("bybit-commit")
 
-    def submit(self, store: Store, day: StagedDay) -> Future[IngestResult]:
-        future: Future[IngestResult] = Future()
-        with self._lock:
-            self._waiting.append((store, day, future))
-        self._thread.submit(self._commit_waiting)  # one call per day: a call may find its day taken
-        return future
+    def submit(self, store: Store, day: StagedDay) -> Future[IngestResult]:  # type: ignore[override]
+        return super().submit((store, day))
 
-    def _take(self) -> list[tuple[Store, StagedDay, Future[IngestResult]]]:
-        with self._lock:
-            if not self._waiting:
-                return []
-            path = self._waiting[0][0].path
-            group: list[tuple[Store, StagedDay, Future[IngestResult]]] = []
-            rest, rows = [], 0
-            for item in self._waiting:
-                received = item[1].staging.received
-                if (item[0].path == path and len(group) < self.MAX_DAYS
-                        and (not group or rows + received <= self.MAX_ROWS)):
-                    group.append(item)
-                    rows += received
-                else:
-                    rest.append(item)
-            self._waiting = rest
-        # Running from here on, so nothing cancels them any more (a day whose refresh cancelled its
-        # future before this is not committed): every one is then told its result.
-        return [item for item in group if item[2].set_running_or_notify_cancel()]
+    def _choose(self, waiting: list[tuple[Store, StagedDay]]) -> list[bool]:
+        path = waiting[0][0].path if waiting else None
+        chosen, days, rows = [], 0, 0
+        for store, day in waiting:
+            received = day.staging.received
+            take = store.path == path and days < self.MAX_DAYS and (not days or rows + received <= self.MAX_ROWS)
+            if take:
+                days, rows = days + 1, rows + received
+            chosen.append(take)
+        return chosen
 
-    def _commit_waiting(self) -> None:
-        group = self._take()
-        if not group:
-            return
+    def _process(self, group: list[tuple[Store, StagedDay]]) -> list[IngestResult | BaseException]:
         store = group[0][0]  # any handle on the file will do: the staged rows are Arrow tables
+        days = [day for _, day in group]
         try:
-            results = _commit(store, [day for _, day, _ in group])
+            return list(_commit(store, days))
         except Exception as error:  # noqa: BLE001 - handed to the refreshes waiting for these days
-            if len(group) == 1:
-                group[0][2].set_exception(error)
-                return
-            log.info("a commit of %d days failed (%s); committing them one by one", len(group), error)
-            for _, day, future in group:
-                try:
-                    future.set_result(_commit(store, [day])[0])
-                except Exception as alone:  # noqa: BLE001 - handed to the refresh waiting for this day
-                    future.set_exception(alone)
-            return
-        for (_, _, future), result in zip(group, results, strict=True):
-            future.set_result(result)
+            if len(days) == 1:
+                return [error]
+            log.info("a commit of %d days failed (%s); committing them one by one", len(days), error)
+        results: list[IngestResult | BaseException] = []
+        for day in days:
+            try:
+                results.append(_commit(store, [day])[0])
+            except Exception as alone:  # noqa: BLE001 - handed to the refresh waiting for this day
+                results.append(alone)
+        return results
 
 
 def _commit(store: Store, days: list[StagedDay]) -> list[IngestResult]:

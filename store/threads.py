@@ -1,4 +1,4 @@
-"""Store work off the event loop, and never abandoned half-way.
+"""Store work off the event loop, never abandoned half-way, and done in groups in a thread of its own.
 
 A commit, an export or a lake update on the event loop would stall every request in flight for
 its duration; in a worker thread it must still be waited for when the caller is cancelled, however
@@ -10,10 +10,14 @@ process) must not find them still in use.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+I = TypeVar("I")
+R = TypeVar("R")
 
 
 async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -40,3 +44,51 @@ async def finish(work: asyncio.Future[T]) -> T:
         if cancelled:
             raise asyncio.CancelledError
         return result
+
+
+class GroupThread(Generic[I, R]):
+    """A thread of its own and the items waiting for it, done a group at a time.
+
+    Each run takes, of the items waiting when it begins, those `_choose` picks (the others wait for
+    the next run), and hands each its own result or error from `_process`. It never waits for items
+    to gather: a run takes what is waiting. A future is set running when its item is taken, so no
+    cancel reaches it after that and every item taken is told its result (an item whose future was
+    cancelled before is left out); an error of the whole run goes to every item of it."""
+
+    def __init__(self, thread_name: str) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[I, Future[R]]] = []
+
+    def submit(self, item: I) -> Future[R]:
+        future: Future[R] = Future()
+        with self._lock:
+            self._waiting.append((item, future))
+        self._thread.submit(self._run_waiting)  # one call per item: a call may find its item taken
+        return future
+
+    def _choose(self, waiting: list[I]) -> list[bool]:
+        """Which of the waiting items (in order) this run takes: all of them, unless overridden."""
+        return [True] * len(waiting)
+
+    def _process(self, group: list[I]) -> list[R | BaseException]:
+        """Each item's result or error, in order."""
+        raise NotImplementedError
+
+    def _run_waiting(self) -> None:
+        with self._lock:
+            chosen = self._choose([item for item, _ in self._waiting])
+            group = [entry for entry, take in zip(self._waiting, chosen, strict=True) if take]
+            self._waiting = [entry for entry, take in zip(self._waiting, chosen, strict=True) if not take]
+        group = [(item, future) for item, future in group if future.set_running_or_notify_cancel()]
+        if not group:
+            return
+        try:
+            results = self._process([item for item, _ in group])
+        except BaseException as error:  # noqa: BLE001 - handed to everyone waiting on the group
+            results = [error] * len(group)
+        for (_, future), result in zip(group, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
