@@ -67,11 +67,16 @@ def _tick_hash_sql(column: str) -> str:
     return f"CAST(({' | '.join(parts)}) & 9223372036854775807 AS BIGINT)"
 
 
+def tick_number_sql(column: str) -> str:
+    """The id in `column` (a constant name) when it is a number that fits in 63 bits, else NULL.
+    The length test spares the regex the 36-character UUIDs (a quarter of the expression's cost)."""
+    return (f"CASE WHEN length({column}) <= 19 AND regexp_full_match({column}, '[0-9]{{1,19}}') "
+            f"THEN TRY_CAST({column} AS BIGINT) END")
+
+
 # TradeTick.id in SQL: the id when it is a number that fits in 63 bits, else the first 8 bytes of
 # its md5 read big-endian with the sign bit cleared. `store.tick_ids.tick_id` is the Python twin.
-# The length test spares the regex the 36-character UUIDs (a quarter of the expression's cost).
-TICK_ID_SQL = ("coalesce(CASE WHEN length(trade_id) <= 19 AND regexp_full_match(trade_id, '[0-9]{1,19}') "
-               "THEN TRY_CAST(trade_id AS BIGINT) END, " + _tick_hash_sql("trade_id") + ")")
+TICK_ID_SQL = f"coalesce({tick_number_sql('trade_id')}, {_tick_hash_sql('trade_id')})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +122,6 @@ APPEND_STAGE_SQL = f"""
 # TICK_ID_SQL in one expression costs DuckDB ~2.5 ms to bind and plan, more than the query itself on
 # a small day. The number is computed in a subquery, so the md5 part reads it (`store.batch_staging`
 # builds its own query from the same two pieces).
-def tick_number_sql(column: str) -> str:
-    """The `tick_number` of the id in `column` (a constant name): TICK_ID_SQL's numeric case."""
-    return (f"CASE WHEN length({column}) <= 19 AND regexp_full_match({column}, '[0-9]{{1,19}}') "
-            f"THEN TRY_CAST({column} AS BIGINT) END")
-
-
 def md5_low_sql(column: str) -> str:
     """The `md5_low` part of the id in `column`, for rows whose `tick_number` (a column of the
     subquery below) is NULL."""
@@ -138,8 +137,8 @@ _SIGN_MASK = np.uint64(0x7FFF_FFFF_FFFF_FFFF)
 
 
 def with_tick_ids(table: pa.Table) -> pa.Table:
-    """A query's rows with `tick_parts_sql`'s two parts (second and third) joined into `tick_id`
-    (TICK_ID_SQL's value), in their place."""
+    """A query's rows with its `tick_number` and `md5_low` columns (second and third:
+    `tick_number_sql`, `md5_low_sql`) joined into `tick_id` (TICK_ID_SQL's value), in their place."""
     low = pc.fill_null(table.column("md5_low"), 0).to_numpy()
     hashed = pa.array((low.byteswap() & _SIGN_MASK).astype(np.int64))
     ticks = pc.if_else(pc.is_null(table.column("tick_number")), hashed, table.column("tick_number"))
