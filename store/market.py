@@ -59,8 +59,8 @@ log = logging.getLogger("context.backfill")
 
 # Symbols refreshed at once. A whole market is mostly small days, each a chain of two requests, a
 # parse and a commit: many in flight keep the commit thread's transactions full (200 small symbols:
-# 7.0 s at 4, 3.8 s at 16, 3.2 s at 32, 3.3 s at 64 in bench/RESULTS.md). Busy symbols' staged days are bounded by the
-# run's `StagingBudget`, not by this.
+# 7.0 s at 4, 3.8 s at 16, 3.2 s at 32, 3.3 s at 64 in bench/RESULTS.md). Busy symbols' staged
+# days are bounded by the run's `StagingBudget`, not by this.
 DEFAULT_CONCURRENCY = 32
 
 
