@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from stagingutil import alone, outcome
 
 from fetch.archive_csv import LINEAR_COLUMNS
 from fetch.errors import ArchiveError
@@ -105,23 +106,6 @@ def _write(tmp_path: Path, name: str, text: bytes) -> Path:
     return path
 
 
-def _outcome(result: Staging | BaseException) -> object:
-    """What a staging comes to, comparable across the two paths (row order is not part of it)."""
-    if isinstance(result, BaseException):
-        return type(result), str(result)
-    assert result.table is not None
-    table = result.table.sort_by([("trade_id", "ascending"), ("time_us", "ascending"), ("price", "ascending"),
-                                  ("qty", "ascending")])
-    return table.schema, table.to_pylist(), result.summary, result.received, result.source
-
-
-def _alone(private: Store, file: SmallFile) -> object:
-    try:
-        return _outcome(stage_file(private, file.market, file.day, file.path, file.stopping))
-    except ArchiveError as error:
-        return _outcome(error)
-
-
 @pytest.fixture
 def private():
     with Store.private() as database:
@@ -163,7 +147,7 @@ def test_every_file_of_one_read_ends_as_it_would_alone(tmp_path: Path, private: 
         together = stage_many(reader, files)
     assert sorted(staged_alone) == sorted(set(names) - set(CLEAN)), "only the faulty files go alone"
     for name, file, result in zip(names, files, together, strict=True):
-        assert _outcome(result) == _alone(private, file), name
+        assert outcome(result) == alone(file), name
     staged = {name for name, result in zip(names, together, strict=True) if isinstance(result, Staging)}
     assert staged == {*CLEAN, *ALONE_AND_STAGED}
 
@@ -177,7 +161,7 @@ def test_a_read_that_fails_stages_each_of_its_files_alone(tmp_path: Path, privat
         results = stage_many(reader, files)
     assert staged_alone == names
     for name, file, result in zip(names, files, results, strict=True):
-        assert _outcome(result) == _alone(private, file), name
+        assert outcome(result) == alone(file), name
     assert isinstance(results[0], Staging) and isinstance(results[2], Staging)
     assert isinstance(results[1], ArchiveError) and "truncated or malformed" in str(results[1])
 
@@ -226,7 +210,7 @@ def test_spot_files_of_one_read_end_as_they_would_alone(tmp_path: Path, private:
         together = stage_many(reader, files)
     assert sorted(staged_alone) == sorted(set(SPOT_CASES) - set(SPOT_CLEAN))
     for name, file, result in zip(SPOT_CASES, files, together, strict=True):
-        assert _outcome(result) == _alone(private, file), name
+        assert outcome(result) == alone(file), name
     staged = {name for name, result in zip(SPOT_CASES, together, strict=True) if isinstance(result, Staging)}
     assert staged == {*SPOT_CLEAN, "spot_id_long_zeros"}, "that one only `stage_file` reads"
     first = together[0]
@@ -245,7 +229,7 @@ def test_a_file_of_the_other_layout_for_its_market_is_staged_alone(tmp_path: Pat
         results = stage_many(reader, files)
     assert sorted(staged_alone) == ["clean", "spot_clean"]
     for file, result in zip(files, results, strict=True):
-        assert _outcome(result) == _alone(private, file)
+        assert outcome(result) == alone(file)
 
 
 def test_files_handed_to_the_batcher_from_many_threads_each_get_their_own_rows(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from stagingutil import alone, outcome
 
 from fetch.archive_csv import LINEAR_COLUMNS, SPOT_COLUMNS
 from fetch.errors import ArchiveError
@@ -76,23 +77,6 @@ def _write(directory: Path, name: str, text: bytes) -> Path:
     return path
 
 
-def _outcome(result: Staging | BaseException) -> object:
-    """What a staging comes to, comparable across the two paths (row order is not part of it)."""
-    if isinstance(result, BaseException):
-        return type(result), str(result)
-    assert result.table is not None
-    table = result.table.sort_by([("trade_id", "ascending"), ("time_us", "ascending"), ("price", "ascending"),
-                                  ("qty", "ascending")])
-    return table.schema, table.to_pylist(), result.summary, result.received, result.source
-
-
-def _alone(file: SmallFile) -> object:
-    try:
-        return _outcome(stage_file(file.private, file.market, file.day, file.path, threading.Event()))
-    except ArchiveError as error:
-        return _outcome(error)
-
-
 @pytest.fixture
 def private():
     with Store.private() as database:
@@ -129,7 +113,7 @@ def test_a_number_with_an_underscore_ends_as_alone(tmp_path: Path, private: Stor
                                                     text: bytes) -> None:
     file = _file(private, _write(tmp_path, "f.csv.gz", text), market)
     [together] = _together([file])
-    assert _outcome(together) == _alone(file)
+    assert outcome(together) == alone(file)
 
 
 # ---- 2. a space beside a quote --------------------------------------------------------------------
@@ -154,7 +138,7 @@ def test_a_number_with_an_underscore_ends_as_alone(tmp_path: Path, private: Stor
 def test_a_space_beside_a_quote_ends_as_alone(tmp_path: Path, private: Store, market: Market, text: bytes) -> None:
     file = _file(private, _write(tmp_path, "f.csv.gz", text), market)
     [together] = _together([file])
-    assert _outcome(together) == _alone(file)
+    assert outcome(together) == alone(file)
 
 
 # ---- 3. a corrupt deflate stream -----------------------------------------------------------------
@@ -173,9 +157,9 @@ def test_a_corrupt_small_file_fails_alone_with_an_archive_error(tmp_path: Path, 
     `stage_many`; now any unreadable file is staged alone, which names it ('truncated or malformed')."""
     bad = _file(private, _corrupt(_write(tmp_path, "bad.csv.gz", _one_bad())))
     good = _file(private, _write(tmp_path, "good.csv.gz", _one_bad()))
-    assert isinstance(_alone(bad), tuple) and _alone(bad)[0] is ArchiveError
+    assert isinstance(alone(bad), tuple) and alone(bad)[0] is ArchiveError
     results = _together([bad, good])
-    assert [_outcome(r) for r in results] == [_alone(bad), _alone(good)]
+    assert [outcome(r) for r in results] == [alone(bad), alone(good)]
 
 
 def test_a_corrupt_file_does_not_fail_the_other_refreshes_of_its_batch(tmp_path: Path, private: Store) -> None:
@@ -229,7 +213,7 @@ def test_the_same_path_twice_in_one_read_is_not_doubled(tmp_path: Path, private:
     path = _write(tmp_path, "BTCUSDT2024-01-02.csv.gz", _one_bad())
     files = [_file(private, path), _file(private, path)]
     results = _together(files)
-    assert [_outcome(r) for r in results] == [_alone(f) for f in files]
+    assert [outcome(r) for r in results] == [alone(f) for f in files]
 
 
 @pytest.mark.parametrize("name", ["a*.csv.gz", "a?.csv.gz", "a[b].csv.gz"])
@@ -239,7 +223,7 @@ def test_a_glob_character_in_a_path_does_not_double_another_file(tmp_path: Path,
     first = _file(private, _write(tmp_path, name, _one_bad()))
     other = _file(private, _write(tmp_path, "ab.csv.gz", _linear([_row(100 + k) for k in range(7)])))
     results = _together([first, other])
-    assert [_outcome(r) for r in results] == [_alone(first), _alone(other)]
+    assert [outcome(r) for r in results] == [alone(first), alone(other)]
 
 
 # ---- 5. cancellation ------------------------------------------------------------------------------
@@ -385,7 +369,7 @@ def test_tick_ids_agree_with_the_sql_twins_at_the_edges() -> None:
 def test_csv_quirks_that_end_as_alone(tmp_path: Path, private: Store, market: Market, text: bytes) -> None:
     file = _file(private, _write(tmp_path, "f.csv.gz", text), market)
     [together] = _together([file])
-    assert _outcome(together) == _alone(file)
+    assert outcome(together) == alone(file)
 
 
 # covers gzip container quirks: several members (DuckDB reads them all), trailing zeros,
@@ -405,7 +389,7 @@ def test_gzip_quirks_and_same_names_in_two_folders(tmp_path: Path, private: Stor
         rows = [_row(k + (0 if symbol == "AAAUSDT" else 500), symbol=symbol) for k in range(5 if symbol == "AAAUSDT" else 9)]
         files.append(_file(private, _write(tmp_path / symbol, "2024-01-02.csv.gz", _linear(rows)), Market("linear", symbol)))
     results = _together(files)
-    assert [_outcome(r) for r in results] == [_alone(f) for f in files]
+    assert [outcome(r) for r in results] == [alone(f) for f in files]
     assert [r.received for r in results[-2:]] == [5, 9]  # type: ignore[union-attr]
 
 
@@ -475,7 +459,7 @@ def test_odd_paths_and_interleaved_layouts_map_each_file_to_its_own_rows(tmp_pat
     files.insert(1, _file(private, _write(tmp_path, "inverse.csv.gz", _linear([_row(800 + j, symbol="BTCUSD")
                                                                              for j in range(2)])), Market("inverse", "BTCUSD")))
     results = _together(files)
-    assert [_outcome(r) for r in results] == [_alone(f) for f in files]
+    assert [outcome(r) for r in results] == [alone(f) for f in files]
     assert all(isinstance(r, Staging) for r in results)
 
 
