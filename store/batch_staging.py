@@ -36,9 +36,10 @@ from fetch.archive_csv import LINEAR_COLUMNS, SPOT_COLUMNS
 from fetch.market_span import Market
 from fetch.models import Source
 from store.db import Store
-from store.ingest import Staging, md5_low_sql, tick_number_sql, with_tick_ids
+from store.ingest import Staging, with_tick_ids
 from store.staging import Stopped, stage_file
 from store.threads import GroupThread
+from store.tick_ids import md5_low_sql, tick_number_sql
 from store.timeutil import DAY_US, day_start_us
 
 log = logging.getLogger("context.backfill")

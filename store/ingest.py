@@ -43,40 +43,10 @@ from store.day_summary import resummarize
 from store.db import PRIVATE, Store
 from store.errors import StoreError
 from store.reconcile import reconcile_day
-from store.tick_ids import tick_ids
+from store.tick_ids import TICK_ID_SQL, md5_low_sql, tick_ids, tick_number_sql
 
 _ARROW_NAME = "incoming_arrow"
 _VALUES = "(time_us, price, qty, is_sell)"  # is_sell orders as side does: buy < sell
-
-
-def _tick_hash_sql(column: str) -> str:
-    """First 8 bytes of md5(column), big-endian, sign bit cleared, as BIGINT.
-
-    `md5_number` is the digest read little-endian as a 128-bit integer, so its low 64 bits hold
-    bytes 0..7 in reverse order; they are swapped back with shifts (DuckDB evaluates the repeated
-    `md5_number` once). About 3x faster than slicing and parsing the hex string of `md5`.
-    """
-    low = f"CAST(md5_number({column}) & 18446744073709551615 AS UBIGINT)"
-    parts = []
-    for k in range(8):  # byte k (bits 8k..8k+7) moves to byte 7-k
-        shift = 8 * (7 - 2 * k)
-        if shift > 0:
-            parts.append(f"(({low} & {0xFF << (8 * k)}) << {shift})")
-        else:
-            parts.append(f"(({low} >> {-shift}) & {0xFF << (8 * (7 - k))})")
-    return f"CAST(({' | '.join(parts)}) & 9223372036854775807 AS BIGINT)"
-
-
-def tick_number_sql(column: str) -> str:
-    """The id in `column` (a constant name) when it is a number that fits in 63 bits, else NULL.
-    The length test spares the regex the 36-character UUIDs (a quarter of the expression's cost)."""
-    return (f"CASE WHEN length({column}) <= 19 AND regexp_full_match({column}, '[0-9]{{1,19}}') "
-            f"THEN TRY_CAST({column} AS BIGINT) END")
-
-
-# TradeTick.id in SQL: the id when it is a number that fits in 63 bits, else the first 8 bytes of
-# its md5 read big-endian with the sign bit cleared. `store.tick_ids.tick_id` is the Python twin.
-TICK_ID_SQL = f"coalesce({tick_number_sql('trade_id')}, {_tick_hash_sql('trade_id')})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +92,6 @@ APPEND_STAGE_SQL = f"""
 # TICK_ID_SQL in one expression costs DuckDB ~2.5 ms to bind and plan, more than the query itself on
 # a small day. The number is computed in a subquery, so the md5 part reads it (`store.batch_staging`
 # builds its own query from the same two pieces).
-def md5_low_sql(column: str) -> str:
-    """The `md5_low` part of the id in `column`, for rows whose `tick_number` (a column of the
-    subquery below) is NULL."""
-    return f"CASE WHEN tick_number IS NULL THEN CAST(md5_number({column}) & 18446744073709551615 AS UBIGINT) END"
-
-
 STAGE_ARROW_SQL = f"""
     SELECT trade_id, tick_number, {md5_low_sql("trade_id")} AS md5_low,
            time_us, price, qty, CASE side WHEN 'sell' THEN true WHEN 'buy' THEN false END AS is_sell,

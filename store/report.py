@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from store.coverage import all_count_mismatches
 from store.db import Store
 from store.errors import StoreError
 from store.schema import open_store
+from store.tick_ids import TICK_ID_OF_PARTS_SQL, md5_low_sql, tick_number_sql
 from store.timeutil import DAY_US, day_of_us
 
 # One row per market the store knows of (trades, coverage, open gaps or the account's fills); the
@@ -164,6 +166,17 @@ IMPLAUSIBLE_TRADES_SQL = """
        OR NOT (qty > 0 AND isfinite(qty)) OR side NOT IN ('buy', 'sell') OR symbol <> upper(symbol)
     LIMIT 10"""
 
+# Every stored tick id must be its trade id's TradeTick.id: the dedup matches stored rows by it and
+# the service keys trades by it, and three paths compute it (DuckDB in one expression or in two
+# parts, Python for a small batch).
+WRONG_TICK_IDS_SQL = f"""
+    SELECT category, symbol, trade_id, tick_id, time_us
+    FROM (SELECT *, {md5_low_sql("trade_id")} AS md5_low
+          FROM (SELECT *, {tick_number_sql("trade_id")} AS tick_number FROM trades))
+    WHERE tick_id <> {TICK_ID_OF_PARTS_SQL}
+    ORDER BY category, symbol, time_us
+    LIMIT 10"""
+
 UNNORMALIZED_SYMBOLS_SQL = """
     SELECT DISTINCT 'coverage', symbol FROM coverage WHERE symbol <> upper(symbol)
     UNION ALL SELECT DISTINCT 'executions', symbol FROM executions WHERE symbol <> upper(symbol)"""
@@ -188,6 +201,10 @@ def verify(store: Store) -> VerifyReport:
     report.add("stored trades are plausible (time, price, size, side, symbol)", [
         f"{s} {i} at {_iso(t)} price {p} size {q}: {_REPAIR}"
         for _, s, i, t, p, q in store.query(IMPLAUSIBLE_TRADES_SQL, [_EARLIEST_US, _SLACK_US])])
+    report.add("stored tick ids are their trade ids' TradeTick.id", [
+        f"{c} {s} {i}: tick id {t}; `bybit-backfill forget {s} --category {c} --start {day_of_us(u)} "
+        f"--end {day_of_us(u) + timedelta(days=1)}`, then `refresh` the day"
+        for c, s, i, t, u in store.query(WRONG_TICK_IDS_SQL)])
     report.add("symbols are spelled as Bybit does", [
         f"{table}: {symbol!r}: {_REPAIR}" for table, symbol in store.query(UNNORMALIZED_SYMBOLS_SQL)])
     report.add("exports match the store", _export_problems(store))

@@ -10,7 +10,7 @@ import pytest
 
 from fetch.errors import AuthError, InputError
 from store import BybitConnectorHistory, Settings, TradeTick, create_history_provider, tick_id
-from store.ingest import TICK_ID_SQL
+from store.tick_ids import TICK_ID_SQL
 from store.schema import open_store
 from storeutil import sim_fetch_config
 

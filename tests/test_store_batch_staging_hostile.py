@@ -27,11 +27,11 @@ from fetch.errors import ArchiveError
 from fetch.market_span import Market
 from store.batch_staging import SmallFile, StagingBatcher, stage_many
 from store.db import Store
-from store.ingest import EMPTY, TICK_ID_SQL, Staging, md5_low_sql, tick_number_sql, with_tick_ids
+from store.ingest import EMPTY, Staging, with_tick_ids
 from store.staging import Stopped, stage_file
 from store.staging_budget import StagingBudget
 from store.threads import in_thread
-from store.tick_ids import tick_id, tick_ids
+from store.tick_ids import TICK_ID_SQL, md5_low_sql, tick_id, tick_ids, tick_number_sql
 
 DAY = date(2024, 1, 2)
 START_S = 1704153600  # 2024-01-02 00:00 UTC

@@ -14,6 +14,7 @@ from store import Store
 from store.schema import open_store
 from store.ingest import ingest_batch
 from store.report import verify
+from store.tick_ids import tick_id
 from store.schema import MIGRATIONS
 
 DAY = 86_400_000_000
@@ -131,3 +132,19 @@ def test_a_version_2_file_gains_a_summary_of_the_trades_it_already_holds(
         assert upgraded.query_one("SELECT count(*) FROM daily")[0] == 5
         same_rows(upgraded)
     assert f"from schema version 2 to {len(MIGRATIONS)}" in caplog.text
+
+
+def test_verify_reports_a_stored_tick_id_that_is_not_its_trade_ids(store: Store) -> None:
+    """Three paths compute tick ids (DuckDB in one expression or two parts, Python for a small
+    batch): a row whose tick id is not its id's TradeTick.id is named, with the commands that mend
+    its day."""
+    ingest(store, trades(["3f1c9e2a-8b4d-4e6f-9a0b-1c2d3e4f5a6b", "12345", "x"], [1, 2, DAY + 3]))
+    assert verify(store).ok
+    store.execute("UPDATE trades SET tick_id = tick_id + 1 WHERE trade_id IN ('12345', 'x')")
+    report = verify(store)
+    assert not report.ok
+    (detail,) = [d for name, ok, d in report.checks if not ok and "tick ids" in name]
+    assert "linear BTCUSDT 12345: tick id 12346" in detail
+    assert f"linear BTCUSDT x: tick id {tick_id('x') + 1}" in detail, "a hashed id too"
+    assert "3f1c9e2a" not in detail
+    assert "forget BTCUSDT --category linear --start 2024-01-01 --end 2024-01-02" in detail
