@@ -43,11 +43,12 @@ from fetch.market_span import Category, Market, Span
 from fetch.models import Trade, trades_to_table
 from fetch.rest import RecentTradeSource
 from fetch.ws import PublicStream, StreamOptions, plan_connections
+from store.atomic import write_json_atomic
 from store.cache_dir import IdMode
 from store.coverage import record_open_gaps
 from store.db import Store
 from store.errors import StoreError
-from store.follow_state import follower_status, state_dir, write_json_atomic
+from store.follow_state import follower_status, state_dir
 from store.ingest import ingest_batch
 from store.schema import open_store
 from store.spans import CoverageClaim, Session, SpanBook, Work

@@ -23,12 +23,6 @@ def state_dir(db_path: Path) -> Path:
     return Path(str(db_path) + ".follow")
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data))
-    os.replace(temp, path)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -60,6 +60,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from store.atomic import temp_beside
+
 if TYPE_CHECKING:
     from store.db import Store
 
@@ -262,7 +264,7 @@ class FilterFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         blocks = blocks_for(capacity)
         header = Header(store_id, INVALID_GENERATION, capacity, 0, blocks, bytes(16))
-        temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temp = temp_beside(path)
         try:
             with open(temp, "wb") as file:
                 file.write(header.pack().ljust(HEADER_SIZE, b"\0"))

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fetch.errors import InputError
+from store.atomic import temp_beside
 from store.schema import open_store
 
 MAX_CELL = 40
@@ -77,7 +78,7 @@ def write_sql_file(path: str | Path, query: str, fmt: str, output: Path, *, wait
         raise InputError(f"--output takes the answer of one statement, the query has {count}: "
                          "run them one at a time")
     target = Path(output)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temp = temp_beside(target)
     try:
         with temp.open("wb") as out:
             written = stream_sql(path, query, fmt, out, wait_s=wait_s)

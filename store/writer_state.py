@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from store.follow_state import _alive, write_json_atomic
+from store.atomic import write_json_atomic
+from store.follow_state import _alive
 
 
 def note_path(db_path: Path) -> Path:
@@ -49,7 +50,7 @@ class WriterNote:
             write_json_atomic(self.path, self.state)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # another writer's note, or none readable
             current = json.loads(self.path.read_text())
             if current.get("pid") == os.getpid():
                 self.path.unlink()
