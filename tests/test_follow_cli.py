@@ -12,9 +12,10 @@ from click.testing import CliRunner
 import cli
 from fetch.market_span import Market
 from fetch.models import Trade, trades_to_table
-from store.schema import open_store
-from store.follow_state import state_dir, write_json_atomic
+from store.atomic import write_json_atomic
+from store.follow_state import state_dir
 from store.ingest import ingest_batch
+from store.schema import open_store
 
 
 @pytest.fixture

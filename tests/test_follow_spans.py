@@ -10,8 +10,9 @@ from pathlib import Path
 
 from fetch.market_span import Market, Span
 from fetch.models import RecentTail, Trade
+from store.atomic import write_json_atomic
 from store.follow import reconnect_delay
-from store.follow_state import follower_status, state_dir, write_json_atomic
+from store.follow_state import follower_status, state_dir
 from store.spans import SpanBook, subtract
 
 MS = 1000
