@@ -5,6 +5,7 @@ waits.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,6 +14,13 @@ import pytest
 
 from sim import MarketSpec, SimConfig, run_in_thread, running_sim
 from sim.server import RunningSim
+
+# A suite started in the background by a shell without job control inherits SIGINT ignored, and
+# so would every child process the tests send Ctrl-C to (an ignored signal survives exec, a
+# handler does not): with a handler here, the children start with the default and the tests that
+# interrupt them test the tool, not how the suite was launched.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SIM_NOW = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
 SIM_NOW_MS = int(SIM_NOW.timestamp() * 1000)
