@@ -14,13 +14,16 @@ and the read-only commands start fast. Module level stays click and the error cl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -1074,5 +1077,38 @@ def _days_text(first: date, stop: date) -> str:
 
 _add_common_options(main)
 
+
+def run() -> NoReturn:
+    """The `bybit-backfill` console script: `main`, then the process ends without the interpreter's
+    teardown.
+
+    When `main` returns, each command has closed its store, renamed its files into place and awaited
+    its own work. A normal exit would then wait for every non-daemon thread and pool (done here too,
+    by the same call the interpreter makes) and free DuckDB's and Arrow's memory object by object,
+    module by module: ~0.15 s after a busy day (a twentieth of the run) that changes nothing on disk.
+    So the logs and streams are flushed and the process leaves with `os._exit`. Library callers and
+    tests call `main` and keep the normal exit; an unexpected exception leaves normally, traceback
+    and all.
+    """
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code
+    else:  # pragma: no cover - standalone click always raises SystemExit
+        code = 0
+    wait_for_threads = getattr(threading, "_shutdown", None)  # what Py_Finalize calls first
+    if wait_for_threads is None or threading.current_thread() is not threading.main_thread():
+        sys.exit(code)
+    wait_for_threads()
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what `sys.exit("message")` prints
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe cannot take the last bytes either way
+            stream.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

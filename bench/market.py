@@ -36,7 +36,7 @@ from .util import ROOT, Row, Run, fmt_ratio, run, stats
 PY = sys.executable
 # This checkout's CLI, run from the repository (`run` sets the cwd): the installed console script
 # may belong to another checkout.
-CLI = [PY, "-c", "import cli; cli.main()"]
+CLI = [PY, "-c", "import cli; cli.run()"]
 SYMBOLS = 200
 TRADES = 3_000
 WHOLE_DAYS = 3

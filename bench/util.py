@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # This checkout's CLI, run from the repository (`run` sets the cwd). Not the `bybit-backfill` console
 # script: it imports whichever checkout is installed (an editable install of another worktree, here),
 # and behind a pyenv shim it also pays a bash wrapper; this does the same imports the script does.
-CLI = [sys.executable, "-c", "import cli; cli.main()"]
+CLI = [sys.executable, "-c", "import cli; cli.run()"]
 
 
 @dataclass(frozen=True)

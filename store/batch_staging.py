@@ -213,7 +213,10 @@ class StagingBatcher(GroupThread[SmallFile, Staging]):
 
     def _process(self, group: list[SmallFile]) -> list[Staging | BaseException]:
         if self._reader is None:
-            self._reader = Store.private(memory_limit="1GB")
+            # No spilling: DuckDB's default would put temp files in the user's working directory
+            # (`.tmp`), left there by a process that ends without teardown (`cli.run`); a read that
+            # does not fit fails, and its files are staged one by one.
+            self._reader = Store.private(memory_limit="1GB", temp_directory="")
         return stage_many(self._reader, group)
 
 

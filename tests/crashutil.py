@@ -32,7 +32,7 @@ def start_cli(url: str, db: Path, cache: Path, args: list[str], *, capture: bool
               **extra: str) -> subprocess.Popen:
     """Start `bybit-backfill ARGS` in the DuckDB file's directory (so no stray .env is read)."""
     out = subprocess.PIPE if capture else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", *args], cwd=db.parent,
+    return subprocess.Popen([sys.executable, "-c", "import cli; cli.run()", *args], cwd=db.parent,
                             env=cli_env(url, db, cache, **extra), stdout=out, stderr=out, text=True)
 
 

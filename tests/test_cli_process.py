@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,12 +12,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 import cli
 from sim import run_in_thread
-from store.schema import open_store
 from store.report import verify
+from store.schema import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +45,7 @@ def test_ctrl_c_keeps_finished_days_rolls_back_the_current_one_and_says_rerun(si
                "BACKFILL_DB_PATH": str(tmp_path / "c.duckdb"), "BACKFILL_CACHE_DIR": str(tmp_path / "cache"),
                "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "1",
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        args = [sys.executable, "-c", "import cli; cli.main()", "refresh", "BTCUSDT", "--start",
+        args = [sys.executable, "-c", "import cli; cli.run()", "refresh", "BTCUSDT", "--start",
                 "2024-01-01", "--end", "2024-01-10"]
         process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
@@ -80,7 +82,7 @@ def test_sim_command_serves_the_emulator_until_stopped(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "sim", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-c", "import cli; cli.run()", "sim", "--port", str(port)],
                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline, body = time.monotonic() + 30, None
@@ -94,3 +96,43 @@ def test_sim_command_serves_the_emulator_until_stopped(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=15)
+
+
+def _command(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m cli`, the same `cli.run` the console script calls (it ends with `os._exit`)."""
+    full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=full_env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_command_ends_at_once_with_everything_written_and_closed(env, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    done = _command("refresh", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-04", "--json",
+                    env=env, cwd=work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    db = Path(env["BACKFILL_DB_PATH"])
+    assert not Path(str(db) + ".wal").exists(), "the store was closed (checkpointed) before the exit"
+    assert not Path(str(db) + ".writer.json").exists(), "the writer's note was removed"
+    assert sorted(p.name for p in work.iterdir()) == [], "nothing left in the working directory"
+    files = sorted((tmp_path / "cache").glob("backfill_*.parquet"))
+    assert [p.name for p in files] == [f"backfill_2024-01-0{d}.parquet" for d in (1, 2, 3)]
+    with open_store(db, read_only=True) as store:
+        assert verify(store).ok
+        stored = store.query_one("SELECT count(*) FROM trades")[0]
+    assert stored == summary["rows_added"] == sum(pq.read_metadata(p).num_rows for p in files) > 0
+
+
+def test_the_command_flushes_a_long_answer_and_keeps_its_exit_codes(env, tmp_path: Path) -> None:
+    # The answer is far more than a pipe's buffer: what is still in Python's buffer at the end
+    # must reach the reader before the process leaves without teardown.
+    with open_store(Path(env["BACKFILL_DB_PATH"])):
+        pass  # an empty store to ask
+    answer = _command("sql", "SELECT range AS n FROM range(100000)", "--format", "csv", env=env, cwd=tmp_path)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    lines = answer.stdout.splitlines()
+    assert lines[0] == "n" and lines[1:] == [str(n) for n in range(100000)]
+    refused = _command("refresh", "BTCUSDT", "--start", "someday", "--json", env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["exit_code"] == 2

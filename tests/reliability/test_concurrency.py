@@ -140,7 +140,7 @@ READER_WAIT_S = 5.0  # several times the longest hold a keeping writer allows (`
 
 
 def run_subprocess_cli(env: dict[str, str], args: list[str]) -> tuple[int, str, str]:
-    done = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], env=env,
+    done = subprocess.run([sys.executable, "-c", "import cli; cli.run()", *args], env=env,
                           capture_output=True, text=True, timeout=120)
     return done.returncode, done.stdout, done.stderr
 
