@@ -100,9 +100,9 @@ def test_sim_command_serves_the_emulator_until_stopped(tmp_path: Path) -> None:
 
 def _command(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`python -m cli`, the same `cli.run` the console script calls (it ends with `os._exit`)."""
-    full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=full_env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "cli", *args], env={**os.environ, **env, "PYTHONPATH": path},
+                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_the_command_ends_at_once_with_everything_written_and_closed(env, tmp_path: Path) -> None:
@@ -136,3 +136,34 @@ def test_the_command_flushes_a_long_answer_and_keeps_its_exit_codes(env, tmp_pat
     refused = _command("refresh", "BTCUSDT", "--start", "someday", "--json", env=env, cwd=tmp_path)
     assert refused.returncode == 2
     assert json.loads(refused.stdout)["exit_code"] == 2
+
+
+_FAKE_COMMAND = """
+import sys, threading, time
+import cli
+
+def late_write():
+    time.sleep(0.3)
+    with open(sys.argv[1], "w") as out:
+        out.write("written")
+
+def command():
+    threading.Thread(target=late_write).start()  # not a daemon: a normal exit waits for it
+    sys.stdout.write("answer without a newline")
+    raise SystemExit(sys.argv[2] if sys.argv[2] == "a message" else int(sys.argv[2]))
+
+cli.main = command
+cli.run()
+"""
+
+
+def test_run_waits_for_threads_flushes_and_exits_as_python_would(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for code, expected in (("3", 3), ("0", 0), ("a message", 1)):
+        target = tmp_path / f"late-{expected}.txt"
+        done = subprocess.run([sys.executable, "-c", _FAKE_COMMAND, str(target), code], env=env, check=False,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == expected, done.stderr
+        assert target.read_text() == "written", "a thread still running was cut off"
+        assert done.stdout == "answer without a newline"
+        assert ("a message" in done.stderr) == (code == "a message")
