@@ -59,31 +59,55 @@ def test_timestamps_with_four_decimals_never_go_through_float(tmp_path: Path) ->
     assert table.column("time_us").to_pylist() == expected
 
 
-@pytest.mark.parametrize("decimals", [6, 3])
-def test_the_fast_timestamp_path_gives_the_decimal_paths_integers(decimals: int) -> None:
+_DAY_START_S = 1741910400  # DAY at 00:00 UTC
+
+
+def _exact_us(text: str, per_second: int) -> int | None:
+    """The reference: the timestamp's exact value in microseconds by Python's Decimal, or None for
+    what is no plain decimal, has a fraction of a microsecond or does not fit in an int64."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text.strip()) * per_second
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or value != value.to_integral_value() or not -(2**63) <= value < 2**63:
+        return None
+    return int(value)
+
+
+@pytest.mark.parametrize("spot", [False, True])
+def test_timestamps_become_their_exact_microseconds_or_fail_the_file(tmp_path: Path, spot: bool) -> None:
     import random
-
-    import pyarrow.compute as pc
-
-    from fetch.archive_csv import _scaled_int
+    from decimal import Decimal
 
     rng = random.Random(7)
-    width = 10 if decimals == 6 else 13
-    values = [str(rng.randrange(10 ** (width - 1), 10**width)) for _ in range(500)]
-    values = [v if rng.random() < 0.1 else f"{v}.{rng.randrange(10**decimals):0{rng.randint(1, decimals)}d}"
-              for v in values]
-    shapes = [values, values + ["17040672001.5"], values + ["1e9"], [v + "0" * 9 for v in values[:5]]]
-    for shape in shapes:  # one width (fast), two widths, an exponent, too many digits (decimal route)
-        text = pa.array(shape)
-        try:
-            exact = pc.multiply(text.cast(pa.decimal128(20, decimals)),
-                                pa.scalar(10**decimals, pa.decimal128(7, 0)))
-            expected = exact.cast(pa.int64()).to_pylist()
-        except pa.ArrowInvalid:
-            with pytest.raises(pa.ArrowInvalid):
-                _scaled_int(text, decimals)
-            continue
-        assert _scaled_int(text, decimals).to_pylist() == expected
+    unit, places = (1000, 3) if spot else (1, 6)  # spot: milliseconds with up to 3 places
+    base = _DAY_START_S * unit
+    shapes = [str(base + rng.randrange(86_400 * unit)) for _ in range(300)]
+    shapes += [f"{base + rng.randrange(86_400 * unit)}.{rng.randrange(10**places):0{rng.randint(1, places)}d}"
+               for _ in range(300)]
+    shapes += [f"{base}.{'0' * 12}", f" {base + 5}", f"{base + 5} ", f"+{base + 5}", f"{base + 5}.",
+               f"{(base + 7) / 10**9}e9", f"{base}.{'1' * (places + 1)}", f"{base}.5{'0' * 20}",
+               "0x10", "1_000", "nan", "inf", "", "\u0661\u0662", f"{base}e30", f"-{base}",
+               # 2**64 microseconds past a time of the day: its low 64 bits alone are that time
+               str((Decimal(2**64) + DAY_START_US + 5_000_000) / (1000 if spot else 1_000_000))]
+    header = "id,timestamp,price,volume,side" if spot else LINEAR
+    market = Market("spot", "BTCUSDT") if spot else Market("linear", "BTCUSDT")
+    for k, text in enumerate(shapes):
+        row = (f"{k},{text},42000.5,0.5,buy" if spot
+               else f"{text},BTCUSDT,Buy,0.5,42000.5,PlusTick,id-{k},1,1,1")
+        path = write(tmp_path, f"{header}\n{row}\n", name=f"t{k}.csv.gz")
+        expected = _exact_us(text, 1000 if spot else 1_000_000)
+        in_day = expected is not None and DAY_START_US <= expected < DAY_START_US + 86_400_000_000
+        if in_day:
+            assert read_archive(path, market, DAY).column("time_us").to_pylist() == [expected], repr(text)
+        else:
+            with pytest.raises(ArchiveError):
+                read_archive(path, market, DAY)
+
+
+DAY_START_US = _DAY_START_S * 1_000_000
 
 
 def test_spot_uses_milliseconds_and_derives_day_prefixed_ids(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ READ_FAILS = ("extra_column", "missing_column", "truncated")
 CLEAN = ("clean", "clean_rpi", "clean_crlf", "whole_seconds", "mixed_widths", "lower_case_side", "numeric_ids",
          "repeated_id", "one_row")
 # Staged, but only by `stage_file`: shapes the read leaves to it (a quote, an exponent, a BOM).
-ALONE_AND_STAGED = ("quoted_id", "exponent_time", "bom_header")
+ALONE_AND_STAGED = ("quoted_id", "exponent_time", "bom_header", "spaced_time")
 
 
 @pytest.fixture
