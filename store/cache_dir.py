@@ -26,10 +26,11 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from fetch.errors import InputError
 from fetch.market_span import Market, Span
@@ -277,9 +278,21 @@ def stale_reason(store: Store, *, market: Market, day: date, cache_dir: Path, id
     """Why a day's file must be (re)written, None when it is current."""
     target = cache_path(cache_dir, day)
     record = store.query_one(_RECORD_SQL, [str(target), market.category, market.symbol])
+    why = _record_reason(record, target, id_mode)
+    if why is None and record is not None and footer_rows(store, target) != int(record[0]):
+        return _FOOTER_REASON
+    return why
+
+
+_FOOTER_REASON = "the file's footer is unreadable or counts other rows"
+
+
+def _record_reason(record: Sequence[Any] | None, target: Path, id_mode: IdMode) -> str | None:
+    """`stale_reason` from the file's export record (`_RECORD_SQL`'s row) and its size, before its
+    footer is read (the dearest check, left to the caller)."""
     if record is None:
         return "never exported here"
-    rows, mode, fingerprint, size_bytes, now = record
+    _, mode, fingerprint, size_bytes, now = record
     try:
         size = target.stat().st_size
     except OSError:
@@ -290,16 +303,49 @@ def stale_reason(store: Store, *, market: Market, day: date, cache_dir: Path, id
         return "the store's rows for the day changed"
     if size_bytes is None or size != int(size_bytes):
         return f"the file has {size} bytes, {size_bytes} were written"
-    if footer_rows(store, target) != int(rows):
-        return "the file's footer is unreadable or counts other rows"
     return None
+
+
+# `_RECORD_SQL` for many files of one market at once (k: the file's place in the list).
+_RECORDS_SQL = """
+    WITH files AS (SELECT unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS path)
+    SELECT f.k, e.rows, e.id_mode, e.fingerprint, e.size_bytes, s.fingerprint
+    FROM files f
+    JOIN exports e ON e.path = f.path AND e.category = ? AND e.symbol = ?
+    LEFT JOIN day_summary s ON s.category = e.category AND s.symbol = e.symbol AND s.day = e.day"""
+
+FOOTERS_ROWS_SQL = "SELECT file_name, sum(num_rows) FROM parquet_file_metadata(?::VARCHAR[]) GROUP BY file_name"
+
+
+def _footers_rows(store: Store, paths: list[Path]) -> dict[str, int | None]:
+    """`footer_rows` of many files in one statement; one by one if any footer is unreadable (the
+    statement then fails whole)."""
+    if not paths:
+        return {}
+    try:
+        rows = store.query(FOOTERS_ROWS_SQL, [[str(p) for p in paths]])
+    except StoreError:
+        return {str(p): footer_rows(store, p) for p in paths}
+    found: dict[str, int | None] = {str(p): None for p in paths}
+    found.update({str(name): int(count) if count is not None else None for name, count in rows})
+    return found
 
 
 def days_needing_export(store: Store, *, market: Market, days: list[date],
                         cache_dir: Path, id_mode: IdMode) -> list[date]:
-    """Days whose file is missing, damaged or written from other rows or in another id mode."""
-    return [day for day in days
-            if stale_reason(store, market=market, day=day, cache_dir=cache_dir, id_mode=id_mode) is not None]
+    """Days whose file is missing, damaged or written from other rows or in another id mode:
+    `stale_reason` of each, with the records read in one statement and the footers in another (a
+    whole market checks hundreds of files)."""
+    targets = [cache_path(cache_dir, day) for day in days]
+    records: list[Sequence[Any] | None] = [None] * len(days)
+    if targets:
+        for k, *record in store.query(_RECORDS_SQL, [list(range(len(targets))), [str(t) for t in targets],
+                                                     market.category, market.symbol]):
+            records[int(k)] = record
+    reasons = [_record_reason(record, target, id_mode) for record, target in zip(records, targets, strict=True)]
+    footers = _footers_rows(store, [t for t, why in zip(targets, reasons, strict=True) if why is None])
+    return [day for day, record, target, why in zip(days, records, targets, reasons, strict=True)
+            if why is not None or record is None or footers[str(target)] != int(record[0])]
 
 
 @dataclass(frozen=True, slots=True)

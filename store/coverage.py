@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from fetch.market_span import Market, Span
 from store.db import Store
-from store.timeutil import us_to_dt
+from store.timeutil import day_start_us, days_touching, us_to_dt
 
 TRADE_SOURCES = ("archive", "rest", "ws")
 GapKind = Literal["uncovered", "silence", "count_mismatch"]
@@ -142,6 +142,16 @@ def uncovered_many(store: Store, asks: Sequence[Ask], sources: tuple[str, ...] =
         for k, a, b in store.query(uncovered_many_sql(sources), [*ask_params(asks), *sources, exec_type]):
             found[int(k)].append(Span(int(a), int(b)))
     return found
+
+
+def incomplete_days_many(store: Store, wanted: Sequence[tuple[Market, Sequence[date]]]) -> list[set[date]]:
+    """For each (market, days): those of the days that coverage does not vouch for over the whole UTC
+    day (a file or a partition is read as the whole day). One statement for all of them: a whole
+    market concludes hundreds of symbols at once."""
+    asks = [Ask(market, Span(day_start_us(min(days)), day_start_us(max(days) + timedelta(days=1))))
+            for market, days in wanted if days]
+    holes = iter(uncovered_many(store, asks))
+    return [set(days_touching(next(holes))) & set(days) if days else set() for _, days in wanted]
 
 
 def uncovered(store: Store, market: Market, span: Span, sources: tuple[str, ...] = TRADE_SOURCES,

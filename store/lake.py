@@ -40,11 +40,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fetch.errors import InputError
-from fetch.market_span import Market, Span
-from store.coverage import uncovered
+from fetch.market_span import Market
+from store.coverage import incomplete_days_many
 from store.db import Store
 from store.errors import ExportError, StoreError
-from store.timeutil import day_start_us, days_touching
+from store.timeutil import day_start_us
 
 TABLE = "trades"
 DATA_NAME = "part-0.parquet"
@@ -191,14 +191,6 @@ def stored_days(store: Store, *, categories: Sequence[str] | None, symbols: Sequ
     syms = [s.upper() for s in symbols] if symbols else None
     rows = store.query(STORED_DAYS_SQL, [cats, cats, syms, syms, first, stop])
     return [StoredDay(str(c), str(s), d, int(n), str(f)) for c, s, d, n, f in rows]
-
-
-def incomplete_days(store: Store, market: Market, days: Sequence[date]) -> set[date]:
-    """Those of `days` that coverage does not vouch for over the whole UTC day (one query)."""
-    if not days:
-        return set()
-    holes = uncovered(store, market, Span(day_start_us(min(days)), day_start_us(max(days) + timedelta(days=1))))
-    return set(days_touching(holes)) & set(days)
 
 
 LAKE_ROWS_SQL = """
@@ -359,9 +351,10 @@ def write_lake(store: Store, location: Location, *, categories: Sequence[str] | 
         raise InputError(f"start {first} is not before end {stop}: the end is exclusive")
     report = LakeReport(location.uri)
     candidates = []
-    for (category, symbol), group in _by_market(stored_days(store, categories=categories, symbols=symbols,
-                                                            first=first, stop=stop)).items():
-        incomplete = incomplete_days(store, Market.of(category, symbol), [d.day for d in group])
+    groups = _by_market(stored_days(store, categories=categories, symbols=symbols, first=first, stop=stop))
+    wanted = [(Market.of(category, symbol), [d.day for d in group]) for (category, symbol), group in groups.items()]
+    for ((category, symbol), group), incomplete in zip(groups.items(), incomplete_days_many(store, wanted),
+                                                        strict=True):
         for day in group:
             if day.day in incomplete:
                 report.skipped.append((category, symbol, day.day, INCOMPLETE))

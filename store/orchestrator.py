@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fetch.market_span import Market, Span
-from store.cache_dir import IdMode, check_cache_dir, complete_days, days_needing_export
-from store.coverage import TRADE_SOURCES, Ask, Gap
+from store.cache_dir import IdMode, check_cache_dir, days_needing_export
+from store.coverage import TRADE_SOURCES, Ask, Gap, incomplete_days_many
 from store.coverage_many import gaps_many, record_gaps_many, unverified_many
 from store.db import Store
 from store.refresh_summary import Progress, ProgressCallback, RefreshSummary, copy_client_counters
@@ -144,10 +144,11 @@ def conclude(store: Store, parts: list[Part], *, progress: ProgressCallback | No
             part.summary.gaps = _with_reasons(gaps, part.fetched.reasons if part.fetched else [])
         with store.atomic():
             record_gaps_many(store, asks, [part.summary.gaps for part in parts])
-        for part in parts:
-            if part.cache_dir is not None:
-                _export_stale(store, part.ask.market, part.summary, part.cache_dir, part.all_days, part.id_mode,
-                              part.fetched, report)
+        exporting = [part for part in parts if part.cache_dir is not None]
+        for part, days in zip(exporting, _exportable_days(store, exporting), strict=True):
+            assert part.cache_dir is not None
+            _export_stale(store, part.ask.market, part.summary, part.cache_dir, days, part.id_mode,
+                          part.fetched, report)
     for part in parts:
         summary = part.summary
         if part.fetched is not None:
@@ -174,12 +175,11 @@ def _fold(summary: RefreshSummary, fetched: Fetched) -> None:
             summary.errors_by_type[name] = summary.errors_by_type.get(name, 0) + count
 
 
-def _export_stale(store: Store, market: Market, summary: RefreshSummary, cache_dir: Path, all_days: list[date],
+def _export_stale(store: Store, market: Market, summary: RefreshSummary, cache_dir: Path, days: list[date],
                   id_mode: IdMode, fetched: Fetched | None, report: ProgressCallback) -> None:
-    """Write every day of the range whose file is missing or out of date (the background exporter
-    has done most of them already); pyarrow's writer loads only if one is."""
-    stale = days_needing_export(store, market=market, cache_dir=cache_dir,
-                                days=_exportable_days(store, market, all_days), id_mode=id_mode)
+    """Write every one of `days` (the range's exportable days) whose file is missing or out of date
+    (the background exporter has done most of them already); pyarrow's writer loads only if one is."""
+    stale = days_needing_export(store, market=market, cache_dir=cache_dir, days=days, id_mode=id_mode)
     earlier = fetched.exported if fetched is not None else []
     rows = sum(e.rows for e in earlier)
     files = len(earlier)
@@ -208,14 +208,27 @@ def _with_reasons(gaps: list[Gap], reasons: list[Gap]) -> list[Gap]:
     return result
 
 
-_EXPORTABLE_DAYS_SQL = ("SELECT day FROM day_summary WHERE category = ? AND symbol = ? "
-                        "AND day >= ? AND day <= ?")
+_EXPORTABLE_DAYS_SQL = """
+    WITH parts AS (
+        SELECT unnest(?::INTEGER[]) AS k, unnest(?::VARCHAR[]) AS category, unnest(?::VARCHAR[]) AS symbol,
+               unnest(?::DATE[]) AS first_day, unnest(?::DATE[]) AS last_day
+    )
+    SELECT p.k, s.day FROM parts p JOIN day_summary s
+        ON s.category = p.category AND s.symbol = p.symbol AND s.day BETWEEN p.first_day AND p.last_day
+    ORDER BY p.k, s.day"""
 
 
-def _exportable_days(store: Store, market: Market, days: list[date]) -> list[date]:
-    """Days with any stored trade that are complete in the store: a reader takes a file as the whole
-    day, so today (still going on) or a day with a hole gets none."""
-    if not days:
-        return []
-    rows = store.query(_EXPORTABLE_DAYS_SQL, [market.category, market.symbol, days[0], days[-1]])
-    return complete_days(store, market, sorted(row[0] for row in rows))[0]
+def _exportable_days(store: Store, parts: list[Part]) -> list[list[date]]:
+    """Per part: the days of its range with any stored trade that are complete in the store (a
+    reader takes a file as the whole day, so today, still going on, or a day with a hole gets none).
+    Two statements for all the parts: a whole market concludes hundreds at once."""
+    stored: list[list[date]] = [[] for _ in parts]
+    ranged = [(k, part) for k, part in enumerate(parts) if part.all_days]
+    if ranged:
+        params = [[k for k, _ in ranged], [p.ask.market.category for _, p in ranged],
+                  [p.ask.market.symbol for _, p in ranged], [p.all_days[0] for _, p in ranged],
+                  [p.all_days[-1] for _, p in ranged]]
+        for k, day in store.query(_EXPORTABLE_DAYS_SQL, params):
+            stored[int(k)].append(day)
+    incomplete = incomplete_days_many(store, [(part.ask.market, days) for part, days in zip(parts, stored)])
+    return [[day for day in days if day not in holes] for days, holes in zip(stored, incomplete, strict=True)]

@@ -101,3 +101,27 @@ def test_recording_the_gaps_of_many_asks_at_once_leaves_what_one_by_one_leaves(t
             tables.append(store.query("SELECT category, symbol, start_us, end_us, reason FROM open_gaps "
                                       "ORDER BY ALL"))
     assert tables[0] == tables[1] and len(tables[0]) > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_incomplete_days_of_many_markets_are_each_markets_own(tmp_path: Path, seed: int) -> None:
+    """Per market, the days a whole-day reader must not be given: a day is complete only if coverage
+    vouches for all of it, wherever the list of days starts or ends; markets never mix."""
+    from datetime import date, timedelta
+
+    from store.coverage import incomplete_days_many, uncovered
+
+    rng = random.Random(seed + 7)
+    epoch = date(1970, 1, 1)
+    with _random_store(tmp_path / "s.duckdb", seed) as store:
+        wanted = []
+        for category in ("linear", "spot"):
+            for symbol in SYMBOLS:
+                days = sorted(rng.sample(range(22), rng.randint(0, 6)))
+                wanted.append((Market(category, symbol), [epoch + timedelta(days=d) for d in days]))
+        answers = incomplete_days_many(store, wanted)
+        assert len(answers) == len(wanted)
+        for (market, days), answer in zip(wanted, answers, strict=True):
+            expected = {d for d in days
+                        if uncovered(store, market, Span((d - epoch).days * DAY, ((d - epoch).days + 1) * DAY))}
+            assert answer == expected, (market, days)

@@ -128,6 +128,34 @@ def test_a_day_whose_trades_changed_but_not_their_count_is_stale(stored: tuple[P
                                    cache_dir=cache, id_mode="tick") == [day(7)]
 
 
+def test_checking_many_files_at_once_agrees_with_checking_each_alone(stored: tuple[Path, Path]) -> None:
+    """`days_needing_export` reads the records and footers of all the days in two statements; each
+    state of a file gives the answer `stale_reason` gives for it alone, including a footer that
+    cannot be read at all (the statement over all footers then fails whole)."""
+    db, cache = stored
+    market = Market("linear", "BTCUSDT")
+    days = [day(5), day(6), day(7), day(8)]  # 5: never exported; 6: exported, file gone; 7, 8: current
+
+    def each_alone(store) -> list:
+        return [d for d in days if stale_reason(store, market=market, day=d, cache_dir=cache, id_mode="tick")]
+
+    with open_store(db) as store:
+        store.execute("INSERT INTO exports (category, symbol, day, path, rows, id_mode, fingerprint, size_bytes) "
+                      "SELECT category, symbol, ?, ?, rows, id_mode, fingerprint, size_bytes FROM exports "
+                      "WHERE day = ?",
+                      [day(6), str(cache_path(cache, day(6))), day(7)])
+        assert days_needing_export(store, market=market, days=days, cache_dir=cache, id_mode="tick") \
+            == each_alone(store) == [day(5), day(6)]
+        # in another id mode every file is stale
+        assert days_needing_export(store, market=market, days=days, cache_dir=cache, id_mode="trade") == days
+        target = cache_path(cache, day(8))
+        data = bytearray(target.read_bytes())
+        data[-8:-4] = b"\xff\xff\xff\x7f"  # the footer's length: past the file's start, same size
+        target.write_bytes(bytes(data))
+        assert days_needing_export(store, market=market, days=days, cache_dir=cache, id_mode="tick") \
+            == each_alone(store) == [day(5), day(6), day(8)]
+
+
 def test_the_export_log_keeps_the_fingerprint_and_size_of_each_file(stored: tuple[Path, Path]) -> None:
     db, cache = stored
     with open_store(db, read_only=True) as store:
