@@ -46,13 +46,15 @@ class Exporter:
         self.pending: list[tuple[date, Path, asyncio.Future[int]]] = []
         self.exported: list[ExportedRows] = []
 
-    def submit(self, day: date) -> None:
+    def submit(self, day: date, *, changed: bool = False) -> None:
+        """Write `day`'s file if it is stale; `changed`: the caller just stored rows on the day, so
+        its file is stale by definition (its fingerprint changed) and is not checked."""
         self._collect()
         target = cache_path(self.cache_dir, day)
         try:
             with self.store.held():
-                if stale_reason(self.store, market=self.market, day=day, cache_dir=self.cache_dir,
-                                id_mode=self.id_mode) is None:
+                if not changed and stale_reason(self.store, market=self.market, day=day, cache_dir=self.cache_dir,
+                                                id_mode=self.id_mode) is None:
                     return
                 check_owner(self.store, target, self.market)
         except StoreError:

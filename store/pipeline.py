@@ -189,7 +189,7 @@ async def _fetch(job: Job, client: BybitClient, private: Store, missing: list[Sp
         async for outcome in _archive_days(job, archive, private, plan, len(plan.archive_days)):
             fetched.days.append(outcome)
             if exporter is not None and outcome.result is not None:
-                exporter.submit(outcome.day)
+                exporter.submit(outcome.day, changed=outcome.result.added > 0 or outcome.result.replaced > 0)
     finally:
         if exporter is not None:
             fetched.exported = await exporter.close()
