@@ -39,7 +39,13 @@ _LEVERS = (
     "commits (proof of equality: the day was fresh): +0.36 CPU-s and +0.2 s wall, both cores are "
     "already busy during the commit; `preserve_insertion_order = false` for the staging query: the "
     "same time; polars' CSV reader as the parser (round 2: 0.84 CPU-s for reading alone against "
-    "0.98 for our whole parse, and the whole file inflated in memory first). ")
+    "0.98 for our whole parse, and the whole file inflated in memory first). Round 5: the installed "
+    "command ends with `os._exit` once its work is done and its threads are waited for (`cli.run`: "
+    "the interpreter's teardown freed DuckDB's and Arrow's memory for ~0.15 s after a busy day, 3.63 -> "
+    "3.45 s median of 12 alternating runs), and the CSV reader parses timestamps as decimals at "
+    "microsecond scale (their unscaled integers are the times: ~0.1 CPU-s less than cutting text). "
+    "Measured and not taken in round 5: `trade_id` stored uncompressed (the insert -0.23 s of 0.67 s, "
+    "but the store +51%) or ZSTD-compressed (-0.08 s, +6%, and DuckDB >= 1.2 only). ")
 
 ANALYSIS: dict[str, str] = {
     "busy day vs the polars peer": (
@@ -53,9 +59,11 @@ ANALYSIS: dict[str, str] = {
     "week (7 busy days): time vs polars": (
         "Why: the busy day's work (~3.6 CPU-s a day, see the busy day's entry) seven times, against "
         "the peer's one-engine read, unique, sort and write. The tool already "
-        "overlaps each day's export with the next day's staging; staging day N+1 while day N commits "
-        "could lift both cores from ~87% to ~95% busy (~-8%), far from the gap. Close it: less work per "
-        "row (see the busy day), not more overlap."),
+        "overlaps each day's export with the next day's staging; staging day N+1 while day N commits, "
+        "built and measured in round 5, took 4 busy days from 12.45 s to 12.09 s (medians of 5 "
+        "alternating runs, -3%: the next day's staging already overlaps the export, so the cores were "
+        "mostly busy) at the cost of a second staged day in memory, and was not kept. Close it: less "
+        "work per row (see the busy day), not more overlap."),
     "week (7 busy days): peak RSS vs polars": (
         "Why: the peak is DuckDB's working memory beside the day's rows: a day staged as Arrow (~110 MB "
         "of columns for 1.5M trades; since round 3 it no longer sits in a private database's temp table and "
@@ -71,7 +79,11 @@ ANALYSIS: dict[str, str] = {
         '(what lets readers in during a refresh), the per-batch plausibility checks, the global id check '
         "(the id filter's probe and add, ~0.2 CPU-s) and the day's fingerprints were added; round 3's "
         'fresh-day path took back ~0.1-0.15 s, within the figure\'s run-to-run spread (1.34x-1.45x in five '
-        'runs). The rest is interpreter start-up (pyarrow, duckdb, numpy, pydantic, aiohttp: ~0.35 s '
+        'runs). Round 5\'s two levers (no interpreter teardown, timestamps read as decimals), measured '
+        'against the round\'s starting commit (1b5f4ec) in one alternating run of 8 refreshes each on '
+        'this machine: 4.08 -> 3.76 s median wall, 5.82 -> 5.54 CPU-s; this run\'s floor and peers '
+        'were themselves ~13% slower than the last RESULTS\' (a slower shared host), so the ratio above '
+        'moves less than the paired figure. The rest is interpreter start-up (pyarrow, duckdb, numpy, pydantic, aiohttp: ~0.35 s '
         "against ~0.15 s for the floor's `import duckdb`). Close it: a leaner insert (ids as UUIDs with "
         'the tick id derived, side and source as ENUMs: schema changes) and a resident process for the '
         'start-up.'),
@@ -161,7 +173,10 @@ ANALYSIS: dict[str, str] = {
         'their pages are still being written back while the run reads them. The figure moved between '
         'runs: 1.13x, 1.24x, 1.29x and 1.45x in four runs of round 2, 1.36x and 1.43x in the last two full runs (it was 1.63x with '
         'the whole-column semi-join); since round 3 a fresh day probes the filter once (probe and add in one '
-        'pass) and skips the match. Close it: probe in block order (sorted by block, so the pages are read in sequence),'
+        'pass) and skips the match. In round 5 two runs of this figure alone (`--only big`), minutes apart, '
+        'measured 1.09x (in-process 1.11x) with the copy as it is and 1.23x with the copy synced to disk '
+        'before each run (clean pages take a write fault each; dirty ones do not): the figure follows '
+        'the state of the page cache more than the code. Close it: probe in block order (sorted by block, so the pages are read in sequence),'
         ' or a filter in segments by tick-id range so a day dirties only what it adds to.'),
     "scale: peak RSS": (
         "Why: the private staging database (1 GB limit) and the store connection, plus the id filter's "
