@@ -17,15 +17,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the repository first on the child's import path, then `extra`
+    (a hook's own PYTHONPATH among them wins)."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def cli_env(url: str, db: Path, cache: Path, **extra: str) -> dict[str, str]:
     """The environment of a child `bybit-backfill`: both base URLs at the emulator, test-sized waits."""
-    env = {**os.environ, "BYBIT_REST_BASE_URL": url, "BYBIT_ARCHIVE_BASE_URL": url,
-           "BACKFILL_DB_PATH": str(db), "BACKFILL_CACHE_DIR": str(cache),
-           "BYBIT_BACKFILL_RETRY_BASE": "0.01", "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "2",
-           "BYBIT_API_KEY": "", "BYBIT_API_SECRET": "",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.update(extra)
-    return env
+    return child_env(**{"BYBIT_REST_BASE_URL": url, "BYBIT_ARCHIVE_BASE_URL": url,
+                        "BACKFILL_DB_PATH": str(db), "BACKFILL_CACHE_DIR": str(cache),
+                        "BYBIT_BACKFILL_RETRY_BASE": "0.01", "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "2",
+                        "BYBIT_API_KEY": "", "BYBIT_API_SECRET": "", **extra})
 
 
 def start_cli(url: str, db: Path, cache: Path, args: list[str], *, capture: bool = False,

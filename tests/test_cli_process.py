@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -14,13 +13,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from click.testing import CliRunner
+from crashutil import child_env
 
 import cli
 from sim import run_in_thread
 from store.report import verify
 from store.schema import open_store
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_runs_offline_end_to_end(tmp_path: Path, monkeypatch) -> None:
@@ -41,10 +39,9 @@ def test_ctrl_c_keeps_finished_days_rolls_back_the_current_one_and_says_rerun(si
         replace(m, trades_per_day=20_000) if (m.symbol, m.category) == ("BTCUSDT", "linear") else m
         for m in sim_config.markets])
     with run_in_thread(slow) as sim:
-        env = {**os.environ, "BYBIT_REST_BASE_URL": sim.url, "BYBIT_ARCHIVE_BASE_URL": sim.url,
-               "BACKFILL_DB_PATH": str(tmp_path / "c.duckdb"), "BACKFILL_CACHE_DIR": str(tmp_path / "cache"),
-               "BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS": "1",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = child_env(BYBIT_REST_BASE_URL=sim.url, BYBIT_ARCHIVE_BASE_URL=sim.url,
+                        BACKFILL_DB_PATH=str(tmp_path / "c.duckdb"),
+                        BACKFILL_CACHE_DIR=str(tmp_path / "cache"), BYBIT_BACKFILL_MAX_CONCURRENT_CHUNKS="1")
         args = [sys.executable, "-c", "import cli; cli.run()", "refresh", "BTCUSDT", "--start",
                 "2024-01-01", "--end", "2024-01-10"]
         process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
@@ -81,7 +78,7 @@ def test_sim_command_serves_the_emulator_until_stopped(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     server = subprocess.Popen([sys.executable, "-c", "import cli; cli.run()", "sim", "--port", str(port)],
                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -100,9 +97,8 @@ def test_sim_command_serves_the_emulator_until_stopped(tmp_path: Path) -> None:
 
 def _command(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`python -m cli`, the same `cli.run` the console script calls (it ends with `os._exit`)."""
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "cli", *args], env={**os.environ, **env, "PYTHONPATH": path},
-                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=child_env(**env), cwd=cwd,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_the_command_ends_at_once_with_everything_written_and_closed(env, tmp_path: Path) -> None:
@@ -158,7 +154,7 @@ cli.run()
 
 
 def test_run_waits_for_threads_flushes_and_exits_as_python_would(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     for code, expected in (("3", 3), ("0", 0), ("a message", 1)):
         target = tmp_path / f"late-{expected}.txt"
         done = subprocess.run([sys.executable, "-c", _FAKE_COMMAND, str(target), code], env=env, check=False,
