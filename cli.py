@@ -41,6 +41,7 @@ EXIT_INPUT = 2     # bad input or a refusal: fix the command, the settings or th
 EXIT_EXCHANGE = 3  # Bybit unreachable or unusable after the retries (network, bans, bad answers)
 EXIT_STORE = 4     # the store or its cache dir: locked, not ours, unwritable
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell tool reports when its reader went away
 
 
 def _version() -> str:
@@ -108,6 +109,8 @@ class _Group(click.Group):
             where = error.ctx.command_path if error.ctx is not None else ctx.command_path
             _report(f"{error.format_message()} (see `{where} --help`)", EXIT_INPUT, as_json)
             ctx.exit(EXIT_INPUT)
+        except BrokenPipeError:  # `sql ... | head`: the reader has what it wanted; nothing to report
+            ctx.exit(EXIT_PIPE_CLOSED)
         except KeyboardInterrupt:
             _report("interrupted: finished days are kept and the day in progress was rolled back; "
                     "rerun the same command to continue", EXIT_INTERRUPTED, as_json, prefix="")

@@ -163,3 +163,17 @@ def test_run_waits_for_threads_flushes_and_exits_as_python_would(tmp_path: Path)
         assert target.read_text() == "written", "a thread still running was cut off"
         assert done.stdout == "answer without a newline"
         assert ("a message" in done.stderr) == (code == "a message")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(env, tmp_path: Path) -> None:
+    # An analyst's `bybit-backfill sql ... | head`: the pipe closes under a long answer.
+    with open_store(Path(env["BACKFILL_DB_PATH"])):
+        pass
+    process = subprocess.Popen([sys.executable, "-m", "cli", "sql", "SELECT range FROM range(1000000)",
+                                "--format", "csv"], env=child_env(**env), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == "range\n"
+    process.stdout.close()
+    assert process.wait(timeout=120) == cli.EXIT_PIPE_CLOSED
+    assert process.stderr.read() == "", "no 'unexpected BrokenPipeError: a bug' line"
