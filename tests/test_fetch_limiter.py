@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -33,8 +34,8 @@ def limiter(clock: Clock, throttle: float = 1.0, **kw: object) -> RateLimiter:
 
 
 async def take(lim: RateLimiter, endpoint: str = "/v5/market/recent-trade", public: bool = True) -> None:
-    await lim.acquire(endpoint, public=public)
-    await lim.release()
+    async with lim.slot(endpoint, public=public):
+        pass  # answered at once
 
 
 async def test_ip_window_allows_the_budget_then_waits_for_the_oldest_to_expire() -> None:
@@ -44,7 +45,40 @@ async def test_ip_window_allows_the_budget_then_waits_for_the_oldest_to_expire()
         await take(lim)
     assert clock.slept == []
     await take(lim)
-    assert clock.slept == [5.25] and clock.now == 1005.25  # Bybit's 5 s plus the latency slack
+    assert clock.slept == [5.0] and clock.now == 1005.0
+
+
+async def test_a_request_counts_until_a_window_after_its_answer_not_its_send() -> None:
+    # Bybit counts arrivals, which lie anywhere between our send and the answer: a slow answer
+    # keeps its request in the window until a whole window after it came back.
+    clock = Clock()
+    lim = limiter(clock, max_concurrency=100)
+    slots = [lim.slot("/v5/a", public=False) for _ in range(10)]
+    for slot in slots:
+        await slot.__aenter__()  # the budget of 10, all in flight
+    assert lim.wait_s("/v5/a", public=False) == math.inf, "only an answer can make room"
+    eleventh = asyncio.create_task(take(lim, "/v5/a", public=False))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not eleventh.done() and clock.slept == [], "waits for an answer, not a guessed time"
+    clock.now += 3.0  # the answers take 3 s (longer than any slack would allow)
+    for slot in slots:
+        await slot.__aexit__(None, None, None)
+    await eleventh
+    assert clock.slept == [5.0] and clock.now == 1008.0, "a window after the answers, not the sends"
+
+
+async def test_an_endpoint_never_has_more_than_its_limit_in_flight_or_answered_within_a_second() -> None:
+    clock = Clock()
+    lim = limiter(clock, ip_requests=1000, max_concurrency=100)  # /v5/execution/list: 4 per second
+    slots = [lim.slot("/v5/execution/list", public=False) for _ in range(4)]
+    for slot in slots:
+        await slot.__aenter__()  # paced, but all four still in flight
+    assert lim.wait_s("/v5/execution/list", public=False) == math.inf
+    clock.now += 2.0
+    for slot in slots:
+        await slot.__aexit__(None, None, None)
+    assert lim.wait_s("/v5/execution/list", public=False) == pytest.approx(1.0)
 
 
 def test_ip_budget_keeps_a_safety_margin_and_shrinks_with_throttle() -> None:
@@ -152,4 +186,4 @@ async def test_layer_bounds_in_flight_requests_and_skips_archive_downloads() -> 
     peak = 0
     await asyncio.gather(*(layer.send(Request("http://x", "/f.gz", kind="archive")) for _ in range(6)))
     assert peak == 6
-    assert len(lim._ip.times) == 6  # archive downloads are not counted against the IP budget
+    assert len(lim._ip.answered) == 6  # archive downloads are not counted against the IP budget
