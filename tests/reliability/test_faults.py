@@ -63,6 +63,11 @@ class Case:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Short enough to keep the suite quick, long enough that no answer of a busy CI host (seen: 0.9 s
+# late) is cut by it; the injected delays exceed it by far.
+SHORT_TIMEOUT_S = 2.0
+
+
 def with_timeout(config: FetchConfig, timeout_s: float | None) -> FetchConfig:
     return config if timeout_s is None else replace(config, timeouts=Timeouts(total_s=timeout_s))
 
@@ -73,14 +78,14 @@ REFRESH_CASES = [
     Case("HTTP 503 on recent-trade", [("http_503", {"path": TAIL})], {"ServerError": 1}, 1),
     Case("retCode 10016 twice on recent-trade", [("ret_10016", {"path": TAIL, "times": 2})],
          {"ServerError": 2}, 2),
-    Case("a timeout on recent-trade", [("latency", {"path": TAIL, "value": 1500})], {"TransportError": 1}, 1,
-         timeout_s=0.5),
-    Case("a timeout on a day file", [("latency", {"path": FILE_8, "value": 1500})], {"TransportError": 1}, 1,
-         timeout_s=0.5),
+    Case("a timeout on recent-trade", [("latency", {"path": TAIL, "value": 3000})], {"TransportError": 1}, 1,
+         timeout_s=SHORT_TIMEOUT_S),
+    Case("a timeout on a day file", [("latency", {"path": FILE_8, "value": 3000})], {"TransportError": 1}, 1,
+         timeout_s=SHORT_TIMEOUT_S),
     Case("a day file cut mid-body", [("drop", {"path": FILE_8})], {"TransportError": 1}, 1),
     Case("recent-trade cut mid-body", [("drop", {"path": TAIL})], {"TransportError": 1}, 1),
     Case("a day file stalling mid-body (no byte for the API timeout)", [("stall", {"path": FILE_8, "value": 10})],
-         {"TransportError": 1}, 1, timeout_s=0.5),
+         {"TransportError": 1}, 1, timeout_s=SHORT_TIMEOUT_S),
     Case("malformed JSON twice on recent-trade", [("malformed_json", {"path": TAIL, "times": 2})],
          {"BadResponse": 2}, 2),
     Case("10006 five times in a row opens the breaker",
@@ -109,9 +114,9 @@ async def test_a_refresh_under_a_transient_fault_stores_exactly_the_exchanges_tr
 
 
 async def test_a_day_file_slower_than_the_archive_timeout_is_cut_and_retried(sim, store: Store) -> None:
-    # Bytes stop for 10 s, well inside a 30 s stall allowance, but past a 0.5 s total for the file.
+    # Bytes stop for 10 s, well inside a 30 s stall allowance, but past a 2 s total for the file.
     sim.state.faults.add("stall", path=FILE_8, value=10)
-    config = replace(sim_fetch_config(sim.url), timeouts=Timeouts(total_s=30, archive_total_s=0.5))
+    config = replace(sim_fetch_config(sim.url), timeouts=Timeouts(total_s=30, archive_total_s=SHORT_TIMEOUT_S))
     summary = await refresh(store, config, "BTCUSDT", us(day(8)), NOW_US)
     assert summary.errors_by_type == {"TransportError": 1} and summary.retries == 1
     assert_exactly_the_truth(store, sim.config, "BTCUSDT", day(8), NOW_US)
@@ -220,8 +225,8 @@ EXECUTION_CASES = [
     Case("HTTP 502", [("http_502", {"path": EXECUTIONS})], {"ServerError": 1}, 1),
     Case("HTTP 503", [("http_503", {"path": EXECUTIONS})], {"ServerError": 1}, 1),
     Case("retCode 10016", [("ret_10016", {"path": EXECUTIONS})], {"ServerError": 1}, 1),
-    Case("a timeout", [("latency", {"path": EXECUTIONS, "value": 1500})], {"TransportError": 1}, 1,
-         timeout_s=0.5),
+    Case("a timeout", [("latency", {"path": EXECUTIONS, "value": 3000})], {"TransportError": 1}, 1,
+         timeout_s=SHORT_TIMEOUT_S),
     Case("a page cut mid-body", [("drop", {"path": EXECUTIONS})], {"TransportError": 1}, 1),
     Case("10006 with a reset timestamp", [("ret_10006", {"path": EXECUTIONS, "value": 150})],
          {"RateLimited": 1}, 1),
