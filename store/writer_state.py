@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ class WriterNote:
         self.path = note_path(db_path)
         self.state: dict[str, Any] = {"command": command, "pid": os.getpid(),
                                       "since": datetime.now(UTC).isoformat(timespec="seconds"),
-                                      "updated": time.time(), "progress": ""}
+                                      "updated": time.time(), "progress": "",
+                                      "note": uuid.uuid4().hex[:12]}  # this note, among a process's
         self._write()
 
     def update(self, progress: str) -> None:
@@ -52,7 +54,7 @@ class WriterNote:
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):  # another writer's note, or none readable
             current = json.loads(self.path.read_text())
-            if current.get("pid") == os.getpid():
+            if current.get("note") == self.state["note"]:  # not another writer's, in this process or not
                 self.path.unlink()
 
 
@@ -61,5 +63,5 @@ def active_writer(db_path: Path) -> dict[str, Any] | None:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         state = json.loads(note_path(db_path).read_text())
         if _alive(int(state["pid"])):
-            return dict(state)
+            return {key: value for key, value in state.items() if key != "note"}
     return None

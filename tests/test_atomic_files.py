@@ -58,3 +58,14 @@ def test_a_writer_closing_beside_an_unreadable_note_does_not_raise(tmp_path: Pat
     note.path.write_text('{"pid": 1}{"pid": 2}')  # what a torn note looks like
     note.close()  # must not fail the refresh that is ending
     assert active_writer(db) is None
+
+
+def test_a_writer_ending_leaves_the_note_of_another_writer_of_the_same_process(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    first = WriterNote(db, "refresh BTCUSDT")
+    second = WriterNote(db, "refresh ETHUSDT")  # the note shows the latest writer
+    first.close()
+    writer = active_writer(db)
+    assert writer is not None and writer["command"] == "refresh ETHUSDT", "the other writer is still at work"
+    second.close()
+    assert active_writer(db) is None and not first.path.exists()

@@ -156,6 +156,19 @@ def test_checking_many_files_at_once_agrees_with_checking_each_alone(stored: tup
             == each_alone(store) == [day(5), day(6), day(8)]
 
 
+@pytest.mark.parametrize("name", ["cache[1]", "cache*", "cache?"])
+def test_a_cache_dir_named_like_a_glob_pattern_is_current_after_its_export(sim_thread: RunningSim, tmp_path: Path,
+                                                                           name: str) -> None:
+    # The footers are read through DuckDB, which takes a path for a pattern: a name with `[`, `*` or
+    # `?` must still find its own file, or every refresh would rewrite every file.
+    db, cache = tmp_path / "store.duckdb", tmp_path / name
+    assert refresh_again(sim_thread, db, cache) == 2
+    with open_store(db) as store:
+        assert days_needing_export(store, market=Market("linear", "BTCUSDT"), days=[day(7), day(8)],
+                                   cache_dir=cache, id_mode="tick") == []
+    assert refresh_again(sim_thread, db, cache) == 0
+
+
 def test_the_export_log_keeps_the_fingerprint_and_size_of_each_file(stored: tuple[Path, Path]) -> None:
     db, cache = stored
     with open_store(db, read_only=True) as store:
