@@ -34,7 +34,7 @@ from typing import Any, Literal, cast
 
 from fetch.errors import InputError
 from fetch.market_span import Market, Span
-from store.coverage import find_gaps
+from store.coverage import uncovered_gaps
 from store.db import Store
 from store.errors import ExportError, StoreError
 from store.timeutil import day_start_us, days_touching
@@ -365,9 +365,9 @@ def complete_days(store: Store, market: Market, days: list[date], *,
     if not days:
         return [], []
     start, end = day_start_us(days[0]), day_start_us(days[-1] + timedelta(days=1))
-    holes = [g for g in find_gaps(store, market, Span(start, end)) if g.kind == "uncovered"
-             and not (live_through_us is not None and g.start_us >= live_through_us
-                      and g.end_us >= day_start_us(_day_of(live_through_us) + timedelta(days=1)))]
+    holes = [g for g in uncovered_gaps(store, market, Span(start, end))
+             if not (live_through_us is not None and g.start_us >= live_through_us
+                     and g.end_us >= day_start_us(_day_of(live_through_us) + timedelta(days=1)))]
     incomplete: dict[date, str] = {}
     for gap in holes:
         for day in days_touching([(gap.start_us, gap.end_us)]):

@@ -265,9 +265,7 @@ NO_REASON = "not fetched yet: run `bybit-backfill refresh` over this range"
 
 def find_gaps(store: Store, market: Market, span: Span, min_silence_s: float | None = None) -> list[Gap]:
     """Every gap of the three kinds inside `span`, uncovered ones with their recorded reason."""
-    reasons = recorded_reasons(store, market, span)
-    found = [Gap("uncovered", hole.start_us, hole.end_us, _reason_for(hole, reasons))
-             for hole in uncovered(store, market, span)]
+    found = uncovered_gaps(store, market, span)
     if min_silence_s:
         found += [Gap("silence", a, b, f"no trade for {(b - a) / 1e6:.1f} s")
                   for a, b in silences(store, market, span, min_silence_s)]
@@ -275,6 +273,14 @@ def find_gaps(store: Store, market: Market, span: Span, min_silence_s: float | N
         found.append(Gap("count_mismatch", a, b, f"the archive file held {expected} trades for this "
                          f"day, the store has {stored}", {"expected": expected, "stored": stored}))
     return sorted(found, key=lambda g: (g.start_us, g.kind))
+
+
+def uncovered_gaps(store: Store, market: Market, span: Span) -> list[Gap]:
+    """The spans of `span` no coverage row claims, each with its recorded reason (what `export`
+    needs to refuse a day; the other kinds cost a scan of the trades)."""
+    reasons = recorded_reasons(store, market, span)
+    return [Gap("uncovered", hole.start_us, hole.end_us, _reason_for(hole, reasons))
+            for hole in uncovered(store, market, span)]
 
 
 def _reason_for(hole: Span, reasons: list[tuple[Span, str]]) -> str:
