@@ -206,10 +206,14 @@ def test_a_store_file_another_process_is_creating_is_waited_for_not_refused(tmp_
     path = tmp_path / "s.duckdb"
     path.write_bytes(b"")
 
-    def create() -> None:  # the headers land after a moment (here: a whole database, swapped in)
-        made = tmp_path / "made.duckdb"
-        subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(made)],
-                       check=True)
+    # The headers land after a moment (here: a whole database made by another process beforehand,
+    # swapped in 0.3 s after the open began; made first, since a busy machine can take longer than
+    # the grace just to start a Python).
+    made = tmp_path / "made.duckdb"
+    subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(made)],
+                   check=True)
+
+    def create() -> None:
         time.sleep(0.3)
         made.replace(path)
 
