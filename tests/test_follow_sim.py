@@ -183,7 +183,7 @@ async def test_the_archive_day_replaces_live_rows_and_reconciliation_counts_exac
 
 
 async def test_a_socket_that_pongs_but_carries_nothing_is_replaced(tmp_path: Path, sim_cache_dir: Path) -> None:
-    options = StreamOptions(ping_interval_s=0.2, pong_timeout_s=5.0, stale_after_s=1.0)
+    options = StreamOptions(ping_interval_s=0.2, pong_timeout_s=5.0, stale_after_s=3.0)
     async with rig(tmp_path, sim_cache_dir, MIDNIGHT_MS - 60_000, stream=options) as r:
         state, follower = r.sim.state, r.follower
         subscriptions = state.ws_subscriptions
@@ -192,8 +192,9 @@ async def test_a_socket_that_pongs_but_carries_nothing_is_replaced(tmp_path: Pat
         await until(lambda: state.faults.fired["ws_stall"] == 1, "the stall")
         await until(lambda: state.ws_subscriptions > subscriptions, "a new subscription after the stall")
         # And trades flow again. The market stands still between jumps, so a busy machine can let the
-        # new socket sit silent past `stale_after_s` too and replace it just as a jump's trades are
-        # pushed; those are bridged when a later trade opens the next session, so jump until they are.
+        # new socket sit silent past `stale_after_s` too (3 s: at 1 s, with both cores busy, the
+        # replacements came faster than a bridge, and nothing was committed for a minute) and replace it
+        # just as a jump's trades are pushed; a later trade bridges them, so jump until they are.
         for attempt in range(10):
             target = r.clock.jump(1_000)
             last_ms = truth(r.sim.config, target, (DAY_BEFORE, DAY_BEFORE.replace(day=11)))[-1][1] // 1000
