@@ -9,8 +9,7 @@ import pytest
 
 from fetch.config import RateLimits
 from fetch.limiter import LimiterLayer, RateLimiter
-from fetch.wire import LimitStatus
-from fetch.wire import Request, Response
+from fetch.wire import LimitStatus, Request, Response
 
 
 class Clock:

@@ -231,7 +231,7 @@ async def test_public_burst_stays_under_the_ip_limit_however_late_requests_arriv
     path = "/v5/market/recent-trade"
     async with running_sim(config) as sim:
         sim.state.faults.add("latency", path=path, value=900, times=54)
-        policy = dict(limits=limits, breaker=BreakerPolicy(ban_cooldown_s=0.2), retry=RetryPolicy(max_retries=0))
+        policy = {"limits": limits, "breaker": BreakerPolicy(ban_cooldown_s=0.2), "retry": RetryPolicy(max_retries=0)}
         async with BybitClient(fetch_config(sim, **policy)) as client:
             params = {"category": "linear", "symbol": "BTCUSDT", "limit": 1}
             await asyncio.gather(*(client.get_public(path, params) for _ in range(120)), return_exceptions=True)

@@ -199,7 +199,7 @@ async def test_a_socket_that_pongs_but_carries_nothing_is_replaced(tmp_path: Pat
             target = r.clock.jump(1_000)
             last_ms = truth(r.sim.config, target, (DAY_BEFORE, DAY_BEFORE.replace(day=11)))[-1][1] // 1000
             try:
-                await until(lambda: r.newest_ms() >= last_ms, f"commit up to {last_ms}", tries=1000)
+                await until(lambda last_ms=last_ms: r.newest_ms() >= last_ms, f"commit up to {last_ms}", tries=1000)
                 break
             except AssertionError:
                 assert attempt < 9, "trades never flowed again after the stall"
