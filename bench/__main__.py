@@ -2,7 +2,7 @@
 
     python -m bench                      # all figures, 3-7 runs each (~6 minutes on 2 cores)
     python -m bench --quick              # tiny days, one run each: a smoke test of the harness
-    python -m bench --only busy,export   # some figures (busy export 12h warm week executions scale big market profile)
+    python -m bench --only busy,export   # some figures (busy export 12h warm week executions scale big market sql profile)
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from .profile import profile
 from .report import print_table, write_results
 from .util import ROOT, Quiet, Row, machine
 
-ORDER = ["busy", "serve", "export", "12h", "week", "executions", "scale", "big", "market", "profile"]
+ORDER = ["busy", "serve", "export", "12h", "week", "executions", "scale", "big", "market", "sql", "profile"]
 ALIASES = {"warm": "12h", "12h": "12h"}
-NAMES = ["busy", "export", "12h", "warm", "week", "executions", "scale", "big", "market", "profile", "serve"]
+NAMES = ["busy", "export", "12h", "warm", "week", "executions", "scale", "big", "market", "sql", "profile", "serve"]
 
 
 def _selected(only: str | None) -> list[str]:

@@ -195,7 +195,7 @@ _SECTIONS = [("busy", "Busy day ingest"), ("serve", "The emulator is not the bot
              ("export", "Export"), ("12h", "The guide's 12 hours"), ("warm", "Warm cache"),
              ("week", "Week"), ("executions", "Executions"), ("scale", "Scale"),
              ("big", "Ingest at 100M rows"), ("market", "Many small symbols and the whole market"),
-             ("profile", "Profile of the busy-day path (top costs)")]
+             ("sql", "`sql` to CSV"), ("profile", "Profile of the busy-day path (top costs)")]
 
 
 def _table(rows: list[Row]) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m bench.sql_csv [ROWS]`: `bybit-backfill sql --format csv` against DuckDB's own COPY.
+"""`python -m bench.sql_csv [ROWS] [--json]`: `bybit-backfill sql --format csv` against DuckDB's own COPY.
 
 Fills a fresh store with ROWS (default 1,000,000) synthetic trades, then writes the same query as
 CSV twice, each to a file on the same disk: once with `COPY (query) TO 'file.csv' (HEADER)` on a
@@ -6,11 +6,13 @@ plain DuckDB connection (the floor), once through `store.sql_output.stream_sql` 
 on the sandboxed connection). Prints the medians of 3 runs, the ratio (goal <= 1.5x) and the peak
 RSS of a process streaming it. Our side holds one Arrow batch at a time; what RSS still grows with
 ROWS is DuckDB's buffer cache of the table's blocks (capped by the store's memory_limit, 2 GB), not
-the answer (fetchall of 1M rows held ~1 GB of Python tuples). Runs alone, in ~15 s.
+the answer (fetchall of 1M rows held ~1 GB of Python tuples). Runs alone, in ~15 s, or as
+`python -m bench --only sql` (a row of RESULTS.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -29,19 +31,21 @@ FILL_SQL = """
     FROM range(?) r(i)"""
 
 
-def main(argv: list[str]) -> None:
+def measure(rows: int, runs: int = 3) -> dict[str, object]:
+    """COPY and `stream_sql` of the same answer, `runs` times each, alternating; seconds of each run."""
     import duckdb
 
     from store.schema import open_store
     from store.sql_output import stream_sql
 
-    rows = int(argv[0]) if argv else 1_000_000
     with tempfile.TemporaryDirectory(prefix="bench-sql-") as tmp:
         db = Path(tmp) / "bench.duckdb"
         with open_store(db) as store:
             store.execute(FILL_SQL, [rows])
-        copy_s, stream_s = [], []
-        for _ in range(3):
+        copy_s: list[float] = []
+        stream_s: list[float] = []
+        copy_size = stream_size = 0
+        for _ in range(runs):
             target = Path(tmp) / "copy.csv"
             connection = duckdb.connect(str(db), read_only=True)
             began = time.perf_counter()
@@ -58,12 +62,23 @@ def main(argv: list[str]) -> None:
             os.unlink(Path(tmp) / "sql.csv")
             assert written.rows == [rows], written
         rss_mb = _streamed_rss_mb(db, Path(tmp) / "rss.csv")
-        copy_m, stream_m = statistics.median(copy_s), statistics.median(stream_s)
-        ratio = stream_m / copy_m
-        print(f"{rows:,} rows as CSV: DuckDB COPY {copy_m:.2f} s ({copy_size / 1e6:.0f} MB), "
-              f"`sql --format csv` {stream_m:.2f} s ({stream_size / 1e6:.0f} MB): {ratio:.2f}x "
-              f"(goal <= {GOAL}x: {'met' if ratio <= GOAL else 'MISSED'}); peak RSS of a process "
-              f"streaming it: {rss_mb:.0f} MB")
+    return {"rows": rows, "copy_s": copy_s, "stream_s": stream_s, "copy_bytes": copy_size,
+            "stream_bytes": stream_size, "rss_mb": rss_mb}
+
+
+def main(argv: list[str]) -> None:
+    as_json = "--json" in argv
+    numbers = [a for a in argv if a != "--json"]
+    result = measure(int(numbers[0]) if numbers else 1_000_000)
+    if as_json:
+        print(json.dumps(result))
+        return
+    copy_m, stream_m = statistics.median(result["copy_s"]), statistics.median(result["stream_s"])  # type: ignore[arg-type]
+    ratio = stream_m / copy_m
+    print(f"{result['rows']:,} rows as CSV: DuckDB COPY {copy_m:.2f} s ({result['copy_bytes'] / 1e6:.0f} MB), "  # type: ignore[operator]
+          f"`sql --format csv` {stream_m:.2f} s ({result['stream_bytes'] / 1e6:.0f} MB): {ratio:.2f}x "  # type: ignore[operator]
+          f"(goal <= {GOAL}x: {'met' if ratio <= GOAL else 'MISSED'}); peak RSS of a process "
+          f"streaming it: {result['rss_mb']:.0f} MB")
 
 
 def _streamed_rss_mb(db: Path, target: Path) -> float:
