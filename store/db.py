@@ -121,6 +121,9 @@ def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) 
     began = time.monotonic()
     deadline = began + wait_s
     while True:
+        # Empty before the try: if the creator writes its headers while DuckDB reads the empty file,
+        # the file is no longer empty when the refusal comes back, and the next try will find them.
+        was_empty = _is_empty(path)
         try:
             with _open_close_lock(path):
                 connection = duckdb.connect(path, read_only=read_only, config=config)
@@ -133,7 +136,7 @@ def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) 
             translated = _translate(error, path)
             now = time.monotonic()
             being_created = (isinstance(translated, NotADatabase) and now < min(deadline, began + CREATING_GRACE_S)
-                             and _is_empty(path))
+                             and (was_empty or _is_empty(path)))
             if (isinstance(translated, StoreLocked) and now < deadline) or being_created:
                 time.sleep(LOCK_POLL_S)
                 continue

@@ -193,6 +193,33 @@ def test_branches_of_one_private_database_stage_apart(tmp_path: Path) -> None:
             branch.close()
 
 
+def test_headers_that_land_while_duckdb_reads_the_empty_file_are_found_by_the_next_try(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The creator can finish while DuckDB reads the file it found empty: the refusal then comes back
+    when the file is no longer empty, and is still a store being created (a busy machine found it)."""
+    import duckdb
+
+    path = tmp_path / "s.duckdb"
+    path.write_bytes(b"")
+    made = tmp_path / "made.duckdb"
+    duckdb.connect(str(made)).close()
+    real, calls = duckdb.connect, []
+
+    def connect(database: str, *args: object, **kwargs: object) -> object:
+        calls.append(database)
+        if len(calls) > 1:
+            return real(database, *args, **kwargs)
+        try:
+            return real(database, *args, **kwargs)  # reads the empty file, and refuses it
+        finally:
+            made.replace(path)  # meanwhile the creator's headers land
+
+    monkeypatch.setattr(duckdb, "connect", connect)
+    with Store.open(path, wait_s=5) as opened:
+        assert opened.query_one("SELECT 1") == (1,)
+    assert len(calls) == 2
+
+
 def test_a_store_file_another_process_is_creating_is_waited_for_not_refused(tmp_path: Path) -> None:
     """DuckDB creates a new file before it locks it and writes its headers: a process opening it in
     between finds it empty. That is a store being created (waited for, like a lock), while a file
