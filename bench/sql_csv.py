@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 QUERY = "SELECT * FROM trades_v WHERE category = 'linear' AND symbol = 'BTCUSDT'"
 GOAL = 1.5
@@ -31,7 +32,16 @@ FILL_SQL = """
     FROM range(?) r(i)"""
 
 
-def measure(rows: int, runs: int = 3) -> dict[str, object]:
+class Measured(TypedDict):
+    rows: int
+    copy_s: list[float]
+    stream_s: list[float]
+    copy_bytes: int
+    stream_bytes: int
+    rss_mb: float
+
+
+def measure(rows: int, runs: int = 3) -> Measured:
     """COPY and `stream_sql` of the same answer, `runs` times each, alternating; seconds of each run."""
     import duckdb
 
@@ -62,8 +72,8 @@ def measure(rows: int, runs: int = 3) -> dict[str, object]:
             os.unlink(Path(tmp) / "sql.csv")
             assert written.rows == [rows], written
         rss_mb = _streamed_rss_mb(db, Path(tmp) / "rss.csv")
-    return {"rows": rows, "copy_s": copy_s, "stream_s": stream_s, "copy_bytes": copy_size,
-            "stream_bytes": stream_size, "rss_mb": rss_mb}
+    return Measured(rows=rows, copy_s=copy_s, stream_s=stream_s, copy_bytes=copy_size,
+                    stream_bytes=stream_size, rss_mb=rss_mb)
 
 
 def main(argv: list[str]) -> None:
@@ -73,10 +83,10 @@ def main(argv: list[str]) -> None:
     if as_json:
         print(json.dumps(result))
         return
-    copy_m, stream_m = statistics.median(result["copy_s"]), statistics.median(result["stream_s"])  # type: ignore[arg-type]
+    copy_m, stream_m = statistics.median(result["copy_s"]), statistics.median(result["stream_s"])
     ratio = stream_m / copy_m
-    print(f"{result['rows']:,} rows as CSV: DuckDB COPY {copy_m:.2f} s ({result['copy_bytes'] / 1e6:.0f} MB), "  # type: ignore[operator]
-          f"`sql --format csv` {stream_m:.2f} s ({result['stream_bytes'] / 1e6:.0f} MB): {ratio:.2f}x "  # type: ignore[operator]
+    print(f"{result['rows']:,} rows as CSV: DuckDB COPY {copy_m:.2f} s ({result['copy_bytes'] / 1e6:.0f} MB), "
+          f"`sql --format csv` {stream_m:.2f} s ({result['stream_bytes'] / 1e6:.0f} MB): {ratio:.2f}x "
           f"(goal <= {GOAL}x: {'met' if ratio <= GOAL else 'MISSED'}); peak RSS of a process "
           f"streaming it: {result['rss_mb']:.0f} MB")
 
