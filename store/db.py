@@ -21,7 +21,7 @@ import duckdb
 
 from fetch.errors import InputError
 from store.errors import NotADatabase, QueryError, StoreError, StoreLocked
-from store.file_pool import LOCK_POLL_S, FilePool
+from store.file_pool import LOCK_POLL_S, FilePool, mark_waiting, unmark_waiting
 
 log = logging.getLogger("context.backfill")
 
@@ -106,9 +106,9 @@ CREATING_GRACE_S = 2.0
 
 # DuckDB checkpoints inside a COMMIT once the log passes 16 MB: a whole market of small days then
 # paid a checkpoint (50-120 ms) every few commits, on top of the one each let-go of the file costs
-# (closing the last connection checkpoints). A writer lets go at least every HOLD_BOUND_S, so the
-# log never holds more than about a second of small commits; big inserts skip it (written to the
-# file as they go). Measured: 200 small symbols 5.3 -> 4.5 s.
+# (closing the last connection checkpoints). A writer lets go at least every UNASKED_HOLD_BOUND_S
+# (`store.file_pool`), so the log never holds more than a few seconds of small commits; big inserts
+# skip it (written to the file as they go). Measured: 200 small symbols 5.3 -> 4.5 s.
 WAL_AUTOCHECKPOINT_SQL = "SET wal_autocheckpoint = '1GB'"
 # A writer never draws DuckDB's progress bar: past 2 s of a statement (an id filter's rebuild from a
 # big market) it is drawn on stdout, inside `--json` output. Set once per open, not per statement.
@@ -117,9 +117,11 @@ NO_PROGRESS_BAR_SQL = "SET enable_progress_bar = false"
 
 def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) -> duckdb.DuckDBPyConnection:
     """Open the file, retrying the lock every LOCK_POLL_S for up to `wait_s` while another process
-    holds it (or, briefly, creates it)."""
+    holds it (or, briefly, creates it); while waiting, the file's wait mark says so
+    (`store.file_pool.mark_waiting`)."""
     began = time.monotonic()
     deadline = began + wait_s
+    marked = False
     while True:
         # Empty before the try: if the creator writes its headers while DuckDB reads the empty file,
         # the file is no longer empty when the refusal comes back, and the next try will find them.
@@ -131,15 +133,24 @@ def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) 
                     connection.execute(WAL_AUTOCHECKPOINT_SQL)
                     connection.execute(NO_PROGRESS_BAR_SQL)
                 _pool(path).opened()
-                return connection
+            if marked:
+                unmark_waiting(path)
+            return connection
         except duckdb.Error as error:
             translated = _translate(error, path)
             now = time.monotonic()
             being_created = (isinstance(translated, NotADatabase) and now < min(deadline, began + CREATING_GRACE_S)
                              and (was_empty or _is_empty(path)))
-            if (isinstance(translated, StoreLocked) and now < deadline) or being_created:
+            if isinstance(translated, StoreLocked) and now < deadline:
+                mark_waiting(path)  # a keeping writer lets go at its short bound for a process that waits
+                marked = True
                 time.sleep(LOCK_POLL_S)
                 continue
+            if being_created:
+                time.sleep(LOCK_POLL_S)
+                continue
+            if marked:
+                unmark_waiting(path)
             if isinstance(translated, StoreLocked):
                 translated = StoreLocked(path, translated.holder, wait_s)
             raise translated from None
@@ -232,9 +243,9 @@ class Store:
     @contextlib.contextmanager
     def keeping(self) -> Iterator[Store]:
         """Within the block, a `release()` keeps the file open for the next hold unless this process
-        has held it for `store.file_pool.HOLD_BOUND_S` or nothing uses it for a moment: a run of
-        small commits pays for one open, not one per commit, and others still get the file within
-        about a second.
+        has held it for its bound (`store.file_pool.HOLD_BOUND_S` when another process waits) or
+        nothing uses it for a moment: a run of small commits pays for one open, not one per commit,
+        and a process waiting for the file still gets it within about a second.
         Handles of this process on the same file share the kept connections; blocks may nest and
         overlap (the file is kept while any runs). Let go, whatever is kept, when the last one ends."""
         if self._pool is None:

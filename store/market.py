@@ -8,8 +8,9 @@ work, several at once, and adds nothing to how a day is fetched or stored. What 
 * what each refresh would pay for alone, paid once: the plan of every piece asked of the store in
   one statement (`store.coverage_many`), one private staging database (each refresh stages in a
   branch of its own), one scratch directory, one writer note, the file kept open across the run's
-  many small commits (`Store.keeping`: still let go every `store.file_pool.HOLD_BOUND_S` and whenever
-  idle, so readers get in), and the gaps of up to CONCLUDE_BATCH pieces found and recorded together;
+  many small commits (`Store.keeping`: still let go within `store.file_pool.HOLD_BOUND_S` when
+  another process waits, and whenever idle), and the gaps of up to CONCLUDE_BATCH pieces found and
+  recorded together;
 * each concurrent refresh on a DuckDB handle of its own (one connection must not be used by two
   threads at once); the store already serializes write transactions within the process
   (`Store.atomic`), so concurrent symbols interleave their downloads and parsing, not their commits;

@@ -56,9 +56,9 @@ async def refresh(store: Store, config: FetchConfig, symbol: str, start_us: int,
 
     The store file is held only while something commits: between commits it is let go (`Store.release`),
     so `sql`, `status`, another refresh or an analyst's DuckDB session can open it; each statement
-    after that takes it back, waiting for the lock. A run of small commits keeps it for up to
-    `store.file_pool.HOLD_BOUND_S` (`Store.keeping`). `command` names this writer in the note other
-    processes see (`status`, a lock error).
+    after that takes it back, waiting for the lock. A run of small commits keeps it across commits
+    (`Store.keeping`), for up to `store.file_pool.HOLD_BOUND_S` when another process waits.
+    `command` names this writer in the note other processes see (`status`, a lock error).
 
     `sources` are the coverage sources that count as "has it": `follow` passes ('archive',) so a day
     it captured live is still fetched from the archive, which then replaces the live rows."""

@@ -8,8 +8,8 @@ process's commit thread (the event loop goes on downloading meanwhile; days that
 together, of one refresh or of many, share one transaction: `CommitQueue`, `store.ingest_many`); its
 parquet file written in the background (`store.exporter`) while the next day is staged; the tail
 stored last. The store file is held only while a day (or the tail) commits, or across a run of
-short commits for at most `store.file_pool.HOLD_BOUND_S` (`Store.keeping`): other processes read and write
-it in between.
+short commits (`Store.keeping`, let go within `store.file_pool.HOLD_BOUND_S` when another process
+waits): other processes read and write it in between.
 
 Each step returns what happened (`DayOutcome`, `TailOutcome`); `fetch_missing` hands them back as
 one `Fetched` that `store.orchestrator` folds into its summary once. Nothing here mutates a shared run.

@@ -78,6 +78,7 @@ def test_a_run_of_short_commits_in_a_keeping_block_opens_the_file_once(tmp_path:
     path = tmp_path / "s.duckdb"
     monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)  # never idle here: only the bound may let go
     monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "UNASKED_HOLD_BOUND_S", 60.0)
     with open_store(path) as opened:
         opened.execute("CREATE TABLE t (x INTEGER)")
         opened.release()
@@ -100,7 +101,8 @@ def test_a_keeping_block_lets_the_file_go_once_held_for_the_bound(tmp_path: Path
 
     path = tmp_path / "s.duckdb"
     monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)
-    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 0.0)  # always past the bound
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "UNASKED_HOLD_BOUND_S", 0.0)  # always past the bound
     monkeypatch.setattr(store.file_pool, "RESUME_PAUSE_S", 0.0)
     with open_store(path) as opened:
         opened.execute("CREATE TABLE t (x INTEGER)")
@@ -111,6 +113,83 @@ def test_a_keeping_block_lets_the_file_go_once_held_for_the_bound(tmp_path: Path
         assert len(opens) == 10, "held past the bound, the file is let go after each commit"
 
 
+def test_a_keeping_block_lets_the_file_go_at_the_short_bound_only_while_someone_waits(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    import store.db
+    import store.file_pool
+
+    path = tmp_path / "s.duckdb"
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 0.0)  # always past the short bound
+    monkeypatch.setattr(store.file_pool, "UNASKED_HOLD_BOUND_S", 60.0)
+    monkeypatch.setattr(store.file_pool, "RESUME_PAUSE_S", 0.0)
+    with open_store(path) as opened:
+        opened.execute("CREATE TABLE t (x INTEGER)")
+        opened.release()
+        opens = _opens_of(monkeypatch, path)
+        with opened.keeping():
+            _commit_many(opened, 10)
+            assert len(opens) == 1, "nobody waits: the file is kept past the short bound"
+            pool = store.db._pool(str(path))
+            for _ in range(5):
+                store.file_pool.mark_waiting(str(path))  # what a process waiting for the lock does
+                _commit_many(opened, 1)
+                assert pool.open == 0, "a fresh wait mark: the file is let go after each commit"
+            store.file_pool.unmark_waiting(str(path))
+            opens.clear()
+            _commit_many(opened, 10)
+            assert len(opens) == 1, "the mark gone, the file is kept again"
+        stale = path.with_name(path.name + ".wait")
+        stale.touch()
+        old = time.time() - 10 * store.file_pool.WAIT_MARK_FRESH_S
+        import os
+
+        os.utime(stale, (old, old))
+        assert not store.file_pool.someone_waits(str(path)), "a mark nobody touched for long is no one waiting"
+    assert opened.query("SELECT count(*) FROM t") == [(25,)]
+
+
+def test_a_process_waiting_through_the_store_gets_in_although_the_writer_never_pauses(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """A keeping writer committing without a break holds the file for its unasked bound (here for
+    ever), yet a process waiting through `Store.open` marks the file and gets in within the short
+    bound; the mark is gone once it has."""
+    import subprocess
+    import sys
+    import threading
+
+    import store.file_pool
+
+    path = tmp_path / "s.duckdb"
+    monkeypatch.setattr(store.file_pool, "IDLE_RELEASE_S", 3600.0)
+    monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 0.2)
+    monkeypatch.setattr(store.file_pool, "UNASKED_HOLD_BOUND_S", 3600.0)
+    reader = ("import sys\nfrom store.schema import open_store\n"
+              "with open_store(sys.argv[1], read_only=True, wait_s=60) as s:\n"
+              "    print(s.query_one('SELECT count(*) FROM t')[0])")
+    with open_store(path) as opened:
+        opened.execute("CREATE TABLE t (x INTEGER)")
+        opened.release()  # each commit takes it back: a writer between commits
+        stop = threading.Event()
+
+        def commit_until_stopped() -> None:
+            with opened.keeping():
+                while not stop.is_set():
+                    _commit_many(opened, 1)
+
+        writer = threading.Thread(target=commit_until_stopped)
+        writer.start()
+        try:
+            done = subprocess.run([sys.executable, "-c", reader, str(path)], capture_output=True, text=True,
+                                  timeout=120, cwd=Path(__file__).resolve().parents[1])
+        finally:
+            stop.set()
+            writer.join(timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert int(done.stdout) >= 1
+        assert not path.with_name(path.name + ".wait").exists(), "the reader took its mark away"
+
+
 def test_an_idle_keeping_block_lets_the_file_go_for_another_process(tmp_path: Path, monkeypatch) -> None:
     import subprocess
     import sys
@@ -119,6 +198,7 @@ def test_an_idle_keeping_block_lets_the_file_go_for_another_process(tmp_path: Pa
 
     path = tmp_path / "s.duckdb"
     monkeypatch.setattr(store.file_pool, "HOLD_BOUND_S", 3600.0)  # only idleness can let it go
+    monkeypatch.setattr(store.file_pool, "UNASKED_HOLD_BOUND_S", 3600.0)
     probe = ("import duckdb, sys\ntry:\n    duckdb.connect(sys.argv[1], read_only=True).close()\n"
              "except duckdb.Error:\n    sys.exit(3)")
     with open_store(path) as opened:

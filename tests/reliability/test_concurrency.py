@@ -136,7 +136,9 @@ def test_readers_get_in_during_a_whole_market_refresh_of_many_small_days(sim_con
         assert store.query_one("SELECT count(*) FROM coverage WHERE source = 'archive'") == (240,)
 
 
-READER_WAIT_S = 5.0  # several times the longest hold a keeping writer allows (`store.file_pool.HOLD_BOUND_S`)
+# Several times the longest hold a keeping writer allows a process that waits (and marks it:
+# `store.file_pool.HOLD_BOUND_S`); no more than the hold it allows when nobody does.
+READER_WAIT_S = 5.0
 
 
 def run_subprocess_cli(env: dict[str, str], args: list[str]) -> tuple[int, str, str]:
