@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -31,8 +33,15 @@ class ExportedRows:
     rows: int
 
 
+# Files written at once in the process, whatever the number of refreshes exporting: a busy day's
+# sort and parquet writer take ~400 MB, and a whole-market run has dozens of refreshes whose days
+# commit in quick succession. One per core: the writes are CPU work beside the staging.
+CONCURRENT_EXPORTS = max(2, os.cpu_count() or 2)
+_EXPORTING = threading.BoundedSemaphore(CONCURRENT_EXPORTS)
+
+
 def _write_on_own_connection(path: str, *, market: Market, day: date, target: Path, id_mode: IdMode) -> int:
-    with Store.open(path, wait_s=REACQUIRE_WAIT_S) as own:
+    with _EXPORTING, Store.open(path, wait_s=REACQUIRE_WAIT_S) as own:
         return write_day(own, market=market, day=day, target=target, id_mode=id_mode)
 
 

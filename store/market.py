@@ -288,11 +288,27 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
         store.release()  # each symbol's refresh holds the file only while it commits, on a handle of its own
         if any(part.missing for part in parts):
             run.open_staging(stack, concurrency)
+        # The gate bounds the refreshes downloading (scratch files, connections): a refresh gives its
+        # slot back once its last file has arrived, not when its commits are done, so the commit
+        # thread finds more days waiting and the next symbols download meanwhile (200 small symbols:
+        # see DEFAULT_CONCURRENCY). Staged days are bounded by the run's budget, exports by
+        # `store.exporter.CONCURRENT_EXPORTS`.
         gate = asyncio.Semaphore(concurrency)
 
         async def one(item: WorkItem, part: Part) -> None:
-            async with gate:
-                await run.fetch(item, part)
+            await gate.acquire()
+            held = True
+
+            def give_back() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    gate.release()
+
+            try:
+                await run.fetch(item, part, give_back)
+            finally:
+                give_back()
 
         async with asyncio.TaskGroup() as group:
             for item, part in zip(items, parts, strict=True):
@@ -339,16 +355,16 @@ class _Run:
         self.note = WriterNote(Path(self.store.path), f"refresh --all {self.category}")
         stack.callback(self.note.close)
 
-    async def fetch(self, item: WorkItem, part: Part) -> None:
+    async def fetch(self, item: WorkItem, part: Part, downloaded: Callable[[], None]) -> None:
         """One refresh's fetch on a handle of its own, then its days into the lake; its end is
-        concluded with others' (`conclude`)."""
+        concluded with others' (`conclude`). `downloaded`: once its last archive file has arrived."""
         cursor = self.store.sibling()
         try:
             try:
                 if part.cache_dir is not None:
                     check_cache_dir(part.cache_dir)
                 await fetch_part(cursor, self.config, part, client=self.client, work_dir=self.scratch,
-                                 staging=self.staging, note=self.note, budget=self.budget)
+                                 staging=self.staging, note=self.note, budget=self.budget, downloaded=downloaded)
             except BackfillError as error:
                 self._failed(item, error)
                 return

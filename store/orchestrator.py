@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -118,10 +119,10 @@ def plan_parts(store: Store, asks: list[Ask], *, sources: tuple[str, ...] = TRAD
 async def fetch_part(store: Store, config: FetchConfig, part: Part, *, progress: ProgressCallback | None = None,
                      client: BybitClient | None = None, work_dir: Path | None = None,
                      staging: Store | None = None, note: WriterNote | None = None,
-                     budget: StagingBudget | None = None) -> None:
+                     budget: StagingBudget | None = None, downloaded: Callable[[], None] | None = None) -> None:
     """Fetch what `part` lacks into the store (the file let go meanwhile). `staging`: a private
     database shared by the run's refreshes, `client`, `work_dir` and the `budget` of staged bytes
-    too (else each its own)."""
+    too (else each its own); `downloaded` is called once the last archive file has arrived."""
     if not part.missing:
         return
     from store.pipeline import Job, fetch_missing
@@ -129,7 +130,7 @@ async def fetch_part(store: Store, config: FetchConfig, part: Part, *, progress:
     store.release()
     job = Job(store, part.ask.market, part.ask.span, progress or _noop,
               cache_dir=Path(part.cache_dir) if part.cache_dir is not None else None, id_mode=part.id_mode,
-              note=note, budget=budget)
+              note=note, budget=budget, downloaded=downloaded)
     part.fetched = await fetch_missing(job, config, part.missing, client=client, work_dir=work_dir,
                                        staging=staging)
 

@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -89,6 +89,10 @@ class Job:
     # Shared by the refreshes of a whole-market run (`store.market`); one refresh alone stages one
     # day at a time and needs none.
     budget: StagingBudget | None = None
+    # Called once the last archive file of the refresh has arrived: a whole-market run gives its
+    # slot to the next refresh then, rather than when this one's commits are done (what the staged
+    # days hold meanwhile is bounded by `budget`).
+    downloaded: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +206,11 @@ async def _archive_days(job: Job, archive: ArchiveSource, private: Store, plan: 
     def on_bytes(count: int) -> None:
         job.progress(Progress("bytes", bytes=count))
 
-    committed = 0
+    committed = arrived = 0
     async for day, item in archive.fetch_days(job.market, plan.archive_days, on_bytes=on_bytes):
+        arrived += 1
+        if arrived == total and job.downloaded is not None:
+            job.downloaded()
         if item is None:
             yield DayOutcome(day, gap=_day_gap(day, f"the archive file for {day} is listed but answered "
                                                     "404; rerun later"))

@@ -189,6 +189,80 @@ async def test_staged_days_stay_within_the_runs_budget_of_archive_bytes(sim_cach
         assert set(stored_ids(store, symbol, us(day(2)), us(day(4)))) == truth_ids(config, symbol, day(2), day(4))
 
 
+async def test_a_refresh_waiting_only_for_its_commit_gives_its_slot_to_the_next_symbol(sim_cache_dir, store,
+                                                                                     monkeypatch) -> None:
+    """`--concurrency` bounds the refreshes downloading: with every commit held back, a run of 6
+    symbols at 2 at a time still downloads all 6 days (a refresh that has its files waits for its
+    commit without a slot), then commits them all, each trade once."""
+    import asyncio
+    import threading
+
+    import store.pipeline as pipeline
+
+    release = threading.Event()
+    commit = pipeline._commit
+
+    def held_back(*args, **kwargs):
+        release.wait(timeout=120)
+        return commit(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_commit", held_back)
+    config = market_config(sim_cache_dir)
+    async with running_sim(config) as sim:
+        run = asyncio.ensure_future(refresh_market(store, sim_fetch_config(sim.url), [f"S{k:02d}USDT" for k in range(6)],
+                                                   Span(us(day(2)), us(day(3))), concurrency=2))
+        try:
+            for _ in range(600):  # bounded: 60 s at most
+                if sim.state.requests["/trading"] >= 6 or run.done():
+                    break
+                await asyncio.sleep(0.1)
+            downloaded = sim.state.requests["/trading"]
+        finally:
+            release.set()
+        summary = await run
+    assert downloaded == 6, "the refreshes waiting for their commits held the slots"
+    assert not summary.failed and duplicate_keys(store) == []
+    for k in range(6):
+        symbol = f"S{k:02d}USDT"
+        assert set(stored_ids(store, symbol, us(day(2)), us(day(3)))) == truth_ids(config, symbol, day(2), day(3))
+
+
+async def test_a_whole_market_writes_no_more_files_at_once_than_the_exporters_bound(sim_cache_dir, store,
+                                                                                  tmp_path, monkeypatch) -> None:
+    """However many refreshes export at once, the process writes at most its bound of daily files
+    at a time (a busy day's write takes ~400 MB): here a bound of 1, each write lingering until a
+    second one starts or half a second passes."""
+    import threading
+
+    import store.exporter as exporter
+
+    monkeypatch.setattr(exporter, "_EXPORTING", threading.BoundedSemaphore(1))
+    cond, in_flight, peak = threading.Condition(), [0], [0]
+    write_day = exporter.write_day
+
+    def lingering(*args, **kwargs):
+        with cond:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            cond.notify_all()
+            cond.wait_for(lambda: in_flight[0] > 1, timeout=0.5)
+        try:
+            return write_day(*args, **kwargs)
+        finally:
+            with cond:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(exporter, "write_day", lingering)
+    config = market_config(sim_cache_dir, count=3)
+    async with running_sim(config) as sim:
+        summary = await refresh_market(store, sim_fetch_config(sim.url), [f"S{k:02d}USDT" for k in range(3)],
+                                       Span(us(day(2)), us(day(3))), concurrency=3,
+                                       cache_template=str(tmp_path / "cache" / "{symbol}"))
+    assert not summary.failed and peak[0] == 1
+    for k in range(3):
+        assert (tmp_path / "cache" / f"S{k:02d}USDT" / "backfill_2024-01-02.parquet").exists()
+
+
 async def test_a_bad_symbol_fails_alone_and_the_others_complete(sim_cache_dir, store) -> None:
     async with running_sim(market_config(sim_cache_dir)) as sim:
         summary = await refresh_market(store, sim_fetch_config(sim.url), ["S00USDT", "NOPEUSDT"],
