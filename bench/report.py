@@ -54,7 +54,13 @@ ANALYSIS: dict[str, str] = {
         "busy --runs 3`). " + _LEVERS + "Close it: no single statement is large enough; it needs less "
         "work per row: ids kept as 128-bit UUIDs with the tick id derived on read (the insert's id column "
         "is ~0.5 of the ~1.0), side and source as ENUMs (~0.2 of a lone insert), and a resident process "
-        "for the ~0.35 s of start-up; each is a schema or flow change for its own issue. Even all of "
+        "for the ~0.35 s of start-up; each is a schema or flow change for its own issue. Measured apart "
+        "this round (1.5M staged rows inserted into an empty `trades` and committed, 5 alternating runs "
+        "each): 0.84 s wall and 1.54 CPU-s as stored today, 0.78 s and 1.42 with side and source as "
+        "ENUMs, 0.56 s and 1.01 with the id as a UUID as well (and a 10% smaller file). Not taken: "
+        "spot ids are numbers, not UUIDs, so the id would need a second column and `trades` a view "
+        "over both, with every store migrated and every statement on the key rewritten; ENUMs alone "
+        "are ~0.1 s of a day. Even all of "
         "them leave the tool ~1.5-2x a peer that does not keep a store."),
     "week (7 busy days): time vs polars": (
         "Why: the busy day's work (~3.6 CPU-s a day, see the busy day's entry) seven times, against "
@@ -134,28 +140,26 @@ ANALYSIS: dict[str, str] = {
         "(no whole-day staging) and export from rows stored in time order without a sort, under a "
         "tight memory limit; each costs speed, the week's other goal."),
     "200 small symbols": (
-        'Why: the run is a chain per symbol (index request, download, staging, commit), and the '
-        'commit thread, which every small day waits on, is its longest link. Measured in-process this '
-        'round (`--concurrency 64`): with the commits replaced by a no-op the run takes ~1.8 s (~0.5 s '
-        'of imports, 401 requests at 20 ms of latency, the staging); with them ~3.3 s. The commit '
-        'thread is busy ~2.3 s of it: the fresh insert with the day summaries ~0.5 s, taking the file '
-        'back after each let-go ~0.35 s (the checkpoint on close, the 60 ms pause that gives a waiting '
-        'reader its turn, the reopen: issue 13\'s promise to readers, once a second), the COMMITs '
-        '~0.25 s, an id-filter file created for each new market ~0.15 s, and the Python side of each '
-        'group (filter probes, Arrow columns) ~0.45 s; alone on the machine the same groups commit in '
-        '~0.8 s: the rest is the cores and the GIL it shares with the staging and the event loop. This '
-        'round (4.5 s at `--concurrency 16` in the last RESULTS, ~5.2 s after that round\'s filter fix, '
-        '-> the figure above; 3.8 s at 16 now): small files are read together in one DuckDB statement without the GIL '
-        '(`store.batch_staging`, ~10%), a small batch\'s tick ids hashed in Python instead of a DuckDB '
-        'statement (less CPU), staging in one thread per core (asyncio\'s default 6 took the cores and '
-        'the GIL from the commit thread: 4.0 -> 3.5 s), the default `--concurrency` 32 (a commit '
-        'takes every day waiting, so more symbols in flight fill the transactions; busy symbols are '
-        'bounded by a staging budget of archive bytes instead), the rebuilt filters\' counts in one '
-        'statement, and the gaps concluded off the event loop. Close it: a resident process (the '
-        'start-up is a quarter of the floor), fewer let-goes when no reader waits (a signal from '
-        'waiting readers instead of a fixed bound: never letting go during the run measured 3.15-3.19 s '
-        'against 3.31-3.42 s, ~0.2 s, at the cost of plain DuckDB sessions\' chances to get in), and a commit thread free of Python work (filter '
-        'probes and files prepared in the staging step).'),
+        "Why: on 2 cores the run is CPU-bound, and it does more than the floor's one multi-threaded "
+        "`read_csv`: ~4.9 CPU-s against the floor's ~2. Measured in-process this round "
+        "(`--concurrency 32`, 3.44 s): the event loop 1.23 CPU-s (401 requests and downloads, the "
+        "files written and removed, and the last let-go of the file, whose checkpoint of the run's rows "
+        "takes ~0.36 s at the end), the staging thread 1.12, the commit thread 0.92 (six group commits), "
+        "DuckDB's own threads 0.64; and outside the refresh ~0.75 s of process (imports take 0.62 s "
+        "against 0.20 s for the floor's `import duckdb`: pyarrow with its compute and CSV modules, "
+        "aiohttp, whose import builds two TLS contexts, ~45 ms, numpy, click, pydantic). Taken this "
+        "round (2.46x -> the figure above; the host ran ~15% slower than at the last RESULTS): a "
+        "process waiting for the store marks it (`<db>.wait`), and a writer lets go at 1 s only "
+        "while someone does, else at 5 s (every let-go is a checkpoint and a reopen: 4.05 -> 3.73 s "
+        "in 6 alternating runs), and a refresh gives its slot to the next symbol once its files have "
+        "arrived instead of when its commits are done (the commit thread then finds more days waiting: "
+        "3.97 -> 3.59 s wall, 5.76 -> 5.07 CPU-s). Measured and not taken: DuckDB's WAL "
+        "auto-checkpoint at 16 or 64 MB instead of 1 GB (3.57 s all three), a GIL switch interval of "
+        "1 or 0.5 ms (3.46 and 3.60 s against 3.39 s), fewer file calls on the event loop (a realpath "
+        "per private branch, a mkdir per download: 3.71 against 3.66 s). Close it: a resident "
+        "process (the start-up alone is ~0.4 s over the floor's) and less CPU per small day (the "
+        "download written to a file and read back, the id-filter file created per new market, the "
+        "group's Python side); more overlap does not help a machine whose cores are already busy."),
     "executions: request rate": (
         "Why: the crawl is paced at 47.4/s (a 50/s limit, counted on arrival in fixed seconds, with 50 ms "
         "of latency jitter absorbed); a miss means event-loop stalls. Close it: check that nothing "

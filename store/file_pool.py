@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 # (`store.db._connect`), touch its wait mark (`<db>.wait`) at each try; when the mark is fresh, the
 # writer lets go at HOLD_BOUND_S, so such a reader or another writer waits at most about HOLD_BOUND_S
 # plus the commit under way (a busy day's commit is longer than the bound by itself: the file is let
-# go after each of them), never for a whole run. Nobody marking, it lets go at UNASKED_HOLD_BOUND_S:
-# that is the turn of a plain DuckDB session, which fails rather than waits and cannot mark (it gets
-# in whenever the writer waits on the network too).
+# go after each of them), never for a whole run. Nobody marking, it lets go at UNASKED_HOLD_BOUND_S,
+# or after any single hold of HOLD_BOUND_S (a busy day's commit): that is the turn of a plain DuckDB
+# session, which fails rather than waits and cannot mark (it gets in whenever the writer waits on
+# the network too).
 # HOLD_BOUND_S is 1 s, not less: each let-go costs a checkpoint, the pause below and a reopen (~0.2 s
 # together in a busy run), so 0.5 s measured 8-19% slower over 200 small symbols (4 alternating
 # runs); 1 s keeps a reader's wait within issue 13's promise of ~1-2 s. Unasked, the let-goes are
@@ -116,6 +117,7 @@ class FilePool:
         self.freed_at = -RESUME_PAUSE_S
         self.last_idle = 0.0
         self.yielding = False  # let go at the bound: pause before taking the file back
+        self.handed_out: dict[int, float] = {}  # id of each connection in use -> when it was handed out
 
     def opened(self) -> None:
         """A connection was opened (the caller holds the file's open/close lock)."""
@@ -134,7 +136,9 @@ class FilePool:
         kind = _kind(read_only, config)
         with self.cond:
             if self.idle and self.kind == kind:
-                return self.idle.pop()
+                connection = self.idle.pop()
+                self.handed_out[id(connection)] = time.monotonic()
+                return connection
             self._let_go()  # another kind: DuckDB refuses two configurations of one file in a process
             pause = 0.0
             if self.yielding and self.keepers and not self.open:
@@ -142,7 +146,10 @@ class FilePool:
             self.yielding = False
         if pause > 0:
             time.sleep(pause)
-        return self._connect(self.path, read_only, config, wait_s)
+        connection = self._connect(self.path, read_only, config, wait_s)
+        with self.cond:
+            self.handed_out[id(connection)] = time.monotonic()
+        return connection
 
     def give_back(self, connection: DuckDBPyConnection, read_only: bool, config: dict[str, Any]) -> None:
         """Keep `connection` for the next handle, or close it (and let the file go) when no block
@@ -150,7 +157,10 @@ class FilePool:
         kind = _kind(read_only, config)
         with self.cond:
             now = time.monotonic()
-            held_long = bool(self.keepers) and self._held_long(now)
+            # One hold as long as the short bound (a busy day's commit) is let go after, asked or
+            # not: its let-go costs little beside it, and a plain DuckDB session gets its turn.
+            one_long_hold = now - self.handed_out.pop(id(connection), now) >= HOLD_BOUND_S
+            held_long = bool(self.keepers) and (one_long_hold or self._held_long(now))
             if self.keepers and not held_long and self.kind in (None, kind):
                 self.idle.append(connection)
                 self.kind, self.last_idle = kind, now
