@@ -58,10 +58,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("context.backfill")
 
-# Symbols refreshed at once. A whole market is mostly small days, each a chain of two requests, a
-# parse and a commit: many in flight keep the commit thread's transactions full (200 small symbols:
-# 7.0 s at 4, 3.8 s at 16, 3.2 s at 32, 3.3 s at 64 in bench/RESULTS.md). Busy symbols' staged
-# days are bounded by the run's `StagingBudget`, not by this.
+# Symbols downloading at once. A whole market is mostly small days, each a chain of two requests, a
+# parse and a commit: many in flight keep the commit thread's transactions full (200 small symbols
+# in bench/RESULTS.md: 4.4 s at 4, 3.8-3.9 s at 16, 32 and 64; 7.0 s at 4 before a refresh gave its
+# slot back once its files had arrived). Busy symbols' staged days are bounded by the run's
+# `StagingBudget`, not by this.
 DEFAULT_CONCURRENCY = 32
 
 
