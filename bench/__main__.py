@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated figures: " + ", ".join(NAMES))
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, 5 for the single-day "
                                                  "figures, 7 for export; 1 with --quick)")
-    parser.add_argument("--out", type=Path, help="results file (default bench/RESULTS.md; "
-                                                 "bench/.cache/RESULTS-quick.md with --quick)")
+    parser.add_argument("--out", type=Path, help="results file, Markdown (default bench/RESULTS.md; "
+                                                 "bench/.cache/RESULTS-quick.md with --quick); the "
+                                                 "measurements go beside it as <stem>.json")
     parser.add_argument("--sim-cache", type=Path, default=simhost.DEFAULT_CACHE,
                         help="where the emulator's generated day files are cached")
     parser.add_argument("--no-wait", action="store_true",
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"{Quiet.max_wait_s:.0f}); on a machine shared with others a shorter wait keeps "
                              "the whole run within its time, at the cost of noisier absolute times")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.suffix == ".json":  # its measurements would overwrite it
+        parser.error(f"--out names the Markdown file; the measurements are written beside it as "
+                     f"<stem>.json, so give e.g. {args.out.with_suffix('.md')}")
     Quiet.enabled = not (args.no_wait or args.quick)
     Quiet.max_wait_s = args.max_wait
     began = time.perf_counter()

@@ -27,3 +27,10 @@ def test_the_quick_warm_figure_runs_and_writes_its_results(tmp_path: Path) -> No
     assert "**met**" in text or "**MISSED**" in text
     assert done.returncode == (1 if "**MISSED**" in text else 0), log
     assert "the guide's 12 h" not in text, "--only warm reports the warm row alone"
+
+
+def test_a_json_out_is_refused_before_it_could_overwrite_its_own_measurements(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"  # the measurements go to <stem>.json: the same file
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "warm", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "results.md" in done.stderr and not out.exists()
