@@ -360,7 +360,7 @@ def _render_summary(summary: RefreshSummary) -> None:
               help="With --all: Trading, Closed (delisted symbols keep their archive) or all.")
 @click.option("--shard", default=None, help="K/N: only the (symbol, day) pairs machine K of N owns [default: all of them].")
 @click.option("--concurrency", type=int, default=32, show_default=True,  # store.market.DEFAULT_CONCURRENCY
-              help="Symbols refreshed at once (their staged days share a bound of 256 MB of archive files).")
+              help="Symbols downloading at once (their staged days share a bound of 256 MB of archive files).")
 @click.option("--lake", default=None, help="Keep this lake (directory or s3://bucket/prefix) current [default: no lake].")
 @_db_option
 @_json_option

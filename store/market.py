@@ -254,8 +254,8 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
                          client: BybitClient | None = None,
                          on_symbol: Callable[[SymbolResult], None] | None = None) -> MarketSummary:
     """Refresh `symbols` (None: every symbol of the category with one of `statuses`) over
-    `span`, at most `concurrency` refreshes at once; the lake, when given, is updated
-    after each. A symbol that fails is reported and the others go on; if every one fails, the
+    `span`, at most `concurrency` refreshes downloading at once (one whose files have arrived
+    waits for its commits without a slot); the lake, when given, is updated after each. A symbol that fails is reported and the others go on; if every one fails, the
     first error is raised (nothing was done: a bad host or option, not a bad symbol)."""
     began = time.monotonic()
     if concurrency < 1:
