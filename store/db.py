@@ -122,38 +122,39 @@ def _connect(path: str, read_only: bool, config: dict[str, Any], wait_s: float) 
     began = time.monotonic()
     deadline = began + wait_s
     marked = False
-    while True:
-        # Empty before the try: if the creator writes its headers while DuckDB reads the empty file,
-        # the file is no longer empty when the refusal comes back, and the next try will find them.
-        was_empty = _is_empty(path)
-        try:
-            with _open_close_lock(path):
-                connection = duckdb.connect(path, read_only=read_only, config=config)
-                if not read_only:
-                    connection.execute(WAL_AUTOCHECKPOINT_SQL)
-                    connection.execute(NO_PROGRESS_BAR_SQL)
-                _pool(path).opened()
-            if marked:
-                unmark_waiting(path)
-            return connection
-        except duckdb.Error as error:
-            translated = _translate(error, path)
-            now = time.monotonic()
-            being_created = (isinstance(translated, NotADatabase) and now < min(deadline, began + CREATING_GRACE_S)
-                             and (was_empty or _is_empty(path)))
-            if isinstance(translated, StoreLocked) and now < deadline:
-                mark_waiting(path)  # a keeping writer lets go at its short bound for a process that waits
-                marked = True
-                time.sleep(LOCK_POLL_S)
-                continue
-            if being_created:
-                time.sleep(LOCK_POLL_S)
-                continue
-            if marked:
-                unmark_waiting(path)
-            if isinstance(translated, StoreLocked):
-                translated = StoreLocked(path, translated.holder, wait_s)
-            raise translated from None
+    try:
+        while True:
+            # Empty before the try: if the creator writes its headers while DuckDB reads the empty
+            # file, the file is no longer empty when the refusal comes back, and the next try finds them.
+            was_empty = _is_empty(path)
+            try:
+                with _open_close_lock(path):
+                    connection = duckdb.connect(path, read_only=read_only, config=config)
+                    if not read_only:
+                        connection.execute(WAL_AUTOCHECKPOINT_SQL)
+                        connection.execute(NO_PROGRESS_BAR_SQL)
+                    _pool(path).opened()
+                return connection
+            except duckdb.Error as error:
+                translated = _translate(error, path)
+                now = time.monotonic()
+                being_created = (isinstance(translated, NotADatabase)
+                                 and now < min(deadline, began + CREATING_GRACE_S)
+                                 and (was_empty or _is_empty(path)))
+                if isinstance(translated, StoreLocked) and now < deadline:
+                    mark_waiting(path)  # a keeping writer lets go at its short bound for a process that waits
+                    marked = True
+                    time.sleep(LOCK_POLL_S)
+                    continue
+                if being_created:
+                    time.sleep(LOCK_POLL_S)
+                    continue
+                if isinstance(translated, StoreLocked):
+                    translated = StoreLocked(path, translated.holder, wait_s)
+                raise translated from None
+    finally:
+        if marked:  # in, out of patience or interrupted: this process no longer waits
+            unmark_waiting(path)
 
 
 def _is_empty(path: str) -> bool:

@@ -255,8 +255,9 @@ async def refresh_market(store: Store, config: FetchConfig, symbols: Sequence[st
                          on_symbol: Callable[[SymbolResult], None] | None = None) -> MarketSummary:
     """Refresh `symbols` (None: every symbol of the category with one of `statuses`) over
     `span`, at most `concurrency` refreshes downloading at once (one whose files have arrived
-    waits for its commits without a slot); the lake, when given, is updated after each. A symbol that fails is reported and the others go on; if every one fails, the
-    first error is raised (nothing was done: a bad host or option, not a bad symbol)."""
+    waits for its commits without a slot); the lake, when given, is updated after each. A symbol
+    that fails is reported and the others go on; if every one fails, the first error is raised
+    (nothing was done: a bad host or option, not a bad symbol)."""
     began = time.monotonic()
     if concurrency < 1:
         raise InputError(f"--concurrency must be at least 1, got {concurrency}")

@@ -159,6 +159,7 @@ def test_a_lock_wait_that_runs_out_is_exit_4_naming_the_holder(tmp_path: Path) -
         assert code == 4 and out == ""
         assert err.count("\n") == 1 and str(db) in err and f"pid {holder.pid}" in err
         assert "0.3 s" in err and "BACKFILL_LOCK_WAIT_S" in err
+        assert not db.with_name(db.name + ".wait").exists(), "a waiter out of patience takes its mark away"
     finally:
         holder.kill()
         holder.wait(timeout=30)
